@@ -1,0 +1,1 @@
+"""Buyer protocol adapters (no I/O), request signing, and the buyer simulator."""

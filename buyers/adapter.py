@@ -1,0 +1,98 @@
+"""The buyer adapter contract: our ping or post in, an HTTP request description out; an
+HTTP response in, our bid or post result out. Adapters do no I/O: the exchange sends
+the requests through its transport, so an adapter is tested with fixtures alone.
+
+An adapter instance is built once per buyer at config load (it may precompute headers,
+field maps and fixed values) and is then shared by every auction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from exchange.outcomes import BidOutcome, PostOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One outbound request, fully described. ``url`` is absolute (http or https)."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """One response as the transport read it. Header names are lower case."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerEndpoint:
+    """What an adapter needs to know about one buyer."""
+
+    buyer_id: str
+    ping_url: str | None
+    post_url: str | None
+    secret: bytes
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PingOffer:
+    """A redacted lead offered to buyers for bids."""
+
+    ping_id: str
+    vertical: str
+    tmax_ms: int
+    floor_cents: int
+    lead: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PostOffer:
+    """A full lead posted to the buyer whose bid is being honoured."""
+
+    ping_id: str
+    bid_id: str | None
+    price_cents: int
+    vertical: str
+    lead: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BidReply:
+    """A buyer's answer to a ping: BID (with a price), NO_BID or ERROR (with a reason)."""
+
+    outcome: BidOutcome
+    price_cents: int | None = None
+    bid_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PostReply:
+    """A buyer's answer to a post: ACCEPTED, REJECTED or ERROR (with a reason)."""
+
+    outcome: PostOutcome
+    buyer_lead_id: str | None = None
+    reason: str | None = None
+
+
+class Adapter(Protocol):
+    """Turns offers into requests and responses into replies for one buyer."""
+
+    def ping_request(self, offer: PingOffer, timestamp: int) -> HttpRequest: ...
+
+    def read_bid(self, response: HttpResponse) -> BidReply: ...
+
+    def post_request(self, offer: PostOffer, timestamp: int) -> HttpRequest: ...
+
+    def read_post(self, response: HttpResponse) -> PostReply: ...

@@ -1,0 +1,53 @@
+"""Closed sets of outcomes shared by the auction, the API, the metrics and the database.
+
+Each enum's value is the one word used everywhere: in JSON answers, in metric labels and
+in the database (where a CHECK constraint lists the same words; a test keeps the two in
+step). Anything a buyer does that is not understood maps to an explicit ERROR.
+"""
+
+from enum import StrEnum
+
+
+class BidOutcome(StrEnum):
+    """What happened to one buyer in one auction (SPEC section 6)."""
+
+    BID = "bid"
+    NO_BID = "no_bid"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    FILTERED = "filtered"
+    CAPPED = "capped"
+    OFF_SCHEDULE = "off_schedule"
+    DUPLICATE = "duplicate"
+    BELOW_FLOOR = "below_floor"
+    SELLER_BLOCKED = "seller_blocked"
+
+
+class PostOutcome(StrEnum):
+    """What happened to one attempt to post a lead to one buyer."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+class PingStatus(StrEnum):
+    """The answer to a seller's ping."""
+
+    BID = "bid"
+    NO_BID = "no_bid"
+
+
+class PostStatus(StrEnum):
+    """The answer to a seller's post (and to a direct post)."""
+
+    SOLD = "sold"
+    UNSOLD = "unsold"
+
+
+class Phase(StrEnum):
+    """Which buyer call a request belongs to (the `phase` metric label)."""
+
+    PING = "ping"
+    POST = "post"

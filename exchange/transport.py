@@ -1,0 +1,87 @@
+"""The buyer transport: sends an adapter's HttpRequest and returns its HttpResponse.
+
+The auction sees only this small interface, so the implementation can be swapped by
+measurement. Every transport must: reuse keep-alive connections per buyer host, speak
+TLS, read chunked and content-length bodies, cap the response size, honour a
+per-request deadline (and be cancellable), and never follow redirects (a 3xx comes
+back as a response like any other). Failures raise TransportError; a deadline that
+passes raises TransportTimeout. The auction turns both into outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import aiohttp
+
+from buyers.adapter import HttpRequest, HttpResponse
+
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class TransportError(Exception):
+    """The request failed: connection refused or reset, bad HTTP, body too large."""
+
+
+class TransportTimeout(TransportError):
+    """The request's deadline passed before a whole response arrived."""
+
+
+class Transport(Protocol):
+    async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpTransport:
+    """The reference transport: one shared keep-alive aiohttp.ClientSession."""
+
+    def __init__(
+        self,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        limit_per_host: int = 256,
+    ) -> None:
+        self._max_response_bytes = max_response_bytes
+        self._connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=limit_per_host, keepalive_timeout=30, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(
+            connector=self._connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse:
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._session.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    data=request.body,
+                    allow_redirects=False,
+                ) as response:
+                    declared = response.content_length
+                    if declared is not None and declared > self._max_response_bytes:
+                        raise TransportError("response body too large")
+                    body = await self._read_capped(response.content)
+                    headers = {k.lower(): v for k, v in response.headers.items()}
+                    return HttpResponse(response.status, headers, body)
+        except TimeoutError:
+            raise TransportTimeout("deadline passed") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise TransportError(type(exc).__name__) from None
+
+    async def _read_capped(self, stream: aiohttp.StreamReader) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await stream.readany():
+            size += len(chunk)
+            if size > self._max_response_bytes:
+                raise TransportError("response body too large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def close(self) -> None:
+        await self._session.close()
