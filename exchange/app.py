@@ -1,0 +1,126 @@
+"""The composition root: builds the database pool, store, batch writer, transport,
+metrics and context from a loaded config, and wires the routes. Nothing else creates
+live resources."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from exchange import operator_api, seller_api
+from exchange.api_common import CTX, LIMITS, json_response
+from exchange.batch import BatchWriter
+from exchange.config import LoadedConfig
+from exchange.context import ExchangeContext
+from exchange.errors import error_middleware, error_response
+from exchange.h1transport import H1Transport
+from exchange.metrics import Metrics
+from exchange.store import Store, create_pool, migrate
+from exchange.transport import AiohttpTransport, Transport
+
+log = structlog.get_logger("exchange.app")
+HEALTH_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    database_url: str
+    batch_interval_s: float = 0.05
+
+
+def build_transport(loaded: LoadedConfig) -> Transport:
+    settings = loaded.settings
+    if settings.transport == "aiohttp":
+        return AiohttpTransport(max_response_bytes=settings.max_response_bytes)
+    return H1Transport(max_response_bytes=settings.max_response_bytes)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    if not ctx.db_ready:
+        return error_response(
+            503, "not_ready", "the ledger database is unreachable", headers={"Retry-After": "1"}
+        )
+    return json_response({"status": "ready", "config": ctx.loaded.source})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    ctx.metrics.db_queue_depth.set(ctx.writer.queued)
+    return web.Response(
+        body=generate_latest(ctx.metrics.registry),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
+async def _watch_database(ctx: ExchangeContext) -> None:
+    """Keep ``db_ready`` true only while the database answers; asyncpg's pool reconnects
+    by itself once it is back."""
+    while True:
+        try:
+            async with asyncio.timeout(HEALTH_INTERVAL_S):
+                await ctx.store.ping()
+            ready = True
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            ready = False
+        if ready != ctx.db_ready:
+            log.warning("database_ready_changed", ready=ready)
+        ctx.db_ready = ready
+        ctx.metrics.db_up.set(1 if ready else 0)
+        await asyncio.sleep(HEALTH_INTERVAL_S)
+
+
+def create_app(
+    loaded: LoadedConfig, options: AppOptions, metrics: Metrics | None = None
+) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=loaded.settings.max_body_bytes
+    )
+    app[LIMITS] = {}
+    metrics = metrics if metrics is not None else Metrics()
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(options.database_url)
+        await migrate(pool)
+        writer = BatchWriter(pool, interval_s=options.batch_interval_s,
+                             on_flush=metrics.record_flush)  # fmt: skip
+        writer.start()
+        transport = build_transport(loaded)
+        ctx = ExchangeContext(loaded=loaded, store=Store(pool), writer=writer,
+                              transport=transport, metrics=metrics)  # fmt: skip
+        metrics.db_up.set(1)
+        app[CTX] = ctx
+        watcher = asyncio.get_running_loop().create_task(_watch_database(ctx))
+        log.info("exchange_ready", config=loaded.source, buyers=len(ctx.buyers))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await writer.close()
+            await transport.close()
+            await pool.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.add_routes(
+        [
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/metrics", metrics_endpoint),
+            *seller_api.routes(),
+            *operator_api.routes(),
+        ]
+    )
+    return app

@@ -1,0 +1,141 @@
+"""Batched ledger writes off the auction's critical path.
+
+Pings, bid outcomes and post attempts are queued here and written with COPY every
+``interval_s`` or as soon as ``batch_rows`` are waiting. Money (sales, post results)
+never passes through this queue. The queue is bounded: when it is full, ``add`` waits,
+so a slow database slows the exchange down rather than letting memory grow. Rows still
+queued when the process dies are lost; docs/reliability.md says what that costs
+(no money, only per-buyer detail of the last ``interval_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("exchange.batch")
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "pings": (
+        "ping_id", "seller_id", "vertical", "external_id", "mode", "tmax_ms", "lead",
+        "status", "price_cents", "payout_cents", "ping_tree", "created_at", "expires_at",
+        "duration_us", "overhead_us",
+    ),
+    "bid_outcomes": (
+        "ping_id", "buyer_id", "outcome", "price_cents", "latency_us", "rank", "reason",
+        "created_at",
+    ),
+    "post_attempts": (
+        "ping_id", "attempt", "buyer_id", "outcome", "price_cents", "latency_us", "reason",
+        "buyer_lead_id", "created_at",
+    ),
+}  # fmt: skip
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        interval_s: float = 0.05,
+        batch_rows: int = 2000,
+        max_rows: int = 100_000,
+        on_flush: Callable[[str, int, float], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._interval_s = interval_s
+        self._batch_rows = batch_rows
+        self._max_rows = max_rows
+        self._on_flush = on_flush
+        self._rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in COLUMNS}
+        self._queued = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self.dropped_rows = 0
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-writer")
+
+    async def add(self, table: str, row: tuple[Any, ...]) -> None:
+        while self._queued >= self._max_rows:
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+        self._rows[table].append(row)
+        self._queued += 1
+        if self._queued >= self._batch_rows:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:  # keep the writer alive whatever the database does
+                log.exception("batch_flush_failed")
+                await asyncio.sleep(min(1.0, self._interval_s * 10))
+
+    async def flush(self) -> None:
+        """Write everything queued now. Rows that fail to write are kept for the next try
+        unless the queue is over its bound."""
+        async with self._flush_lock:
+            for table in COLUMNS:  # pings first: the post path reads them
+                rows = self._rows[table]
+                if not rows:
+                    continue
+                self._rows[table] = []
+                try:
+                    await self._write(table, rows)
+                except BaseException:
+                    self._rows[table] = rows + self._rows[table]
+                    raise
+                finally:
+                    self._queued = sum(len(r) for r in self._rows.values())
+                    if self._queued < self._max_rows:
+                        self._room.set()
+
+    async def _write(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with self._pool.acquire() as conn:
+            try:
+                await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
+            except asyncpg.UniqueViolationError:
+                # A retried batch that partly landed before: insert row by row, skipping
+                # what is already there.
+                cols = COLUMNS[table]
+                sql = (
+                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+                    f"({', '.join(f'${i + 1}' for i in range(len(cols)))}) ON CONFLICT DO NOTHING"
+                )
+                await conn.executemany(sql, rows)
+        if self._on_flush is not None:
+            self._on_flush(table, len(rows), loop.time() - started)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        try:
+            await self.flush()
+        except Exception:
+            self.dropped_rows += self._queued
+            log.exception("batch_final_flush_failed", dropped_rows=self._queued)

@@ -1,0 +1,115 @@
+"""The `lead-exchange` command: serve, check-config, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from exchange.config import ConfigError, LoadedConfig, load_config
+
+DEFAULT_DATA_DIR = "./.lead-exchange"
+
+
+def _load_or_exit(path: str) -> LoadedConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"configuration error ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    loaded = _load_or_exit(args.config)
+    config = loaded.config
+    print(
+        f"{args.config}: OK ({len(config.verticals)} verticals, {len(config.sellers)} sellers, "
+        f"{len(config.buyers)} buyers)"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from exchange.app import AppOptions, create_app
+    from exchange.embedded import EmbeddedPostgres
+    from exchange.logs import configure_logging
+
+    loaded = _load_or_exit(args.config)
+    configure_logging(json=not args.console_logs, level=args.log_level)
+    embedded = None
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        embedded = EmbeddedPostgres(Path(args.data_dir))
+        url = embedded.start()
+    _install_uvloop()
+    try:
+        app = create_app(loaded, AppOptions(database_url=url))
+        web.run_app(
+            app, host=args.host, port=args.port, access_log=None, print=None,
+            reuse_port=args.reuse_port, shutdown_timeout=args.shutdown_timeout,
+        )  # fmt: skip
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exchange.demo import run_demo
+
+    _install_uvloop()
+    return asyncio.run(run_demo(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lead-exchange", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the exchange")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--database-url", default=None)
+    serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--console-logs", action="store_true", help="readable logs, not JSON")
+    serve.add_argument("--reuse-port", action="store_true")
+    serve.add_argument("--shutdown-timeout", type=float, default=20.0)
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config")
+    check.set_defaults(func=cmd_check_config)
+
+    demo = sub.add_parser("demo", help="embedded database, simulated buyers, live traffic")
+    demo.add_argument("--duration", type=float, default=None, help="seconds (default: until ^C)")
+    demo.add_argument("--rate", type=float, default=50.0, help="leads per second")
+    demo.add_argument("--buyers", type=int, default=8)
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

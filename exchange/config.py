@@ -1,0 +1,363 @@
+"""The exchange's configuration: one YAML file, validated whole at start-up, frozen after.
+
+``${VAR}`` (or ``${VAR:-default}``) expands anywhere in the file's strings. Every
+problem found is collected and reported together, each naming the file, the key path
+and what is wrong. Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from buyers.registry import ADAPTERS
+from exchange.fields import FieldSpec, LeadSchema
+from exchange.money import MoneyError, parse_dollars
+
+TieBreaker = Literal["company_size", "priority", "latency"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ID = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+class ConfigError(Exception):
+    """The configuration is not usable; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _cents(value: object) -> int:
+    try:
+        return parse_dollars(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Cents = Annotated[int, BeforeValidator(_cents)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExchangeSettings(_Model):
+    tmax_ms: int = Field(1000, ge=10, le=30_000)
+    ping_ttl_s: int = Field(120, ge=1, le=86_400)
+    admin_token: str | None = None
+    tie_breakers: tuple[TieBreaker, ...] = ("company_size", "priority", "latency")
+    # Not fixed by the spec; operator-tunable limits with production defaults.
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    post_deadline_ms: int = Field(15_000, ge=100, le=120_000)
+    transport: Literal["aiohttp", "h1"] = "aiohttp"
+    max_response_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("tie_breakers")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("tie-breakers must not repeat")
+        return value
+
+
+class VerticalConfig(_Model):
+    fields: dict[str, FieldSpec]
+
+    @field_validator("fields")
+    @classmethod
+    def _not_empty(cls, value: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        if not value:
+            raise ValueError("a vertical needs at least one field")
+        return value
+
+
+class SellerConfig(_Model):
+    id: str = Field(pattern=_ID)
+    api_key: str | None = Field(None, min_length=16)
+    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    payout_share: Decimal = Field(gt=0, le=1, decimal_places=4)
+    floor: Cents = 0
+    verticals: tuple[str, ...] | None = None  # None: every vertical
+    rate_limit_per_s: float | None = Field(None, gt=0)
+
+    @field_validator("payout_share", mode="before")
+    @classmethod
+    def _exact_share(cls, value: object) -> object:
+        return repr(value) if isinstance(value, float) else value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SellerConfig:
+        if (self.api_key is None) == (self.api_key_sha256 is None):
+            raise ValueError("give exactly one of api_key or api_key_sha256")
+        return self
+
+    @property
+    def key_hash(self) -> str:
+        if self.api_key_sha256 is not None:
+            return self.api_key_sha256
+        assert self.api_key is not None
+        return hash_key(self.api_key)
+
+
+class FieldFilter(_Model):
+    in_: tuple[str | int, ...] | None = Field(None, alias="in")
+    not_in: tuple[str | int, ...] | None = None
+    gte: Decimal | None = None
+    lte: Decimal | None = None
+    prefix: tuple[str, ...] | None = None
+    exists: bool | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> FieldFilter:
+        if not self.model_fields_set:
+            raise ValueError(
+                "a filter needs at least one rule (in, not_in, gte, lte, prefix, exists)"
+            )
+        return self
+
+
+class Caps(_Model):
+    hourly: int | None = Field(None, ge=0)
+    daily: int | None = Field(None, ge=0)
+    daily_budget: Cents | None = None
+
+
+class Schedule(_Model):
+    timezone: str = "UTC"
+    days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    start: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field("24:00", pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Schedule:
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class BuyerConfig(_Model):
+    id: str = Field(pattern=_ID)
+    company_size: int = Field(0, ge=0)
+    priority: int = 0
+    verticals: tuple[str, ...] = Field(min_length=1)
+    ping_url: str | None = None
+    post_url: str | None = None
+    price: Cents | None = None
+    secret: str = ""
+    adapter: str = "json"
+    adapter_options: dict[str, Any] = Field(default_factory=dict)
+    timeout_ms: int | None = Field(None, ge=1)
+    post_timeout_ms: int = Field(5000, ge=1, le=120_000)
+    filters: dict[str, FieldFilter] = Field(default_factory=dict)
+    caps: Caps = Caps()
+    schedule: Schedule | None = None
+    sellers_allow: tuple[str, ...] | None = None
+    sellers_deny: tuple[str, ...] = ()
+    enabled: bool = True
+
+    @field_validator("ping_url", "post_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials (use secret and signing)")
+        if parts.fragment:
+            raise ValueError("must not have a #fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _bids_somehow(self) -> BuyerConfig:
+        if self.ping_url is None and self.price is None:
+            raise ValueError("a buyer needs ping_url (real-time bids) or price (fixed price)")
+        if self.ping_url is not None and self.price is not None:
+            raise ValueError("give ping_url or price, not both")
+        if self.post_url is None:
+            raise ValueError("post_url is required: every buyer receives posted leads")
+        if self.price == 0:
+            raise ValueError("price must be above zero")
+        return self
+
+    @property
+    def fixed_price(self) -> bool:
+        return self.ping_url is None
+
+
+class Config(_Model):
+    exchange: ExchangeSettings = ExchangeSettings()
+    verticals: dict[str, VerticalConfig] = Field(min_length=1)
+    sellers: tuple[SellerConfig, ...] = Field(min_length=1)
+    buyers: tuple[BuyerConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The validated configuration plus what is derived from it once."""
+
+    source: str
+    config: Config
+    schemas: Mapping[str, LeadSchema]
+    sellers_by_key_hash: Mapping[str, SellerConfig]
+
+    @property
+    def settings(self) -> ExchangeSettings:
+        return self.config.exchange
+
+
+def hash_key(key: str) -> str:
+    """How API keys are kept: SHA-256 hex of the key (keys are long random strings)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    if isinstance(node, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{path or '<root>'}: environment variable {name} is not set")
+            return ""
+
+        return _ENV.sub(sub, node)
+    if isinstance(node, dict):
+        return {k: _expand(v, _join(path, k), env, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, f"{path}[{i}]", env, problems) for i, v in enumerate(node)]
+    return node
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems: list[str] = []
+    verticals = config.verticals
+    seen: set[str] = set()
+    for i, seller in enumerate(config.sellers):
+        if seller.id in seen:
+            problems.append(f"sellers[{i}].id: duplicate seller id {seller.id!r}")
+        seen.add(seller.id)
+        for v in seller.verticals or ():
+            if v not in verticals:
+                problems.append(f"sellers[{i}].verticals: unknown vertical {v!r}")
+    hashes = [s.key_hash for s in config.sellers]
+    if len(set(hashes)) != len(hashes):
+        problems.append("sellers: two sellers share one api key")
+    seen = set()
+    for i, buyer in enumerate(config.buyers):
+        where = f"buyers[{i}]"
+        if buyer.id in seen:
+            problems.append(f"{where}.id: duplicate buyer id {buyer.id!r}")
+        seen.add(buyer.id)
+        for v in buyer.verticals:
+            if v not in verticals:
+                problems.append(f"{where}.verticals: unknown vertical {v!r}")
+        if buyer.timeout_ms is not None and buyer.timeout_ms > config.exchange.tmax_ms:
+            problems.append(
+                f"{where}.timeout_ms: {buyer.timeout_ms} is beyond exchange.tmax_ms "
+                f"({config.exchange.tmax_ms})"
+            )
+        known_fields = {f for v in buyer.verticals if v in verticals for f in verticals[v].fields}
+        for name in buyer.filters:
+            if name not in known_fields:
+                problems.append(f"{where}.filters.{name}: no such field in the buyer's verticals")
+            elif any(
+                verticals[v].fields[name].pii
+                for v in buyer.verticals
+                if name in verticals[v].fields
+            ):
+                problems.append(
+                    f"{where}.filters.{name}: PII fields are not in pings and cannot be filtered on"
+                )
+        for s in (*(buyer.sellers_allow or ()), *buyer.sellers_deny):
+            if s not in {seller.id for seller in config.sellers}:
+                problems.append(f"{where}: unknown seller {s!r} in sellers_allow/sellers_deny")
+        if buyer.adapter not in ADAPTERS:
+            problems.append(
+                f"{where}.adapter: unknown adapter {buyer.adapter!r} "
+                f"(known: {', '.join(sorted(ADAPTERS))})"
+            )
+    return problems
+
+
+def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Validate a YAML document; raises ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping"])
+    problems: list[str] = []
+    raw = _expand(raw, "", env, problems)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(f"{_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError([f"{source}: {p}" for p in problems]) from None
+    problems.extend(_cross_checks(config))
+    if problems:
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    schemas = {name: LeadSchema(name, v.fields) for name, v in config.verticals.items()}
+    return LoadedConfig(
+        source=source,
+        config=config,
+        schemas=schemas,
+        sellers_by_key_hash={s.key_hash: s for s in config.sellers},
+    )
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    return parse_config(text, str(path), env)

@@ -1,0 +1,86 @@
+"""The live parts of one running exchange, built once by the app factory and handed to
+every request: config, buyer adapters, transport, store, batch writer, metrics, clock.
+
+Nothing here is a module-level global; tests build their own with a fixed clock and ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from buyers.adapter import Adapter, BuyerEndpoint
+from buyers.registry import build_adapter
+from exchange.auction import BuyerRules, buyers_by_vertical
+from exchange.batch import BatchWriter
+from exchange.config import BuyerConfig, LoadedConfig
+from exchange.metrics import Metrics
+from exchange.pingcache import PingCache, PingRecord
+from exchange.store import Store
+from exchange.transport import Transport
+
+if TYPE_CHECKING:
+    from exchange.posting import PostAnswer
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerRuntime:
+    """One buyer as the auction drives it: its compiled rules and its adapter."""
+
+    rules: BuyerRules
+    adapter: Adapter
+    timeout_ms: int | None
+    post_timeout_ms: int
+
+    @classmethod
+    def from_config(cls, buyer: BuyerConfig) -> BuyerRuntime:
+        endpoint = BuyerEndpoint(
+            buyer_id=buyer.id,
+            ping_url=buyer.ping_url,
+            post_url=buyer.post_url,
+            secret=buyer.secret.encode(),
+            options=buyer.adapter_options,
+        )
+        return cls(
+            rules=BuyerRules.from_config(buyer),
+            adapter=build_adapter(buyer.adapter, endpoint),
+            timeout_ms=buyer.timeout_ms,
+            post_timeout_ms=buyer.post_timeout_ms,
+        )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_ping_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class ExchangeContext:
+    loaded: LoadedConfig
+    store: Store
+    writer: BatchWriter
+    transport: Transport
+    metrics: Metrics
+    pings: PingCache = field(default_factory=PingCache)
+    now: Callable[[], datetime] = utc_now
+    new_id: Callable[[], str] = new_ping_id
+    unix_time: Callable[[], float] = time.time
+    db_ready: bool = True
+    # Work in flight in this process, so a concurrent retry waits on it instead of polling.
+    pings_inflight: dict[str, asyncio.Future[PingRecord]] = field(default_factory=dict)
+    posts_inflight: dict[str, asyncio.Future[PostAnswer]] = field(default_factory=dict)
+    buyers: Mapping[str, BuyerRuntime] = field(init=False)
+    by_vertical: Mapping[str, tuple[BuyerRules, ...]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = self.loaded.config
+        self.buyers = {b.id: BuyerRuntime.from_config(b) for b in config.buyers if b.enabled}
+        self.by_vertical = buyers_by_vertical(config)

@@ -1,0 +1,113 @@
+"""Prometheus metrics (SPEC section 7 names, plus what an operator needs to act).
+
+Labels come only from the configuration (buyer, seller and vertical ids) and from the
+closed enums in exchange/outcomes.py, never from request data, so the series count is
+bounded by the config. Buckets are fine-grained under the auction deadline.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Seconds. Dense from 1 ms to 1 s (the default tmax), sparse beyond.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,
+    0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0,
+    5.0, 10.0,
+)  # fmt: skip
+OVERHEAD_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    """Every collector of one exchange, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.pings = Counter(
+            "exchange_pings",
+            "Pings answered, by answer status (bid or no_bid).",
+            ["seller", "vertical", "status"],
+            registry=r,
+        )
+        self.buyer_requests = Counter(
+            "exchange_buyer_requests",
+            "Buyer outcomes per phase (ping: bid outcome; "
+            "post: post outcome). Exclusions before a call are counted with phase=ping.",
+            ["buyer", "phase", "outcome"],
+            registry=r,
+        )
+        self.buyer_latency = Histogram(
+            "exchange_buyer_latency_seconds",
+            "Time from sending a request to a buyer to "
+            "its answer (timeouts count at the deadline).",
+            ["buyer", "phase"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.auction_duration = Histogram(
+            "exchange_auction_duration_seconds",
+            "Ping received to answer ready.",
+            ["vertical"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.auction_overhead = Histogram(
+            "exchange_auction_overhead_seconds",
+            "Auction time not spent waiting on buyers.",
+            ["vertical"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.deadline_misses = Counter(
+            "exchange_deadline_misses",
+            "Ping answers ready later than tmax + 5 ms.",
+            ["vertical"],
+            registry=r,
+        )
+        self.sales = Counter("exchange_sales", "Leads sold.", ["vertical"], registry=r)
+        self.unsold = Counter(
+            "exchange_unsold_posts", "Posts that ended unsold.", ["vertical"], registry=r
+        )
+        self.revenue = Counter(
+            "exchange_revenue_dollars", "Sale prices paid by buyers.", ["buyer"], registry=r
+        )
+        self.payout = Counter(
+            "exchange_payout_dollars", "Payouts owed to sellers.", ["seller"], registry=r
+        )
+        self.post_attempts_per_sale = Histogram(
+            "exchange_post_attempts_per_sale",
+            "Buyers posted to before one accepted (fallback depth + 1).",
+            buckets=(1, 2, 3, 4, 5, 7, 10, 15, 20),
+            registry=r,
+        )
+        self.inflight = Gauge("exchange_inflight_auctions", "Auctions in progress.", registry=r)
+        self.http_requests = Counter(
+            "exchange_http_requests",
+            "Seller/operator API answers by route and status code.",
+            ["route", "code"],
+            registry=r,
+        )
+        self.db_write_latency = Histogram(
+            "exchange_db_write_seconds",
+            "Time to write one batch or one sale.",
+            ["table"],
+            buckets=DB_BUCKETS,
+            registry=r,
+        )
+        self.db_rows_written = Counter(
+            "exchange_db_rows_written", "Ledger rows written.", ["table"], registry=r
+        )
+        self.db_queue_depth = Gauge(
+            "exchange_db_queue_rows", "Ledger rows waiting in the batch queue.", registry=r
+        )
+        self.db_up = Gauge(
+            "exchange_db_up", "1 when the last database check succeeded.", registry=r
+        )
+
+    def record_flush(self, table: str, rows: int, seconds: float) -> None:
+        self.db_write_latency.labels(table).observe(seconds)
+        self.db_rows_written.labels(table).inc(rows)

@@ -1,0 +1,270 @@
+"""Running one ping auction: screen buyers, fan the redacted ping out under the deadline,
+rank, and record. The decisions are the pure core's (exchange.auction); this module is
+the I/O around them.
+
+The deadline is absolute: at ``start + tmax`` the auction stops waiting, cancels the
+buyers still out (each recorded as ``timeout``) and answers with what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from buyers.adapter import BidReply, PingOffer
+from exchange.auction import Bid, Exclusion, fixed_price_bid, rank, screen, split_floor
+from exchange.config import SellerConfig
+from exchange.context import BuyerRuntime, ExchangeContext
+from exchange.money import payout_cents
+from exchange.outcomes import BidOutcome, PingStatus
+from exchange.pingcache import PingRecord
+from exchange.transport import TransportError, TransportTimeout
+
+log = structlog.get_logger("exchange.ping")
+
+# Time kept back from tmax for ranking and answering, so the answer itself leaves by tmax.
+ANSWER_MARGIN_S = 0.002
+DEADLINE_SLACK_S = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerCall:
+    """What came of asking one buyer for a bid."""
+
+    buyer_id: str
+    reply: BidReply
+    latency_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingRequest:
+    ping_id: str
+    seller: SellerConfig
+    vertical: str
+    lead: dict[str, Any]  # redacted and normalised
+    tmax_ms: int
+    external_id: str | None
+    mode: str  # "ping" or "direct"
+
+
+async def _ask(
+    ctx: ExchangeContext, buyer: BuyerRuntime, offer: PingOffer, timeout_s: float
+) -> BuyerCall:
+    loop = asyncio.get_running_loop()
+    request = buyer.adapter.ping_request(offer, int(ctx.unix_time()))
+    started = loop.time()
+    try:
+        response = await ctx.transport.send(request, timeout_s)
+    except TransportTimeout:
+        reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {timeout_s * 1000:.0f} ms")
+    except TransportError as exc:
+        reply = BidReply(BidOutcome.ERROR, reason=str(exc) or "transport error")
+    else:
+        reply = buyer.adapter.read_bid(response)
+    return BuyerCall(buyer.rules.buyer_id, reply, int((loop.time() - started) * 1e6))
+
+
+async def _fan_out(
+    ctx: ExchangeContext, buyers: list[BuyerRuntime], offer: PingOffer, deadline: float
+) -> list[BuyerCall]:
+    loop = asyncio.get_running_loop()
+    remaining = max(0.0, deadline - loop.time())
+    tasks = []
+    for buyer in buyers:
+        timeout_s = remaining
+        if buyer.timeout_ms is not None:
+            timeout_s = min(timeout_s, buyer.timeout_ms / 1000)
+        tasks.append(loop.create_task(_ask(ctx, buyer, offer, timeout_s)))
+    if not tasks:
+        return []
+    done, pending = await asyncio.wait(tasks, timeout=remaining)
+    calls: list[BuyerCall] = []
+    waited_us = int(remaining * 1e6)
+    for buyer, task in zip(buyers, tasks, strict=True):
+        if task in pending:
+            task.cancel()
+            reply = BidReply(BidOutcome.TIMEOUT, reason="no answer by the auction deadline")
+            calls.append(BuyerCall(buyer.rules.buyer_id, reply, waited_us))
+        else:
+            calls.append(task.result())
+    return calls
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionRow:
+    buyer_id: str
+    outcome: BidOutcome
+    price_cents: int | None
+    latency_us: int | None
+    rank: int | None
+    reason: str | None
+
+
+async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
+    """Run the auction for one redacted lead and record it; returns the ping's record."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    now = ctx.now()
+    settings = ctx.loaded.settings
+    tmax_ms = min(request.tmax_ms, settings.tmax_ms)
+    deadline = started + max(0.0, tmax_ms / 1000 - ANSWER_MARGIN_S)
+    ping_id = request.ping_id
+    seller = request.seller
+    floor_cents = seller.floor
+
+    rules = ctx.by_vertical.get(request.vertical, ())
+    eligible, excluded = screen(rules, seller.id, request.lead, now)
+    realtime: list[BuyerRuntime] = []
+    bids: list[Bid] = []
+    for buyer_rules in eligible:
+        if buyer_rules.fixed_price_cents is not None:
+            bids.append(fixed_price_bid(buyer_rules))
+        else:
+            realtime.append(ctx.buyers[buyer_rules.buyer_id])
+
+    offer = PingOffer(ping_id, request.vertical, tmax_ms, floor_cents, request.lead)
+    ctx.metrics.inflight.inc()
+    try:
+        fan_out_started = loop.time()
+        calls = await _fan_out(ctx, realtime, offer, deadline)
+        waited = loop.time() - fan_out_started if realtime else 0.0
+    finally:
+        ctx.metrics.inflight.dec()
+
+    by_id = {b.rules.buyer_id: b.rules for b in realtime}
+    for call in calls:
+        if call.reply.outcome is BidOutcome.BID and call.reply.price_cents:
+            r = by_id[call.buyer_id]
+            bids.append(
+                Bid(
+                    buyer_id=call.buyer_id,
+                    price_cents=call.reply.price_cents,
+                    company_size=r.company_size,
+                    priority=r.priority,
+                    latency_us=call.latency_us,
+                    bid_id=call.reply.bid_id,
+                )
+            )
+    kept, below = split_floor(bids, floor_cents)
+    tree = tuple(rank(kept, settings.tie_breakers, ping_id))
+
+    top = tree[0] if tree else None
+    price = top.price_cents if top else None
+    payout = payout_cents(price, seller.payout_share) if price is not None else None
+    duration = loop.time() - started
+    record = PingRecord(
+        ping_id=ping_id,
+        seller_id=seller.id,
+        vertical=request.vertical,
+        external_id=request.external_id,
+        lead=request.lead,
+        tree=tree,
+        price_cents=price,
+        payout_cents=payout,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.ping_ttl_s),
+        tmax_ms=tmax_ms,
+    )
+    ctx.pings.put(record)
+    rows = _rows(tree, below, calls, excluded)
+    await _record(ctx, record, request.mode, rows, duration, duration - waited)
+    return record
+
+
+def _rows(
+    tree: tuple[Bid, ...], below: list[Bid], calls: list[BuyerCall], excluded: list[Exclusion]
+) -> list[AuctionRow]:
+    rank_of = {b.buyer_id: i + 1 for i, b in enumerate(tree)}
+    below_ids = {b.buyer_id for b in below}
+    rows: list[AuctionRow] = []
+    for call in calls:
+        reply = call.reply
+        outcome = reply.outcome
+        reason = reply.reason
+        if call.buyer_id in below_ids:
+            outcome, reason = BidOutcome.BELOW_FLOOR, "bid under the seller's floor"
+        elif outcome is BidOutcome.BID and not reply.price_cents:
+            outcome = BidOutcome.NO_BID
+        rows.append(
+            AuctionRow(
+                call.buyer_id, outcome, reply.price_cents, call.latency_us,
+                rank_of.get(call.buyer_id), reason,
+            )
+        )  # fmt: skip
+    for bid in tree:
+        if bid.fixed_price:
+            rows.append(
+                AuctionRow(bid.buyer_id, BidOutcome.BID, bid.price_cents, 0,
+                           rank_of[bid.buyer_id], "fixed price")
+            )  # fmt: skip
+    for bid in below:
+        if bid.fixed_price:
+            rows.append(
+                AuctionRow(bid.buyer_id, BidOutcome.BELOW_FLOOR, bid.price_cents, 0, None,
+                           "fixed price under the seller's floor")
+            )  # fmt: skip
+    rows.extend(AuctionRow(e.buyer_id, e.outcome, None, None, None, e.reason) for e in excluded)
+    return rows
+
+
+async def _record(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    mode: str,
+    rows: list[AuctionRow],
+    duration_s: float,
+    overhead_s: float,
+) -> None:
+    m = ctx.metrics
+    status = PingStatus.BID if record.tree else PingStatus.NO_BID
+    m.pings.labels(record.seller_id, record.vertical, status.value).inc()
+    m.auction_duration.labels(record.vertical).observe(duration_s)
+    m.auction_overhead.labels(record.vertical).observe(max(0.0, overhead_s))
+    if duration_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S:
+        m.deadline_misses.labels(record.vertical).inc()
+    for row in rows:
+        m.buyer_requests.labels(row.buyer_id, "ping", row.outcome.value).inc()
+        if row.latency_us and row.outcome in _CALLED:
+            m.buyer_latency.labels(row.buyer_id, "ping").observe(row.latency_us / 1e6)
+    tree_json = [
+        {"buyer_id": b.buyer_id, "price_cents": b.price_cents, "bid_id": b.bid_id,
+         "fixed_price": b.fixed_price, "company_size": b.company_size,
+         "priority": b.priority, "latency_us": b.latency_us}
+        for b in record.tree
+    ]  # fmt: skip
+    pid = uuid.UUID(record.ping_id)
+    await ctx.writer.add(
+        "pings",
+        (
+            pid, record.seller_id, record.vertical, record.external_id, mode,
+            record.tmax_ms, record.lead, status.value, record.price_cents,
+            record.payout_cents, tree_json, record.created_at, record.expires_at,
+            int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
+        ),
+    )  # fmt: skip
+    for row in rows:
+        await ctx.writer.add(
+            "bid_outcomes",
+            (pid, row.buyer_id, row.outcome.value, row.price_cents, row.latency_us,
+             row.rank, row.reason, record.created_at),
+        )  # fmt: skip
+    log.debug(
+        "auction",
+        ping_id=record.ping_id,
+        seller=record.seller_id,
+        vertical=record.vertical,
+        status=status.value,
+        bids=len(record.tree),
+        duration_ms=round(duration_s * 1000, 2),
+    )
+
+
+_CALLED = frozenset(
+    {BidOutcome.BID, BidOutcome.NO_BID, BidOutcome.TIMEOUT, BidOutcome.ERROR,
+     BidOutcome.BELOW_FLOOR}
+)  # fmt: skip

@@ -1,0 +1,383 @@
+"""The seller API (SPEC section 4): /v1/ping, /v1/post, /v1/leads.
+
+Handlers parse and check the request, authenticate the seller, call the auction, and
+shape the answer. Every rejection names what is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from exchange.api_common import (
+    CTX,
+    authenticate_seller,
+    check_ready,
+    json_response,
+    read_object,
+    request_fields,
+)
+from exchange.config import SellerConfig
+from exchange.context import ExchangeContext
+from exchange.errors import Conflict, FieldError, Forbidden, Gone, Invalid, NotFound
+from exchange.fields import LeadInvalid, LeadSchema
+from exchange.money import MoneyError, dollars_json, parse_dollars
+from exchange.outcomes import PostStatus
+from exchange.pingcache import PingRecord
+from exchange.pinging import PingRequest, run_ping
+from exchange.posting import PostAnswer, UnsoldReason, post_lead
+
+MAX_EXTERNAL_ID = 128
+PING_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id"})
+POST_KEYS = frozenset({"ping_id", "lead", "min_price"})
+LEADS_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id", "min_price"})
+# How long a request waits for another process's in-flight ping or post before giving up.
+LOOKUP_RETRY_S = 0.05
+
+
+def _problems_from(exc: LeadInvalid) -> list[FieldError]:
+    return [{"loc": list(p.loc), "msg": p.msg} for p in exc.problems]
+
+
+def _vertical(
+    ctx: ExchangeContext, seller: SellerConfig, body: dict[str, Any], problems: list[FieldError]
+) -> LeadSchema | None:
+    vertical = body.get("vertical")
+    if not isinstance(vertical, str):
+        problems.append({"loc": ["vertical"], "msg": "is required and must be a string"})
+        return None
+    schema = ctx.loaded.schemas.get(vertical)
+    if schema is None:
+        problems.append({"loc": ["vertical"], "msg": "is not a vertical of this exchange"})
+        return None
+    if seller.verticals is not None and vertical not in seller.verticals:
+        raise Forbidden(f"seller {seller.id} may not sell in vertical {vertical}")
+    return schema
+
+
+def _tmax(ctx: ExchangeContext, body: dict[str, Any], problems: list[FieldError]) -> int:
+    limit = ctx.loaded.settings.tmax_ms
+    value = body.get("tmax_ms", limit)
+    if isinstance(value, bool) or not isinstance(value, int) or not 10 <= value <= 60_000:
+        problems.append({"loc": ["tmax_ms"], "msg": "must be an integer from 10 to 60000"})
+        return limit
+    return min(value, limit)
+
+
+def _external_id(body: dict[str, Any], problems: list[FieldError]) -> str | None:
+    value = body.get("external_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_EXTERNAL_ID:
+        problems.append(
+            {"loc": ["external_id"], "msg": f"must be a string of 1 to {MAX_EXTERNAL_ID} chars"}
+        )
+        return None
+    return value
+
+
+def _min_price(body: dict[str, Any], problems: list[FieldError]) -> int:
+    if body.get("min_price") is None:
+        return 0
+    try:
+        return parse_dollars(body["min_price"])
+    except MoneyError as exc:
+        problems.append({"loc": ["min_price"], "msg": str(exc)})
+        return 0
+
+
+def _ping_answer(record: PingRecord) -> dict[str, Any]:
+    return {
+        "ping_id": record.ping_id,
+        "status": "bid" if record.tree else "no_bid",
+        "price": dollars_json(record.payout_cents),
+        "expires_at": record.expires_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _post_answer(answer: PostAnswer) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ping_id": answer.ping_id,
+        "status": answer.status.value,
+        "price": dollars_json(answer.payout_cents),
+    }
+    if answer.reason is not None:
+        out["reason"] = answer.reason
+    return out
+
+
+# -- finding pings and results that may be in flight elsewhere -----------------------------
+
+
+async def find_ping(ctx: ExchangeContext, ping_id: str, wait_s: float = 0.0) -> PingRecord | None:
+    """The ping's record from this process's memory, else from the ledger.
+
+    Another process may still hold the ping in its batch queue; with ``wait_s`` the read is
+    retried until that much time has passed.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + wait_s
+    while True:
+        inflight = ctx.pings_inflight.get(ping_id)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        record = ctx.pings.get(ping_id, ctx.now())
+        if record is not None:
+            return record
+        record = await _ping_from_ledger(ctx, ping_id)
+        if record is not None or loop.time() >= give_up:
+            return record
+        await asyncio.sleep(LOOKUP_RETRY_S)
+
+
+async def _ping_from_ledger(ctx: ExchangeContext, ping_id: str) -> PingRecord | None:
+    from exchange.auction import Bid
+
+    row = await ctx.store.fetch_ping(ping_id)
+    if row is None:
+        return None
+    tree = tuple(
+        Bid(
+            buyer_id=b["buyer_id"],
+            price_cents=b["price_cents"],
+            company_size=b.get("company_size", 0),
+            priority=b.get("priority", 0),
+            latency_us=b.get("latency_us", 0),
+            bid_id=b.get("bid_id"),
+            fixed_price=b.get("fixed_price", False),
+        )
+        for b in row["ping_tree"]
+    )
+    return PingRecord(
+        ping_id=str(row["ping_id"]),
+        seller_id=row["seller_id"],
+        vertical=row["vertical"],
+        external_id=row["external_id"],
+        lead=row["lead"],
+        tree=tree,
+        price_cents=row["price_cents"],
+        payout_cents=row["payout_cents"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        tmax_ms=row["tmax_ms"],
+    )
+
+
+async def _auction(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
+    future: asyncio.Future[PingRecord] = asyncio.get_running_loop().create_future()
+    ctx.pings_inflight[request.ping_id] = future
+    try:
+        record = await run_ping(ctx, request)
+        future.set_result(record)
+        return record
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: waiters get it, no "never retrieved" warning
+        raise
+    finally:
+        del ctx.pings_inflight[request.ping_id]
+
+
+async def settle_post(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    seller: SellerConfig,
+    lead: dict[str, Any],
+    min_payout_cents: int,
+) -> PostAnswer:
+    """Post once per ping: the first caller walks the tree, every other caller (a retry,
+    a race, another process) gets that walk's answer."""
+    inflight = ctx.posts_inflight.get(record.ping_id)
+    if inflight is not None:
+        return await asyncio.shield(inflight)
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[PostAnswer] = loop.create_future()
+    ctx.posts_inflight[record.ping_id] = future
+    try:
+        existing = await ctx.store.claim_post(record.ping_id, seller.id, ctx.now())
+        if existing is None:
+            answer = await post_lead(ctx, record, seller, lead, min_payout_cents)
+        else:
+            answer = await _await_result(ctx, record.ping_id)
+        future.set_result(answer)
+        return answer
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()
+        raise
+    finally:
+        del ctx.posts_inflight[record.ping_id]
+
+
+async def _await_result(ctx: ExchangeContext, ping_id: str) -> PostAnswer:
+    """Wait for a post claimed elsewhere to finish. A claim older than the post deadline
+    (plus slack) belongs to a process that died: it is closed as interrupted, and a sale
+    it may have started cannot commit any more (exchange.store.record_sale)."""
+    settings = ctx.loaded.settings
+    while True:
+        result = await ctx.store.fetch_post(ping_id)
+        assert result is not None
+        if result.status != "in_progress":
+            return PostAnswer(
+                ping_id, PostStatus(result.status), result.price_cents, result.payout_cents,
+                result.reason,
+            )  # fmt: skip
+        age_s = (ctx.now() - result.claimed_at).total_seconds()
+        if age_s > settings.post_deadline_ms / 1000 + 5:
+            await ctx.store.finish_unsold(ping_id, UnsoldReason.INTERRUPTED, ctx.now())
+            continue
+        await asyncio.sleep(LOOKUP_RETRY_S)
+
+
+async def _result_of(ctx: ExchangeContext, ping_id: str) -> PostAnswer | None:
+    inflight = ctx.posts_inflight.get(ping_id)
+    if inflight is not None:
+        return await asyncio.shield(inflight)
+    if await ctx.store.fetch_post(ping_id) is None:
+        return None
+    return await _await_result(ctx, ping_id)
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+async def ping(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    seller = authenticate_seller(request, ctx)
+    check_ready(ctx)
+    body = await read_object(request, ctx)
+    problems = request_fields(body, PING_KEYS)
+    schema = _vertical(ctx, seller, body, problems)
+    tmax_ms = _tmax(ctx, body, problems)
+    external_id = _external_id(body, problems)
+    lead: dict[str, Any] = {}
+    if schema is not None:
+        try:
+            lead = schema.validate_ping(body.get("lead"))
+        except LeadInvalid as exc:
+            problems.extend(_problems_from(exc))
+    if problems or schema is None:
+        raise Invalid("the ping is not valid", problems)
+    ping_id = ctx.new_id()
+    if external_id is not None:
+        first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
+        if first != ping_id:
+            record = await find_ping(ctx, first, wait_s=_lookup_wait(ctx))
+            if record is None:
+                raise Conflict("external_id is taken by a lead still being processed; retry")
+            return json_response(_ping_answer(record))
+    ping_request = PingRequest(ping_id, seller, schema.vertical, lead, tmax_ms, external_id, "ping")
+    record = await _auction(ctx, ping_request)
+    return json_response(_ping_answer(record))
+
+
+def _lookup_wait(ctx: ExchangeContext) -> float:
+    return ctx.loaded.settings.tmax_ms / 1000 + 1.0
+
+
+async def post(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    seller = authenticate_seller(request, ctx)
+    check_ready(ctx)
+    body = await read_object(request, ctx)
+    problems = request_fields(body, POST_KEYS)
+    min_payout = _min_price(body, problems)
+    ping_id = body.get("ping_id")
+    try:
+        ping_id = str(uuid.UUID(ping_id)) if isinstance(ping_id, str) else None
+    except ValueError:
+        ping_id = None
+    if ping_id is None:
+        problems.append({"loc": ["ping_id"], "msg": "is required and must be a ping id (UUID)"})
+        raise Invalid("the post is not valid", problems)
+    record = await find_ping(ctx, ping_id, wait_s=1.0)
+    if record is None or record.seller_id != seller.id:
+        raise NotFound(f"no ping {ping_id} for this seller")
+    if record.expires_at <= ctx.now():
+        earlier = await _result_of(ctx, ping_id)
+        if earlier is not None:
+            return json_response(_post_answer(earlier))
+        raise Gone(f"ping {ping_id} expired at {record.expires_at.isoformat()}")
+    schema = ctx.loaded.schemas[record.vertical]
+    lead: dict[str, Any] = {}
+    try:
+        lead = schema.validate_full(body.get("lead"))
+    except LeadInvalid as exc:
+        problems.extend(_problems_from(exc))
+    if problems:
+        raise Invalid("the post is not valid", problems)
+    mismatched = _mismatch(schema.redact(lead), record.lead)
+    if mismatched:
+        raise Conflict(
+            "the posted lead does not match the pinged lead",
+            [{"loc": ["lead", name], "msg": "differs from the ping"} for name in mismatched],
+        )
+    answer = await settle_post(ctx, record, seller, lead, min_payout)
+    return json_response(_post_answer(answer))
+
+
+def _mismatch(posted: dict[str, Any], pinged: dict[str, Any]) -> list[str]:
+    names = sorted(set(posted) | set(pinged))
+    return [n for n in names if posted.get(n) != pinged.get(n)]
+
+
+async def leads(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    seller = authenticate_seller(request, ctx)
+    check_ready(ctx)
+    body = await read_object(request, ctx)
+    problems = request_fields(body, LEADS_KEYS)
+    schema = _vertical(ctx, seller, body, problems)
+    tmax_ms = _tmax(ctx, body, problems)
+    external_id = _external_id(body, problems)
+    min_payout = _min_price(body, problems)
+    lead: dict[str, Any] = {}
+    if schema is not None:
+        try:
+            lead = schema.validate_full(body.get("lead"))
+        except LeadInvalid as exc:
+            problems.extend(_problems_from(exc))
+    if problems or schema is None:
+        raise Invalid("the lead is not valid", problems)
+    ping_id = ctx.new_id()
+    if external_id is not None:
+        first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
+        if first != ping_id:
+            return json_response(await _repeat_lead(ctx, first))
+    redacted = schema.redact(lead)
+    ping_request = PingRequest(
+        ping_id, seller, schema.vertical, redacted, tmax_ms, external_id, "direct"
+    )
+    record = await _auction(ctx, ping_request)
+    answer = await settle_post(ctx, record, seller, lead, min_payout)
+    return json_response(_post_answer(answer))
+
+
+async def _repeat_lead(ctx: ExchangeContext, ping_id: str) -> dict[str, Any]:
+    """The first result for a repeated external_id on a direct post."""
+    record = await find_ping(ctx, ping_id, wait_s=_lookup_wait(ctx))
+    if record is None:
+        raise Conflict("external_id is taken by a lead still being processed; retry")
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 1.0
+    while True:
+        answer = await _result_of(ctx, ping_id)
+        if answer is not None:
+            return _post_answer(answer)
+        if loop.time() >= give_up:
+            raise Conflict(
+                "external_id belongs to a ping that has not been posted; use /v1/post with "
+                f"ping_id {ping_id}"
+            )
+        await asyncio.sleep(LOOKUP_RETRY_S)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/v1/ping", ping),
+        web.post("/v1/post", post),
+        web.post("/v1/leads", leads),
+    ]

@@ -1,0 +1,124 @@
+"""Buyer targeting rules compiled once at config load: field filters and schedules.
+
+Each rule becomes a small closure that answers "why not" (a reason naming the rule) or
+None, so the per-ping cost is a handful of dictionary lookups and comparisons.
+Pure code: the clock is an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from exchange.config import FieldFilter, Schedule
+
+Rule = Callable[[Mapping[str, Any]], str | None]
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def compile_filter(name: str, rule: FieldFilter) -> list[Rule]:
+    """One closure per operator of one field's filter; all must pass (AND)."""
+    checks: list[Rule] = []
+    if rule.exists is not None:
+        want = rule.exists
+
+        def exists(lead: Mapping[str, Any]) -> str | None:
+            if (name in lead) != want:
+                return f"{name} {'missing' if want else 'present'} (filter exists: {want})"
+            return None
+
+        checks.append(exists)
+    if rule.in_ is not None:
+        allowed = frozenset(_key(v) for v in rule.in_)
+
+        def in_(lead: Mapping[str, Any]) -> str | None:
+            if _key(lead.get(name)) not in allowed:
+                return f"{name} not in filter list"
+            return None
+
+        checks.append(in_)
+    if rule.not_in is not None:
+        denied = frozenset(_key(v) for v in rule.not_in)
+
+        def not_in(lead: Mapping[str, Any]) -> str | None:
+            if name not in lead:
+                return None
+            if _key(lead[name]) in denied:
+                return f"{name} in filter not_in list"
+            return None
+
+        checks.append(not_in)
+    for op, bound in (("gte", rule.gte), ("lte", rule.lte)):
+        if bound is None:
+            continue
+        checks.append(_bound(name, op, bound))
+    if rule.prefix is not None:
+        prefixes = tuple(rule.prefix)
+
+        def prefix(lead: Mapping[str, Any]) -> str | None:
+            value = lead.get(name)
+            if value is None or not str(value).startswith(prefixes):
+                return f"{name} does not start with a filter prefix"
+            return None
+
+        checks.append(prefix)
+    return checks
+
+
+def _key(value: Any) -> Any:
+    # Lead values are already normalised (states upper case, enums in declared spelling);
+    # strings compare case-insensitively so "ca" in a config still matches "CA".
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _bound(name: str, op: str, bound: Decimal) -> Rule:
+    def check(lead: Mapping[str, Any]) -> str | None:
+        number = _number(lead.get(name))
+        if number is None:
+            return f"{name} missing or not a number (filter {op} {bound})"
+        if (op == "gte" and number < bound) or (op == "lte" and number > bound):
+            return f"{name} fails filter {op} {bound}"
+        return None
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSchedule:
+    zone: ZoneInfo
+    days: frozenset[int]
+    start: time
+    end: time | None  # None: until midnight
+
+    def closed_reason(self, now: datetime) -> str | None:
+        """None when open at ``now`` (an aware datetime), else why it is closed."""
+        local = now.astimezone(self.zone)
+        if local.weekday() not in self.days:
+            return f"closed on {_WEEKDAYS[local.weekday()]} ({self.zone.key})"
+        clock = local.time()
+        if clock < self.start or (self.end is not None and clock >= self.end):
+            return f"outside hours at {clock:%H:%M} ({self.zone.key})"
+        return None
+
+
+def compile_schedule(schedule: Schedule) -> CompiledSchedule:
+    return CompiledSchedule(
+        zone=ZoneInfo(schedule.timezone),
+        days=frozenset(_WEEKDAYS.index(d) for d in schedule.days),
+        start=time.fromisoformat(schedule.start),
+        end=None if schedule.end == "24:00" else time.fromisoformat(schedule.end),
+    )

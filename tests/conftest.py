@@ -1,0 +1,50 @@
+"""Shared fixtures: a real PostgreSQL (embedded pgserver, or DATABASE_URL when set) with a
+fresh database per test, and the loopback exchange harness."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from exchange.embedded import EmbeddedPostgres
+from tests.harness import with_database
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    # pgserver run as root hands the cluster to a `pgserver` user: its directory must be
+    # reachable by that user, which pytest's private tmp dirs are not.
+    parent = Path(tempfile.mkdtemp(prefix="lead-exchange-test-"))
+    parent.chmod(0o755)
+    embedded = EmbeddedPostgres(parent)
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture
+async def database_url(server_dsn: str) -> AsyncIterator[str]:
+    """A new, empty database on the shared server, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield with_database(server_dsn, name)
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
