@@ -100,6 +100,16 @@ _HTTP_CODES = {
     413: ("body_too_large", "request body too large"),
 }
 
+# What a database that is away (restarting, unreachable, refusing) raises.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -114,8 +124,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
         return error_response(exc.status, code, message)
-    except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError, TimeoutError) as exc:  # fmt: skip
+    except DATABASE_DOWN as exc:
         log.warning("database_unavailable", error=type(exc).__name__, path=request.path)
         return error_response(
             503, "not_ready", "the ledger database is unavailable; retry shortly",

@@ -170,7 +170,7 @@ class _Connection(asyncio.Protocol):
         self._response = self._waiter = None
         if response is None or waiter is None or waiter.done():
             return
-        if response.headers_complete and _ends_at_close(response):
+        if exc is None and response.headers_complete and _ends_at_close(response):
             waiter.set_result(response.to_http_response())
         elif response.received == 0 and self._reused:
             waiter.set_exception(_StaleConnection("stale keep-alive connection"))
@@ -236,6 +236,8 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None and self._waiter is None
         self._reused = self.requests_sent > 0
+        if transport.is_closing():
+            raise _StaleConnection("closed") if self._reused else TransportError("closed")
         self.requests_sent += 1
         self.reusable = False
         self._response = _Response()

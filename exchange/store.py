@@ -133,18 +133,25 @@ class Store:
 
     async def claim_external_id(self, seller_id: str, external_id: str, ping_id: str) -> str:
         """Bind ``external_id`` to ``ping_id`` unless already bound; returns the bound ping id."""
-        row = await self.pool.fetchrow(
-            "WITH ins AS (INSERT INTO external_ids (seller_id, external_id, ping_id)"
-            " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING ping_id)"
-            " SELECT ping_id FROM ins UNION ALL"
-            " SELECT ping_id FROM external_ids WHERE seller_id = $1 AND external_id = $2"
-            " LIMIT 1",
-            seller_id,
-            external_id,
-            uuid.UUID(ping_id),
-        )
-        assert row is not None
-        return str(row["ping_id"])
+        owner = uuid.UUID(ping_id)
+        async with self.pool.acquire() as conn:
+            # Two statements, not one: after waiting on a concurrent insert of the same key,
+            # the SELECT needs a fresh snapshot to see the winner's row.
+            won = await conn.fetchval(
+                "INSERT INTO external_ids (seller_id, external_id, ping_id) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING RETURNING ping_id",
+                seller_id,
+                external_id,
+                owner,
+            )
+            if won is not None:
+                return ping_id
+            bound = await conn.fetchval(
+                "SELECT ping_id FROM external_ids WHERE seller_id = $1 AND external_id = $2",
+                seller_id,
+                external_id,
+            )
+        return str(bound)
 
     # -- posts and sales -----------------------------------------------------------------
 

@@ -107,7 +107,7 @@ async def raw_server(handle: StreamHandler) -> AsyncIterator[str]:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        tasks.add(task)  # type: ignore[arg-type]
+        tasks.add(task)
         try:
             await handle(reader, writer)
         except (ConnectionError, asyncio.CancelledError):
@@ -381,11 +381,11 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "ca.cnf").write_text(CA_CONFIG)
     (folder / "leaf.cnf").write_text(LEAF_EXTENSIONS)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    sign = ["-set_serial", "2", "-days", "2", "-extfile", "leaf.cnf", "-out", "leaf.pem"]
     for command in (
         ["req", "-x509", "-config", "ca.cnf", *ec, "-keyout", "ca.key", "-out", "ca.pem"],
         ["req", "-new", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"],
-        ["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key"]
-        + ["-set_serial", "2", "-days", "2", "-extfile", "leaf.cnf", "-out", "leaf.pem"],
+        ["x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", *sign],
     ):
         subprocess.run(["openssl", *command], cwd=folder, check=True, capture_output=True)
     return folder
