@@ -20,7 +20,8 @@ class EmbeddedPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         # pgserver run as root creates a `pgserver` system user to own the cluster; the
         # data dir's parent must exist and be traversable by it.
-        self._server = pgserver.get_server(self.data_dir / "pg", cleanup_mode="stop")
+        get_server = pgserver.get_server  # type: ignore[attr-defined]
+        self._server = get_server(self.data_dir / "pg", cleanup_mode="stop")
         uri: str = self._server.get_uri()
         return uri
 

@@ -82,7 +82,7 @@ async def _fan_out(
         tasks.append(loop.create_task(_ask(ctx, buyer, offer, timeout_s)))
     if not tasks:
         return []
-    done, pending = await asyncio.wait(tasks, timeout=remaining)
+    _done, pending = await asyncio.wait(tasks, timeout=remaining)
     calls: list[BuyerCall] = []
     waited_us = int(remaining * 1e6)
     for buyer, task in zip(buyers, tasks, strict=True):

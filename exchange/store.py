@@ -257,10 +257,12 @@ class Store:
         }
 
     async def buyer_report(self, since: datetime, until: datetime) -> Sequence[asyncpg.Record]:
-        return await self.pool.fetch(_BUYER_REPORT, since, until)
+        rows: Sequence[asyncpg.Record] = await self.pool.fetch(_BUYER_REPORT, since, until)
+        return rows
 
     async def seller_report(self, since: datetime, until: datetime) -> Sequence[asyncpg.Record]:
-        return await self.pool.fetch(_SELLER_REPORT, since, until)
+        rows: Sequence[asyncpg.Record] = await self.pool.fetch(_SELLER_REPORT, since, until)
+        return rows
 
 
 def _post_result(row: asyncpg.Record) -> PostResult:

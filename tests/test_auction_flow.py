@@ -148,7 +148,7 @@ async def test_fixed_price_buyer_bids_without_a_call_and_catches_fallback(
     database_url: str,
 ) -> None:
     specs = [spec("realtime", 3000, reject_rate=1.0)]
-    async with BuyerSimulator(specs + [spec("fixed", 1)]) as sim:
+    async with BuyerSimulator([*specs, spec("fixed", 1)]) as sim:
         fixed = {"id": "fixed", "verticals": ["auto_insurance"], "price": 12.5,
                  "post_url": sim.post_url("fixed"), "secret": "s3cret-fixed"}  # fmt: skip
         config = make_config([realtime_buyer(sim, "realtime"), fixed])
@@ -232,7 +232,8 @@ async def test_filters_schedules_and_seller_lists_exclude_buyers_with_a_reason(
                 realtime_buyer(sim, "closed", schedule={"timezone": "UTC", "days": ["mon"],
                                                         "start": "00:00", "end": "00:01"}),
                 realtime_buyer(sim, "denies-acme", sellers_deny=["acme-media"]),
-                realtime_buyer(sim, "open", filters={"age": {"gte": 25}, "zip": {"prefix": ["902"]}}),
+                realtime_buyer(sim, "open",
+                               filters={"age": {"gte": 25}, "zip": {"prefix": ["902"]}}),
             ]
         )  # fmt: skip
         async with running_exchange(config, database_url) as ex:

@@ -156,7 +156,9 @@ async def test_missing_required_fields_and_unknown_vertical_are_422(ex: Exchange
 async def test_post_missing_pii_is_422(ex: Exchange) -> None:
     answer = await ex.ping()
     lead = {k: v for k, v in FULL_LEAD.items() if k != "phone"}
-    status, body, _ = await ex.call("POST", "/v1/post", {"ping_id": answer["ping_id"], "lead": lead})
+    status, body, _ = await ex.call(
+        "POST", "/v1/post", {"ping_id": answer["ping_id"], "lead": lead}
+    )
     assert_error(status, body, 422, "invalid_request")
     assert locs(body) == {("lead", "phone")}
 
