@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from exchange import operator_api, seller_api
 from exchange.api_common import CTX, LIMITS, json_response
@@ -59,7 +59,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     ctx.metrics.db_queue_depth.set(ctx.writer.queued)
     return web.Response(
-        body=generate_latest(ctx.metrics.registry),
+        body=ctx.metrics.exposition(),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )
 

@@ -41,27 +41,74 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _serve_worker(args: argparse.Namespace, database_url: str, reuse_port: bool) -> None:
+    """One exchange process: its own event loop, pool and transport; the port is shared
+    with its siblings through SO_REUSEPORT."""
     from aiohttp import web
 
     from exchange.app import AppOptions, create_app
-    from exchange.embedded import EmbeddedPostgres
     from exchange.logs import configure_logging
 
     loaded = _load_or_exit(args.config)
     configure_logging(json=not args.console_logs, level=args.log_level)
+    _install_uvloop()
+    app = create_app(loaded, AppOptions(database_url=database_url))
+    web.run_app(
+        app, host=args.host, port=args.port, access_log=None, print=None,
+        reuse_port=reuse_port, shutdown_timeout=args.shutdown_timeout,
+    )  # fmt: skip
+
+
+def _run_workers(args: argparse.Namespace, database_url: str) -> int:
+    import multiprocessing
+    import signal
+    import tempfile
+
+    from prometheus_client import multiprocess
+
+    # Every worker writes its metrics to files here; /metrics of any worker sums them all.
+    metrics_dir = os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="lead-exchange-metrics-")
+    )
+    for stale in Path(metrics_dir).glob("*.db"):
+        stale.unlink()
+    spawn = multiprocessing.get_context("spawn")
+    workers = [
+        spawn.Process(target=_serve_worker, args=(args, database_url, True), name=f"worker-{n}")
+        for n in range(args.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for worker in workers:
+            if worker.is_alive() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for worker in workers:
+        worker.join()
+        if worker.pid is not None:
+            multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+        code = code or (worker.exitcode or 0)
+    return code
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from exchange.embedded import EmbeddedPostgres
+
+    _load_or_exit(args.config)  # fail before anything starts
     embedded = None
     url = args.database_url or os.environ.get("DATABASE_URL")
     if not url:
         embedded = EmbeddedPostgres(Path(args.data_dir))
         url = embedded.start()
-    _install_uvloop()
     try:
-        app = create_app(loaded, AppOptions(database_url=url))
-        web.run_app(
-            app, host=args.host, port=args.port, access_log=None, print=None,
-            reuse_port=args.reuse_port, shutdown_timeout=args.shutdown_timeout,
-        )  # fmt: skip
+        if args.workers > 1:
+            return _run_workers(args, url)
+        _serve_worker(args, url, args.reuse_port)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -88,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--console-logs", action="store_true", help="readable logs, not JSON")
     serve.add_argument("--reuse-port", action="store_true")
+    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     serve.add_argument("--shutdown-timeout", type=float, default=20.0)
     serve.set_defaults(func=cmd_serve)
 

@@ -7,7 +7,16 @@ bounded by the config. Buckets are fine-grained under the auction deadline.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 # Seconds. Dense from 1 ms to 1 s (the default tmax), sparse beyond.
 LATENCY_BUCKETS = (
@@ -84,7 +93,12 @@ class Metrics:
             buckets=(1, 2, 3, 4, 5, 7, 10, 15, 20),
             registry=r,
         )
-        self.inflight = Gauge("exchange_inflight_auctions", "Auctions in progress.", registry=r)
+        self.inflight = Gauge(
+            "exchange_inflight_auctions",
+            "Auctions in progress.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.http_requests = Counter(
             "exchange_http_requests",
             "Seller/operator API answers by route and status code.",
@@ -102,11 +116,26 @@ class Metrics:
             "exchange_db_rows_written", "Ledger rows written.", ["table"], registry=r
         )
         self.db_queue_depth = Gauge(
-            "exchange_db_queue_rows", "Ledger rows waiting in the batch queue.", registry=r
+            "exchange_db_queue_rows",
+            "Ledger rows waiting in the batch queue.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.db_up = Gauge(
-            "exchange_db_up", "1 when the last database check succeeded.", registry=r
+            "exchange_db_up",
+            "1 when the last database check succeeded.",
+            registry=r,
+            multiprocess_mode="livemin",
         )
+
+    def exposition(self) -> bytes:
+        """The text format of every metric. With several worker processes
+        (PROMETHEUS_MULTIPROC_DIR set) it sums what every live worker recorded."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined)
+        return generate_latest(self.registry)
 
     def record_flush(self, table: str, rows: int, seconds: float) -> None:
         self.db_write_latency.labels(table).observe(seconds)
