@@ -19,7 +19,7 @@ from exchange.api_common import CTX, LIMITS, json_response
 from exchange.batch import BatchWriter
 from exchange.config import LoadedConfig
 from exchange.context import ExchangeContext
-from exchange.errors import error_middleware, error_response
+from exchange.errors import Handler, error_middleware, error_response
 from exchange.h1transport import H1Transport
 from exchange.metrics import Metrics
 from exchange.store import Store, create_pool, migrate
@@ -81,11 +81,22 @@ async def _watch_database(ctx: ExchangeContext) -> None:
         await asyncio.sleep(HEALTH_INTERVAL_S)
 
 
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answers by route template (never the raw path: ids would explode the label set)."""
+    response = await handler(request)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[CTX].metrics.http_requests.labels(route, str(response.status)).inc()
+    return response
+
+
 def create_app(
     loaded: LoadedConfig, options: AppOptions, metrics: Metrics | None = None
 ) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=loaded.settings.max_body_bytes
+        middlewares=[count_requests, error_middleware],
+        client_max_size=loaded.settings.max_body_bytes,
     )
     app[LIMITS] = {}
     metrics = metrics if metrics is not None else Metrics()

@@ -22,7 +22,7 @@ from exchange.api_common import (
 )
 from exchange.config import SellerConfig
 from exchange.context import ExchangeContext
-from exchange.errors import Conflict, FieldError, Forbidden, Gone, Invalid, NotFound
+from exchange.errors import Conflict, FieldError, Forbidden, Gone, Invalid, NotFound, NotReady
 from exchange.fields import LeadInvalid, LeadSchema
 from exchange.money import MoneyError, dollars_json, parse_dollars
 from exchange.outcomes import PostStatus
@@ -166,6 +166,15 @@ async def _ping_from_ledger(ctx: ExchangeContext, ping_id: str) -> PingRecord | 
     )
 
 
+def _check_capacity(ctx: ExchangeContext) -> None:
+    """Refuse at once past the in-flight limit, before anything is claimed or started."""
+    limit = ctx.loaded.settings.max_inflight_auctions
+    if len(ctx.pings_inflight) >= limit:
+        raise NotReady(
+            f"exchange overloaded: {limit} auctions in flight", headers={"Retry-After": "1"}
+        )
+
+
 async def _auction(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     future: asyncio.Future[PingRecord] = asyncio.get_running_loop().create_future()
     ctx.pings_inflight[request.ping_id] = future
@@ -261,6 +270,7 @@ async def ping(request: web.Request) -> web.Response:
             problems.extend(_problems_from(exc))
     if problems or schema is None:
         raise Invalid("the ping is not valid", problems)
+    _check_capacity(ctx)
     ping_id = ctx.new_id()
     if external_id is not None:
         first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
@@ -342,6 +352,7 @@ async def leads(request: web.Request) -> web.Response:
             problems.extend(_problems_from(exc))
     if problems or schema is None:
         raise Invalid("the lead is not valid", problems)
+    _check_capacity(ctx)
     ping_id = ctx.new_id()
     if external_id is not None:
         first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
