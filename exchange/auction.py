@@ -16,13 +16,15 @@ Ranking (a total order, documented in docs/auction.md):
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from exchange.config import BuyerConfig, Config, SellerConfig
+from exchange.caps import CapCounts, CompiledCaps, cap_reached
+from exchange.config import BuyerConfig, Config, SellerConfig, VerticalConfig
 from exchange.money import payout_cents
 from exchange.outcomes import BidOutcome
 from exchange.targeting import CompiledSchedule, Rule, compile_filter, compile_schedule
@@ -40,33 +42,43 @@ class BuyerRules:
     schedule: CompiledSchedule | None
     sellers_allow: frozenset[str] | None
     sellers_deny: frozenset[str]
+    caps: CompiledCaps | None = None
+    tier: int | None = None
+    weight: int = 1
+    dedupe_days: int = 0
 
     @classmethod
-    def from_config(cls, buyer: BuyerConfig) -> BuyerRules:
+    def from_config(cls, buyer: BuyerConfig, vertical: str | None = None) -> BuyerRules:
+        """The buyer's rules for one vertical (its filters may differ by vertical)."""
         rules: list[Rule] = []
-        for name, rule in buyer.filters.items():
+        filters = {**buyer.filters, **buyer.vertical_filters.get(vertical or "", {})}
+        for name, rule in filters.items():
             rules.extend(compile_filter(name, rule))
+        caps = CompiledCaps.from_config(buyer.caps, buyer.zone)
         return cls(
             buyer_id=buyer.id,
             company_size=buyer.company_size,
             priority=buyer.priority,
             fixed_price_cents=buyer.price,
             filters=tuple(rules),
-            schedule=compile_schedule(buyer.schedule) if buyer.schedule else None,
+            schedule=compile_schedule(buyer.schedule, buyer.zone) if buyer.schedule else None,
             sellers_allow=frozenset(buyer.sellers_allow) if buyer.sellers_allow else None,
             sellers_deny=frozenset(buyer.sellers_deny),
+            caps=caps if caps.limits else None,
+            tier=buyer.tier,
+            weight=buyer.weight,
+            dedupe_days=buyer.dedupe_days,
         )
 
 
 def buyers_by_vertical(config: Config) -> dict[str, tuple[BuyerRules, ...]]:
-    """Enabled buyers of each vertical, in config order."""
+    """Enabled buyers of each vertical, in config order, with that vertical's rules."""
     index: dict[str, list[BuyerRules]] = {v: [] for v in config.verticals}
     for buyer in config.buyers:
         if not buyer.enabled:
             continue
-        rules = BuyerRules.from_config(buyer)
         for vertical in buyer.verticals:
-            index[vertical].append(rules)
+            index[vertical].append(BuyerRules.from_config(buyer, vertical))
     return {v: tuple(b) for v, b in index.items()}
 
 
@@ -84,28 +96,51 @@ def screen(
     seller_id: str,
     lead: Mapping[str, Any],
     now: datetime,
+    cap_counts: CapCounts | None = None,
+    duplicates: Mapping[str, str] | None = None,
 ) -> tuple[list[BuyerRules], list[Exclusion]]:
-    """Split a vertical's buyers into those that may bid on this ping and those excluded."""
+    """Split a vertical's buyers into those that may bid on this ping and those excluded.
+
+    ``cap_counts`` is what is known of the buyers' accepted sales per cap window;
+    ``duplicates`` maps a buyer to why it already has this lead. Checks run cheapest
+    first; the first that fails names the outcome."""
     eligible: list[BuyerRules] = []
     excluded: list[Exclusion] = []
     for buyer in buyers:
-        reason = _seller_block(buyer, seller_id)
-        if reason is not None:
-            excluded.append(Exclusion(buyer.buyer_id, BidOutcome.SELLER_BLOCKED, reason))
-            continue
-        if buyer.schedule is not None:
-            reason = buyer.schedule.closed_reason(now)
-            if reason is not None:
-                excluded.append(Exclusion(buyer.buyer_id, BidOutcome.OFF_SCHEDULE, reason))
-                continue
-        for rule in buyer.filters:
-            reason = rule(lead)
-            if reason is not None:
-                excluded.append(Exclusion(buyer.buyer_id, BidOutcome.FILTERED, reason))
-                break
-        else:
+        exclusion = _exclusion(buyer, seller_id, lead, now, cap_counts, duplicates)
+        if exclusion is None:
             eligible.append(buyer)
+        else:
+            excluded.append(exclusion)
     return eligible, excluded
+
+
+def _exclusion(
+    buyer: BuyerRules,
+    seller_id: str,
+    lead: Mapping[str, Any],
+    now: datetime,
+    cap_counts: CapCounts | None,
+    duplicates: Mapping[str, str] | None,
+) -> Exclusion | None:
+    reason = _seller_block(buyer, seller_id)
+    if reason is not None:
+        return Exclusion(buyer.buyer_id, BidOutcome.SELLER_BLOCKED, reason)
+    if buyer.schedule is not None:
+        reason = buyer.schedule.closed_reason(now)
+        if reason is not None:
+            return Exclusion(buyer.buyer_id, BidOutcome.OFF_SCHEDULE, reason)
+    for rule in buyer.filters:
+        reason = rule(lead)
+        if reason is not None:
+            return Exclusion(buyer.buyer_id, BidOutcome.FILTERED, reason)
+    if duplicates and buyer.buyer_id in duplicates:
+        return Exclusion(buyer.buyer_id, BidOutcome.DUPLICATE, duplicates[buyer.buyer_id])
+    if buyer.caps is not None and cap_counts is not None:
+        reason = cap_reached(buyer.buyer_id, buyer.caps, cap_counts, now, price_cents=1)
+        if reason is not None:
+            return Exclusion(buyer.buyer_id, BidOutcome.CAPPED, reason)
+    return None
 
 
 def _seller_block(buyer: BuyerRules, seller_id: str) -> str | None:
@@ -127,6 +162,8 @@ class Bid:
     latency_us: int
     bid_id: str | None = None
     fixed_price: bool = False
+    tier: int | None = None
+    weight: int = 1
 
 
 def fixed_price_bid(buyer: BuyerRules) -> Bid:
@@ -138,6 +175,8 @@ def fixed_price_bid(buyer: BuyerRules) -> Bid:
         priority=buyer.priority,
         latency_us=0,
         fixed_price=True,
+        tier=buyer.tier,
+        weight=buyer.weight,
     )
 
 
@@ -173,6 +212,58 @@ def split_floor(bids: Iterable[Bid], floor_cents: int) -> tuple[list[Bid], list[
     return kept, dropped
 
 
+def build_tree(bids: Iterable[Bid], tie_breakers: Sequence[str], ping_id: str) -> list[Bid]:
+    """The ping tree: ranked bids (real-time and untiered fixed-price) first, then the
+    fixed-price tiers in ascending order. Inside a tier the order here is by rank; the
+    tier's distribution rearranges it at post time (``arrange_tiers``)."""
+    ranked = rank(bids, tie_breakers, ping_id)
+    head = [b for b in ranked if b.tier is None]
+    tiers = sorted({b.tier for b in ranked if b.tier is not None})
+    return head + [b for t in tiers for b in ranked if b.tier == t]
+
+
+def arrange_tiers(
+    tree: Sequence[Bid],
+    distributions: Mapping[int, str],
+    last_winners: Mapping[int, str],
+    rng: random.Random,
+) -> list[Bid]:
+    """The post-time order of each fixed-price tier of a ping tree.
+
+    ``priority`` keeps the rank order; ``round_robin`` starts with the buyer after the
+    tier's last winner (in rank order, wrapping); ``weighted`` draws the order at random
+    by weight, so over many leads each buyer is first in proportion to its weight."""
+    out: list[Bid] = [b for b in tree if b.tier is None]
+    for tier in sorted({b.tier for b in tree if b.tier is not None}):
+        members = [b for b in tree if b.tier == tier]
+        distribution = distributions.get(tier, "priority")
+        if distribution == "round_robin":
+            members = sorted(members, key=lambda b: b.buyer_id)
+            last = last_winners.get(tier)
+            ids = [b.buyer_id for b in members]
+            if last is not None:
+                after = next((i for i, b in enumerate(ids) if b > last), 0)
+                members = members[after:] + members[:after]
+        elif distribution == "weighted":
+            members = _weighted_order(members, rng)
+        out.extend(members)
+    return out
+
+
+def _weighted_order(members: list[Bid], rng: random.Random) -> list[Bid]:
+    pool = list(members)
+    order: list[Bid] = []
+    while pool:
+        total = sum(b.weight for b in pool)
+        pick = rng.randrange(total)
+        for i, bid in enumerate(pool):
+            pick -= bid.weight
+            if pick < 0:
+                order.append(pool.pop(i))
+                break
+    return order
+
+
 def seller_payout(seller: SellerConfig, price_cents: int) -> int:
     return payout_cents(price_cents, seller.payout_share)
 
@@ -180,3 +271,20 @@ def seller_payout(seller: SellerConfig, price_cents: int) -> int:
 def ping_tree(ranked: Sequence[Bid], share: Decimal, min_payout_cents: int) -> list[Bid]:
     """The bids a post will try, in order: those whose payout meets the seller's minimum."""
     return [b for b in ranked if payout_cents(b.price_cents, share) >= min_payout_cents]
+
+
+def promised_payout(tree: Sequence[Bid], share: Decimal, max_sales: int) -> int | None:
+    """What a ping answer promises: the payout of the first ``max_sales`` buyers of the
+    tree (one for an exclusive lead), or None with an empty tree."""
+    if not tree:
+        return None
+    return sum(payout_cents(b.price_cents, share) for b in tree[:max_sales])
+
+
+def effective_floor(seller: SellerConfig, vertical: VerticalConfig, vertical_name: str) -> int:
+    """The highest of the vertical's floor and the seller's (per-vertical, else general)."""
+    return max(vertical.floor, seller.vertical_floors.get(vertical_name, seller.floor))
+
+
+def max_sales(seller: SellerConfig, vertical: VerticalConfig) -> int:
+    return seller.max_sales if seller.max_sales is not None else vertical.max_sales

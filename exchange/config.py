@@ -12,13 +12,16 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -73,6 +76,9 @@ class ExchangeSettings(_Model):
     # Past this many auctions in flight in one process, new pings are refused at once
     # (503) rather than letting every auction's latency grow past tmax.
     max_inflight_auctions: int = Field(2000, ge=1)
+    # Key for the HMAC of phones and emails kept for duplicate checks (a plain hash of a
+    # phone number is reversible by brute force). Required when any dedupe_days is set.
+    dedupe_hash_key: str | None = Field(None, min_length=16)
 
     @field_validator("tie_breakers")
     @classmethod
@@ -84,6 +90,10 @@ class ExchangeSettings(_Model):
 
 class VerticalConfig(_Model):
     fields: dict[str, FieldSpec]
+    floor: Cents = 0
+    max_sales: int = Field(1, ge=1, le=10)  # 1: exclusive; more: shared
+    dedupe_days: int = Field(0, ge=0, le=365)  # 0: no exchange-wide duplicate check
+    tiers: dict[int, TierConfig] = Field(default_factory=dict)
 
     @field_validator("fields")
     @classmethod
@@ -100,6 +110,8 @@ class SellerConfig(_Model):
     payout_share: Decimal = Field(gt=0, le=1, decimal_places=4)
     floor: Cents = 0
     verticals: tuple[str, ...] | None = None  # None: every vertical
+    vertical_floors: dict[str, Cents] = Field(default_factory=dict)
+    max_sales: int | None = Field(None, ge=1, le=10)  # overrides the vertical's
     rate_limit_per_s: float | None = Field(None, gt=0)
 
     @field_validator("payout_share", mode="before")
@@ -140,34 +152,49 @@ class FieldFilter(_Model):
         return self
 
 
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_zone)]
+
+
 class Caps(_Model):
+    """Limits on accepted sales, per period in the buyer's time zone."""
+
     hourly: int | None = Field(None, ge=0)
     daily: int | None = Field(None, ge=0)
+    weekly: int | None = Field(None, ge=0)
+    monthly: int | None = Field(None, ge=0)
     daily_budget: Cents | None = None
+    monthly_budget: Cents | None = None
 
 
 class Schedule(_Model):
-    timezone: str = "UTC"
+    """When a buyer takes leads. ``end`` before ``start`` is an overnight window (the
+    part after midnight belongs to the day it started on)."""
+
+    timezone: TimeZone | None = None  # default: the buyer's timezone
     days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     start: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     end: str = Field("24:00", pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
+    holidays: tuple[date, ...] = ()
 
     @model_validator(mode="after")
-    def _ordered(self) -> Schedule:
-        if self.start >= self.end:
-            raise ValueError("start must be before end")
+    def _not_empty(self) -> Schedule:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window is empty")
         return self
+
+
+class TierConfig(_Model):
+    """How leads are shared out among the fixed-price buyers of one tier."""
+
+    distribution: Literal["priority", "round_robin", "weighted"] = "priority"
 
 
 class BuyerConfig(_Model):
@@ -184,8 +211,16 @@ class BuyerConfig(_Model):
     timeout_ms: int | None = Field(None, ge=1)
     post_timeout_ms: int = Field(5000, ge=1, le=120_000)
     filters: dict[str, FieldFilter] = Field(default_factory=dict)
+    vertical_filters: dict[str, dict[str, FieldFilter]] = Field(default_factory=dict)
+    timezone: TimeZone = "UTC"
     caps: Caps = Caps()
     schedule: Schedule | None = None
+    tier: int | None = Field(None, ge=1)  # fixed-price buyers only
+    weight: int = Field(1, ge=1, le=1_000_000)  # for weighted tiers
+    dedupe_days: int = Field(0, ge=0, le=365)
+    return_api_key: str | None = Field(None, min_length=16)
+    return_api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    return_window_days: int = Field(0, ge=0, le=365)
     sellers_allow: tuple[str, ...] | None = None
     sellers_deny: tuple[str, ...] = ()
     enabled: bool = True
@@ -214,7 +249,24 @@ class BuyerConfig(_Model):
             raise ValueError("post_url is required: every buyer receives posted leads")
         if self.price == 0:
             raise ValueError("price must be above zero")
+        if self.tier is not None and self.price is None:
+            raise ValueError("tier is for fixed-price buyers (with price)")
+        if self.return_api_key is not None and self.return_api_key_sha256 is not None:
+            raise ValueError("give return_api_key or return_api_key_sha256, not both")
         return self
+
+    @property
+    def return_key_hash(self) -> str | None:
+        if self.return_api_key_sha256 is not None:
+            return self.return_api_key_sha256
+        return hash_key(self.return_api_key) if self.return_api_key is not None else None
+
+    @property
+    def zone(self) -> str:
+        """The buyer's time zone for caps and (by default) its schedule."""
+        if self.schedule is not None and self.schedule.timezone is not None:
+            return self.schedule.timezone
+        return self.timezone
 
     @property
     def fixed_price(self) -> bool:
@@ -236,6 +288,7 @@ class LoadedConfig:
     config: Config
     schemas: Mapping[str, LeadSchema]
     sellers_by_key_hash: Mapping[str, SellerConfig]
+    buyers_by_return_key_hash: Mapping[str, BuyerConfig]
 
     @property
     def settings(self) -> ExchangeSettings:
@@ -289,6 +342,20 @@ def _cross_checks(config: Config) -> list[str]:
         for v in seller.verticals or ():
             if v not in verticals:
                 problems.append(f"sellers[{i}].verticals: unknown vertical {v!r}")
+    for i, seller in enumerate(config.sellers):
+        for v in seller.vertical_floors:
+            if v not in verticals:
+                problems.append(f"sellers[{i}].vertical_floors: unknown vertical {v!r}")
+    dedupe = any(v.dedupe_days for v in verticals.values()) or any(
+        b.dedupe_days for b in config.buyers
+    )
+    if dedupe and not config.exchange.dedupe_hash_key:
+        problems.append("exchange.dedupe_hash_key: required when any dedupe_days is set")
+    for name, vertical in verticals.items():
+        if vertical.dedupe_days and not _has_contact_fields(vertical):
+            problems.append(
+                f"verticals.{name}.dedupe_days: the vertical has no phone or email field"
+            )
     hashes = [s.key_hash for s in config.sellers]
     if len(set(hashes)) != len(hashes):
         problems.append("sellers: two sellers share one api key")
@@ -306,6 +373,24 @@ def _cross_checks(config: Config) -> list[str]:
                 f"{where}.timeout_ms: {buyer.timeout_ms} is beyond exchange.tmax_ms "
                 f"({config.exchange.tmax_ms})"
             )
+        for v in buyer.vertical_filters:
+            if v not in buyer.verticals:
+                problems.append(f"{where}.vertical_filters.{v}: not one of the buyer's verticals")
+            elif v in verticals:
+                for name in buyer.vertical_filters[v]:
+                    spec = verticals[v].fields.get(name)
+                    if spec is None:
+                        problems.append(f"{where}.vertical_filters.{v}.{name}: no such field")
+                    elif spec.pii:
+                        problems.append(
+                            f"{where}.vertical_filters.{v}.{name}: PII fields cannot be filtered on"
+                        )
+        if buyer.tier is not None:
+            for v in buyer.verticals:
+                if v in verticals and buyer.tier not in verticals[v].tiers:
+                    problems.append(
+                        f"{where}.tier: tier {buyer.tier} is not defined in verticals.{v}.tiers"
+                    )
         known_fields = {f for v in buyer.verticals if v in verticals for f in verticals[v].fields}
         for name in buyer.filters:
             if name not in known_fields:
@@ -327,6 +412,10 @@ def _cross_checks(config: Config) -> list[str]:
                 f"(known: {', '.join(sorted(ADAPTERS))})"
             )
     return problems
+
+
+def _has_contact_fields(vertical: VerticalConfig) -> bool:
+    return any(f.type in ("phone", "email") for f in vertical.fields.values())
 
 
 def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -354,6 +443,9 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         config=config,
         schemas=schemas,
         sellers_by_key_hash={s.key_hash: s for s in config.sellers},
+        buyers_by_return_key_hash={
+            b.return_key_hash: b for b in config.buyers if b.return_key_hash is not None
+        },
     )
 
 

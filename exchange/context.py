@@ -7,6 +7,7 @@ Nothing here is a module-level global; tests build their own with a fixed clock 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -18,6 +19,7 @@ from buyers.adapter import Adapter, BuyerEndpoint
 from buyers.registry import build_adapter
 from exchange.auction import BuyerRules, buyers_by_vertical
 from exchange.batch import BatchWriter
+from exchange.caps import CapCounts
 from exchange.config import BuyerConfig, LoadedConfig
 from exchange.metrics import Metrics
 from exchange.pingcache import PingCache, PingRecord
@@ -73,7 +75,10 @@ class ExchangeContext:
     now: Callable[[], datetime] = utc_now
     new_id: Callable[[], str] = new_ping_id
     unix_time: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
     db_ready: bool = True
+    # Accepted sales per buyer cap window, refreshed from the ledger (advisory, ping time).
+    cap_counts: CapCounts = field(default_factory=dict)
     # Work in flight in this process, so a concurrent retry waits on it instead of polling.
     pings_inflight: dict[str, asyncio.Future[PingRecord]] = field(default_factory=dict)
     posts_inflight: dict[str, asyncio.Future[PostAnswer]] = field(default_factory=dict)

@@ -30,6 +30,8 @@ class PostOutcome(StrEnum):
     REJECTED = "rejected"
     TIMEOUT = "timeout"
     ERROR = "error"
+    # Not called: the buyer reached a cap, or already has this lead, when its turn came.
+    SKIPPED = "skipped"
 
 
 class PingStatus(StrEnum):

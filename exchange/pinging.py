@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import structlog
 
 from buyers.adapter import BidReply, PingOffer
-from exchange.auction import Bid, Exclusion, fixed_price_bid, rank, screen, split_floor
+from exchange.auction import (
+    Bid,
+    Exclusion,
+    build_tree,
+    effective_floor,
+    fixed_price_bid,
+    max_sales,
+    promised_payout,
+    screen,
+    split_floor,
+)
 from exchange.config import SellerConfig
 from exchange.context import BuyerRuntime, ExchangeContext
-from exchange.money import payout_cents
 from exchange.outcomes import BidOutcome, PingStatus
 from exchange.pingcache import PingRecord
 from exchange.transport import TransportError, TransportTimeout
@@ -50,6 +60,8 @@ class PingRequest:
     tmax_ms: int
     external_id: str | None
     mode: str  # "ping" or "direct"
+    duplicates: Mapping[str, str] = field(default_factory=dict)  # buyer -> why (direct posts)
+    offer_to_buyers: bool = True  # False: record the lead, ask nobody (a known duplicate)
 
 
 async def _ask(
@@ -115,10 +127,13 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     deadline = started + max(0.0, tmax_ms / 1000 - ANSWER_MARGIN_S)
     ping_id = request.ping_id
     seller = request.seller
-    floor_cents = seller.floor
+    vertical = ctx.loaded.config.verticals[request.vertical]
+    floor_cents = effective_floor(seller, vertical, request.vertical)
 
-    rules = ctx.by_vertical.get(request.vertical, ())
-    eligible, excluded = screen(rules, seller.id, request.lead, now)
+    rules = ctx.by_vertical.get(request.vertical, ()) if request.offer_to_buyers else ()
+    eligible, excluded = screen(
+        rules, seller.id, request.lead, now, ctx.cap_counts, request.duplicates
+    )
     realtime: list[BuyerRuntime] = []
     bids: list[Bid] = []
     for buyer_rules in eligible:
@@ -151,11 +166,11 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
                 )
             )
     kept, below = split_floor(bids, floor_cents)
-    tree = tuple(rank(kept, settings.tie_breakers, ping_id))
+    tree = tuple(build_tree(kept, settings.tie_breakers, ping_id))
 
-    top = tree[0] if tree else None
-    price = top.price_cents if top else None
-    payout = payout_cents(price, seller.payout_share) if price is not None else None
+    wanted = max_sales(seller, vertical)
+    price = sum(b.price_cents for b in tree[:wanted]) if tree else None
+    payout = promised_payout(tree, seller.payout_share, wanted)
     duration = loop.time() - started
     record = PingRecord(
         ping_id=ping_id,
@@ -234,7 +249,8 @@ async def _record(
     tree_json = [
         {"buyer_id": b.buyer_id, "price_cents": b.price_cents, "bid_id": b.bid_id,
          "fixed_price": b.fixed_price, "company_size": b.company_size,
-         "priority": b.priority, "latency_us": b.latency_us}
+         "priority": b.priority, "latency_us": b.latency_us, "tier": b.tier,
+         "weight": b.weight}
         for b in record.tree
     ]  # fmt: skip
     pid = uuid.UUID(record.ping_id)

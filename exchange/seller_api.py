@@ -22,13 +22,20 @@ from exchange.api_common import (
 )
 from exchange.config import SellerConfig
 from exchange.context import ExchangeContext
+from exchange.dedupe import ContactHashes, contact_hashes
 from exchange.errors import Conflict, FieldError, Forbidden, Gone, Invalid, NotFound, NotReady
 from exchange.fields import LeadInvalid, LeadSchema
 from exchange.money import MoneyError, dollars_json, parse_dollars
 from exchange.outcomes import PostStatus
 from exchange.pingcache import PingRecord
 from exchange.pinging import PingRequest, run_ping
-from exchange.posting import PostAnswer, UnsoldReason, post_lead
+from exchange.posting import (
+    DuplicateCheck,
+    PostAnswer,
+    UnsoldReason,
+    check_duplicates,
+    post_lead,
+)
 
 MAX_EXTERNAL_ID = 128
 PING_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id"})
@@ -148,6 +155,8 @@ async def _ping_from_ledger(ctx: ExchangeContext, ping_id: str) -> PingRecord | 
             latency_us=b.get("latency_us", 0),
             bid_id=b.get("bid_id"),
             fixed_price=b.get("fixed_price", False),
+            tier=b.get("tier"),
+            weight=b.get("weight", 1),
         )
         for b in row["ping_tree"]
     )
@@ -196,6 +205,7 @@ async def settle_post(
     seller: SellerConfig,
     lead: dict[str, Any],
     min_payout_cents: int,
+    duplicates: DuplicateCheck | None = None,
 ) -> PostAnswer:
     """Post once per ping: the first caller walks the tree, every other caller (a retry,
     a race, another process) gets that walk's answer."""
@@ -208,7 +218,7 @@ async def settle_post(
     try:
         existing = await ctx.store.claim_post(record.ping_id, seller.id, ctx.now())
         if existing is None:
-            answer = await post_lead(ctx, record, seller, lead, min_payout_cents)
+            answer = await post_lead(ctx, record, seller, lead, min_payout_cents, duplicates)
         else:
             answer = await _await_result(ctx, record.ping_id)
         future.set_result(answer)
@@ -236,7 +246,7 @@ async def _await_result(ctx: ExchangeContext, ping_id: str) -> PostAnswer:
             )  # fmt: skip
         age_s = (ctx.now() - result.claimed_at).total_seconds()
         if age_s > settings.post_deadline_ms / 1000 + 5:
-            await ctx.store.finish_unsold(ping_id, UnsoldReason.INTERRUPTED, ctx.now())
+            await ctx.store.close_interrupted(ping_id, UnsoldReason.INTERRUPTED, ctx.now())
             continue
         await asyncio.sleep(LOOKUP_RETRY_S)
 
@@ -325,8 +335,18 @@ async def post(request: web.Request) -> web.Response:
             "the posted lead does not match the pinged lead",
             [{"loc": ["lead", name], "msg": "differs from the ping"} for name in mismatched],
         )
-    answer = await settle_post(ctx, record, seller, lead, min_payout)
+    duplicates = await check_duplicates(
+        ctx, record.vertical, _contacts(ctx, schema, lead), ctx.now()
+    )
+    answer = await settle_post(ctx, record, seller, lead, min_payout, duplicates)
     return json_response(_post_answer(answer))
+
+
+def _contacts(
+    ctx: ExchangeContext, schema: LeadSchema, lead: dict[str, Any]
+) -> ContactHashes | None:
+    key = ctx.loaded.settings.dedupe_hash_key
+    return contact_hashes(lead, schema, key.encode()) if key else None
 
 
 def _mismatch(posted: dict[str, Any], pinged: dict[str, Any]) -> list[str]:
@@ -359,11 +379,15 @@ async def leads(request: web.Request) -> web.Response:
         if first != ping_id:
             return json_response(await _repeat_lead(ctx, first))
     redacted = schema.redact(lead)
-    ping_request = PingRequest(
-        ping_id, seller, schema.vertical, redacted, tmax_ms, external_id, "direct"
+    duplicates = await check_duplicates(
+        ctx, schema.vertical, _contacts(ctx, schema, lead), ctx.now()
     )
+    ping_request = PingRequest(
+        ping_id, seller, schema.vertical, redacted, tmax_ms, external_id, "direct",
+        duplicates=duplicates.buyers, offer_to_buyers=not duplicates.sold_in_vertical,
+    )  # fmt: skip
     record = await _auction(ctx, ping_request)
-    answer = await settle_post(ctx, record, seller, lead, min_payout)
+    answer = await settle_post(ctx, record, seller, lead, min_payout, duplicates)
     return json_response(_post_answer(answer))
 
 

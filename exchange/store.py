@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from exchange.caps import CapWindow
 from exchange.outcomes import PostStatus
 
 MIGRATIONS_PACKAGE = "exchange.migrations"
@@ -99,6 +100,14 @@ class PostResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PostTotals:
+    """A post's final result: the sum over its sales (one for an exclusive lead)."""
+
+    price_cents: int
+    payout_cents: int
+
+
+@dataclass(frozen=True, slots=True)
 class SaleRow:
     ping_id: str
     seller_id: str
@@ -110,10 +119,16 @@ class SaleRow:
     buyer_lead_id: str | None
     created_at: datetime
     sale_seq: int = 1
+    phone_hash: bytes | None = None
+    email_hash: bytes | None = None
 
 
 class SaleConflict(Exception):
-    """The sale slot was already taken: the lead is sold."""
+    """The sale slot was already taken, or the post's claim is no longer held."""
+
+
+class _CapReached(Exception):
+    """Raised inside a reservation transaction to roll it back."""
 
 
 class Store:
@@ -176,15 +191,27 @@ class Store:
         row = await self.pool.fetchrow("SELECT * FROM posts WHERE ping_id = $1", uuid.UUID(ping_id))
         return _post_result(row) if row is not None else None
 
-    async def record_sale(self, sale: SaleRow, finished_at: datetime) -> None:
-        """Commit the sale and the post's result together, or raise SaleConflict."""
+    async def record_sale(
+        self, sale: SaleRow, finished_at: datetime, totals: PostTotals | None
+    ) -> None:
+        """Commit one sale, and with ``totals`` the post's final "sold" result in the same
+        transaction; raise SaleConflict if the slot is taken or the claim was given up."""
+        pid = uuid.UUID(sale.ping_id)
         async with self.pool.acquire() as conn, conn.transaction():
+            # Lock the claim: a claim declared interrupted meanwhile must not gain a sale,
+            # since its seller may have been told "unsold".
+            status = await conn.fetchval(
+                "SELECT status FROM posts WHERE ping_id = $1 FOR UPDATE", pid
+            )
+            if status != "in_progress":
+                raise SaleConflict(sale.ping_id)
             try:
                 await conn.execute(
                     "INSERT INTO sales (ping_id, sale_seq, seller_id, buyer_id, vertical,"
-                    " price_cents, payout_cents, bid_id, buyer_lead_id, created_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    uuid.UUID(sale.ping_id),
+                    " price_cents, payout_cents, bid_id, buyer_lead_id, created_at,"
+                    " phone_hash, email_hash)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    pid,
                     sale.sale_seq,
                     sale.seller_id,
                     sale.buyer_id,
@@ -194,21 +221,176 @@ class Store:
                     sale.bid_id,
                     sale.buyer_lead_id,
                     sale.created_at,
+                    sale.phone_hash,
+                    sale.email_hash,
                 )
             except asyncpg.UniqueViolationError:
                 raise SaleConflict(sale.ping_id) from None
-            updated = await conn.execute(
-                "UPDATE posts SET status = 'sold', price_cents = $2, payout_cents = $3,"
-                " reason = NULL, finished_at = $4 WHERE ping_id = $1 AND status = 'in_progress'",
-                uuid.UUID(sale.ping_id),
-                sale.price_cents,
-                sale.payout_cents,
-                finished_at,
-            )
-            if updated != "UPDATE 1":
-                # The claim was given up (declared interrupted) and the seller may have been
-                # told "unsold": roll the sale back so the ledger matches what was said.
-                raise SaleConflict(sale.ping_id)
+            if totals is not None:
+                await conn.execute(
+                    "UPDATE posts SET status = 'sold', price_cents = $2, payout_cents = $3,"
+                    " reason = NULL, finished_at = $4 WHERE ping_id = $1",
+                    pid,
+                    totals.price_cents,
+                    totals.payout_cents,
+                    finished_at,
+                )
+
+    async def finish_sold(self, ping_id: str, totals: PostTotals, finished_at: datetime) -> None:
+        """Close a shared lead's post after its walk: sold, with the sums of its sales."""
+        await self.pool.execute(
+            "UPDATE posts SET status = 'sold', price_cents = $2, payout_cents = $3,"
+            " reason = NULL, finished_at = $4 WHERE ping_id = $1 AND status = 'in_progress'",
+            uuid.UUID(ping_id),
+            totals.price_cents,
+            totals.payout_cents,
+            finished_at,
+        )
+
+    async def close_interrupted(self, ping_id: str, reason: str, finished_at: datetime) -> None:
+        """Close a post whose walker died: sold if it made sales (with their sums, which is
+        what the ledger owes), else unsold."""
+        await self.pool.execute(
+            "UPDATE posts p SET"
+            " status = CASE WHEN s.n > 0 THEN 'sold' ELSE 'unsold' END,"
+            " price_cents = CASE WHEN s.n > 0 THEN s.price END,"
+            " payout_cents = CASE WHEN s.n > 0 THEN s.payout END,"
+            " reason = CASE WHEN s.n > 0 THEN NULL ELSE $2 END, finished_at = $3"
+            " FROM (SELECT count(*) AS n, sum(price_cents) AS price, sum(payout_cents) AS payout"
+            "       FROM sales WHERE ping_id = $1) s"
+            " WHERE p.ping_id = $1 AND p.status = 'in_progress'",
+            uuid.UUID(ping_id),
+            reason,
+            finished_at,
+        )
+
+    # -- caps ----------------------------------------------------------------------------
+
+    async def reserve_caps(
+        self, buyer_id: str, windows: Sequence[CapWindow], price_cents: int
+    ) -> str | None:
+        """Count one sale at ``price_cents`` in every window, atomically and only if no
+        limit breaks; returns None when reserved, else the cap that is reached."""
+        try:
+            await self._reserve(buyer_id, windows, price_cents)
+        except _CapReached as reached:
+            return str(reached)
+        return None
+
+    async def _reserve(self, buyer_id: str, windows: Sequence[CapWindow], price_cents: int) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for window in windows:
+                limit = window.limit
+                row = await conn.fetchval(
+                    "INSERT INTO cap_counters AS c (buyer_id, period, period_start, sales,"
+                    " spent_cents) VALUES ($1, $2, $3, 1, $4)"
+                    " ON CONFLICT (buyer_id, period, period_start) DO UPDATE"
+                    " SET sales = c.sales + 1, spent_cents = c.spent_cents + $4"
+                    " WHERE ($5::integer IS NULL OR c.sales + 1 <= $5)"
+                    " AND ($6::bigint IS NULL OR c.spent_cents + $4 <= $6)"
+                    " RETURNING sales",
+                    buyer_id,
+                    limit.period,
+                    window.start,
+                    price_cents,
+                    limit.max_count,
+                    limit.max_spend_cents,
+                )
+                fits_alone = (limit.max_count is None or limit.max_count >= 1) and (
+                    limit.max_spend_cents is None or price_cents <= limit.max_spend_cents
+                )
+                if row is None or not fits_alone:
+                    # Leaving the block with an exception rolls back every increment.
+                    raise _CapReached(f"{limit.describe()} reached")
+
+    async def release_caps(
+        self, buyer_id: str, windows: Sequence[CapWindow], price_cents: int
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for window in windows:
+                await conn.execute(
+                    "UPDATE cap_counters SET sales = sales - 1, spent_cents = spent_cents - $4"
+                    " WHERE buyer_id = $1 AND period = $2 AND period_start = $3",
+                    buyer_id,
+                    window.limit.period,
+                    window.start,
+                    price_cents,
+                )
+
+    async def cap_counts(self, since: datetime) -> dict[tuple[str, str, datetime], tuple[int, int]]:
+        rows = await self.pool.fetch(
+            "SELECT buyer_id, period, period_start, sales, spent_cents FROM cap_counters"
+            " WHERE period_start >= $1",
+            since,
+        )
+        return {
+            (r["buyer_id"], r["period"], r["period_start"]): (r["sales"], r["spent_cents"])
+            for r in rows
+        }
+
+    # -- tiers and duplicates ------------------------------------------------------------
+
+    async def last_winners(self, vertical: str) -> dict[int, str]:
+        rows = await self.pool.fetch(
+            "SELECT tier, last_buyer_id FROM tier_state WHERE vertical = $1", vertical
+        )
+        return {r["tier"]: r["last_buyer_id"] for r in rows}
+
+    async def set_last_winner(self, vertical: str, tier: int, buyer_id: str, at: datetime) -> None:
+        await self.pool.execute(
+            "INSERT INTO tier_state (vertical, tier, last_buyer_id, updated_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (vertical, tier) DO UPDATE"
+            " SET last_buyer_id = EXCLUDED.last_buyer_id, updated_at = EXCLUDED.updated_at",
+            vertical,
+            tier,
+            buyer_id,
+            at,
+        )
+
+    async def recent_buyers_of(
+        self, hashes: Sequence[bytes], since: datetime
+    ) -> list[asyncpg.Record]:
+        """Sales since ``since`` of a lead with any of these contact hashes."""
+        if not hashes:
+            return []
+        rows: list[asyncpg.Record] = await self.pool.fetch(
+            "SELECT buyer_id, vertical, created_at FROM sales"
+            " WHERE (phone_hash = ANY($1::bytea[]) OR email_hash = ANY($1::bytea[]))"
+            " AND created_at >= $2",
+            list(hashes),
+            since,
+        )
+        return rows
+
+    # -- returns -------------------------------------------------------------------------
+
+    async def sale_for_return(self, ping_id: str, buyer_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "SELECT s.*, r.return_id, r.created_at AS returned_at FROM sales s"
+            " LEFT JOIN returns r ON r.sale_id = s.sale_id"
+            " WHERE s.ping_id = $1 AND s.buyer_id = $2",
+            uuid.UUID(ping_id),
+            buyer_id,
+        )
+
+    async def record_return(self, sale: asyncpg.Record, reason: str, at: datetime) -> bool:
+        """Record the credit and the payout reversal; False if already returned."""
+        done = await self.pool.fetchval(
+            "INSERT INTO returns (sale_id, ping_id, buyer_id, seller_id, vertical, credit_cents,"
+            " payout_reversal_cents, reason, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (sale_id) DO NOTHING RETURNING return_id",
+            sale["sale_id"],
+            sale["ping_id"],
+            sale["buyer_id"],
+            sale["seller_id"],
+            sale["vertical"],
+            sale["price_cents"],
+            sale["payout_cents"],
+            reason,
+            at,
+        )
+        return done is not None
 
     async def finish_unsold(self, ping_id: str, reason: str, finished_at: datetime) -> bool:
         """Close an in-progress post as unsold; False if it was no longer in progress."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -103,22 +103,34 @@ class CompiledSchedule:
     days: frozenset[int]
     start: time
     end: time | None  # None: until midnight
+    holidays: frozenset[date]
 
     def closed_reason(self, now: datetime) -> str | None:
-        """None when open at ``now`` (an aware datetime), else why it is closed."""
+        """None when open at ``now`` (an aware datetime), else why it is closed.
+
+        The window belongs to the local day it starts on: an overnight window (end before
+        start) opened on Friday evening runs into Saturday morning."""
         local = now.astimezone(self.zone)
-        if local.weekday() not in self.days:
-            return f"closed on {_WEEKDAYS[local.weekday()]} ({self.zone.key})"
         clock = local.time()
-        if clock < self.start or (self.end is not None and clock >= self.end):
+        overnight = self.end is not None and self.end < self.start
+        if overnight and self.end is not None and clock < self.end:
+            opened_on = local.date() - timedelta(days=1)
+        elif clock >= self.start and (overnight or self.end is None or clock < self.end):
+            opened_on = local.date()
+        else:
             return f"outside hours at {clock:%H:%M} ({self.zone.key})"
+        if opened_on.weekday() not in self.days:
+            return f"closed on {_WEEKDAYS[opened_on.weekday()]} ({self.zone.key})"
+        if opened_on in self.holidays:
+            return f"closed for the holiday {opened_on.isoformat()} ({self.zone.key})"
         return None
 
 
-def compile_schedule(schedule: Schedule) -> CompiledSchedule:
+def compile_schedule(schedule: Schedule, default_zone: str) -> CompiledSchedule:
     return CompiledSchedule(
-        zone=ZoneInfo(schedule.timezone),
+        zone=ZoneInfo(schedule.timezone or default_zone),
         days=frozenset(_WEEKDAYS.index(d) for d in schedule.days),
         start=time.fromisoformat(schedule.start),
         end=None if schedule.end == "24:00" else time.fromisoformat(schedule.end),
+        holidays=frozenset(schedule.holidays),
     )
