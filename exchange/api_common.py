@@ -31,7 +31,7 @@ def json_response(payload: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
-def _bearer(request: web.Request) -> str:
+def bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -42,7 +42,7 @@ def _bearer(request: web.Request) -> str:
 def authenticate_seller(request: web.Request, ctx: ExchangeContext) -> SellerConfig:
     # Keys are looked up by their SHA-256: the lookup's timing depends on the hash of the
     # presented key, which tells an attacker nothing about any stored key.
-    seller = ctx.loaded.sellers_by_key_hash.get(hash_key(_bearer(request)))
+    seller = ctx.loaded.sellers_by_key_hash.get(hash_key(bearer(request)))
     if seller is None:
         raise Unauthorized("unknown api key")
     _rate_limit(request, seller)
@@ -53,7 +53,7 @@ def authenticate_admin(request: web.Request, ctx: ExchangeContext) -> None:
     expected = ctx.loaded.settings.admin_token
     if not expected:
         raise Unauthorized("operator API disabled: no exchange.admin_token configured")
-    presented = _bearer(request)
+    presented = bearer(request)
     if not hmac.compare_digest(hash_key(presented), hash_key(expected)):
         raise Unauthorized("bad admin token")
 

@@ -8,18 +8,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from exchange import operator_api, seller_api
+from exchange import buyer_api, operator_api, seller_api
 from exchange.api_common import CTX, LIMITS, json_response
 from exchange.batch import BatchWriter
 from exchange.config import LoadedConfig
 from exchange.context import ExchangeContext
-from exchange.errors import Handler, error_middleware, error_response
+from exchange.errors import DATABASE_DOWN, Handler, error_middleware, error_response
 from exchange.h1transport import H1Transport
 from exchange.metrics import Metrics
 from exchange.store import Store, create_pool, migrate
@@ -91,6 +92,19 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     return response
 
 
+CAP_REFRESH_S = 1.0
+
+
+async def _refresh_caps(ctx: ExchangeContext) -> None:
+    """Keep this process's view of cap counts close to the ledger, which every process
+    writes; the exact check is the reservation at post time."""
+    while True:
+        # While the database is away the watcher reports it and the last view stays.
+        with contextlib.suppress(*DATABASE_DOWN):
+            ctx.cap_counts = await ctx.store.cap_counts(ctx.now() - timedelta(days=32))
+        await asyncio.sleep(CAP_REFRESH_S)
+
+
 def create_app(
     loaded: LoadedConfig, options: AppOptions, metrics: Metrics | None = None
 ) -> web.Application:
@@ -112,14 +126,18 @@ def create_app(
                               transport=transport, metrics=metrics)  # fmt: skip
         metrics.db_up.set(1)
         app[CTX] = ctx
-        watcher = asyncio.get_running_loop().create_task(_watch_database(ctx))
+        loop = asyncio.get_running_loop()
+        background = [loop.create_task(_watch_database(ctx))]
+        if any(b.rules.caps is not None for b in ctx.buyers.values()):
+            background.append(loop.create_task(_refresh_caps(ctx)))
         log.info("exchange_ready", config=loaded.source, buyers=len(ctx.buyers))
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await writer.close()
             await transport.close()
             await pool.close()
@@ -132,6 +150,7 @@ def create_app(
             web.get("/metrics", metrics_endpoint),
             *seller_api.routes(),
             *operator_api.routes(),
+            *buyer_api.routes(),
         ]
     )
     return app

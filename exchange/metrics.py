@@ -93,6 +93,9 @@ class Metrics:
             buckets=(1, 2, 3, 4, 5, 7, 10, 15, 20),
             registry=r,
         )
+        self.returns = Counter(
+            "exchange_returns", "Sold leads returned by buyers.", ["buyer"], registry=r
+        )
         self.inflight = Gauge(
             "exchange_inflight_auctions",
             "Auctions in progress.",

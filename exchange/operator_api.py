@@ -148,6 +148,10 @@ async def buyer_report(request: web.Request) -> web.Response:
                     "sales": r["sales"],
                     "acceptance_rate": _rate(r["accepted"], r["posts"]),
                     "revenue": dollars_json(r["revenue_cents"]),
+                    "returns": r["returns"],
+                    "return_rate": _rate(r["returns"], r["sales"]),
+                    "credits": dollars_json(r["credit_cents"]),
+                    "net_revenue": dollars_json(r["revenue_cents"] - r["credit_cents"]),
                     "timeouts": r["timeouts"],
                     "timeout_rate": _rate(r["timeouts"], r["pings"]),
                     "p95_latency_ms": _ms(int(r["p95_latency_us"]))
@@ -181,6 +185,10 @@ async def seller_report(request: web.Request) -> web.Response:
                     "acceptance_rate": _rate(r["sales"], r["posts"]),
                     "revenue": dollars_json(r["revenue_cents"]),
                     "payout": dollars_json(r["payout_cents"]),
+                    "returns": r["returns"],
+                    "return_rate": _rate(r["returns"], r["sales"]),
+                    "payout_reversed": dollars_json(r["reversed_cents"]),
+                    "net_payout": dollars_json(r["payout_cents"] - r["reversed_cents"]),
                 }
                 for r in rows
             ],

@@ -476,14 +476,19 @@ WITH b AS (
 ), s AS (
     SELECT buyer_id, count(*) AS sales, sum(price_cents) AS revenue_cents
     FROM sales WHERE created_at >= $1 AND created_at < $2 GROUP BY buyer_id
+), r AS (
+    SELECT buyer_id, count(*) AS returns, sum(credit_cents) AS credit_cents
+    FROM returns WHERE created_at >= $1 AND created_at < $2 GROUP BY buyer_id
 )
-SELECT coalesce(b.buyer_id, a.buyer_id, s.buyer_id) AS buyer_id,
+SELECT coalesce(b.buyer_id, a.buyer_id, s.buyer_id, r.buyer_id) AS buyer_id,
+       coalesce(r.returns, 0) AS returns, coalesce(r.credit_cents, 0) AS credit_cents,
        coalesce(b.pings, 0) AS pings, coalesce(b.bids, 0) AS bids, coalesce(b.wins, 0) AS wins,
        coalesce(s.sales, 0) AS sales, coalesce(s.revenue_cents, 0) AS revenue_cents,
        coalesce(a.posts, 0) AS posts, coalesce(a.accepted, 0) AS accepted,
        coalesce(b.timeouts, 0) AS timeouts, b.p95_latency_us
 FROM b FULL JOIN a ON a.buyer_id = b.buyer_id
        FULL JOIN s ON s.buyer_id = coalesce(b.buyer_id, a.buyer_id)
+       FULL JOIN r ON r.buyer_id = coalesce(b.buyer_id, a.buyer_id, s.buyer_id)
 ORDER BY 1
 """
 
@@ -498,13 +503,18 @@ WITH p AS (
 ), o AS (
     SELECT seller_id, count(*) AS posts FROM posts
     WHERE claimed_at >= $1 AND claimed_at < $2 GROUP BY seller_id
+), r AS (
+    SELECT seller_id, count(*) AS returns, sum(payout_reversal_cents) AS reversed_cents
+    FROM returns WHERE created_at >= $1 AND created_at < $2 GROUP BY seller_id
 )
-SELECT coalesce(p.seller_id, s.seller_id, o.seller_id) AS seller_id,
+SELECT coalesce(p.seller_id, s.seller_id, o.seller_id, r.seller_id) AS seller_id,
+       coalesce(r.returns, 0) AS returns, coalesce(r.reversed_cents, 0) AS reversed_cents,
        coalesce(p.pings, 0) AS pings, coalesce(p.bids, 0) AS bids,
        coalesce(o.posts, 0) AS posts, coalesce(s.sales, 0) AS sales,
        coalesce(s.revenue_cents, 0) AS revenue_cents,
        coalesce(s.payout_cents, 0) AS payout_cents
 FROM p FULL JOIN s ON s.seller_id = p.seller_id
        FULL JOIN o ON o.seller_id = coalesce(p.seller_id, s.seller_id)
+       FULL JOIN r ON r.seller_id = coalesce(p.seller_id, s.seller_id, o.seller_id)
 ORDER BY 1
 """
