@@ -75,10 +75,10 @@ async def exchange_process(config: str, database_url: str, tmp: Path) -> AsyncIt
     path.write_text(config)
     with socket_port() as port:
         pass
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exchange", "serve", "--config", str(path), "--port", str(port),
-         "--database-url", database_url, "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exchange", "serve", "--config", str(path), "--port", str(port),
+        "--database-url", database_url, "--log-level", "warning",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,7 +96,7 @@ async def exchange_process(config: str, database_url: str, tmp: Path) -> AsyncIt
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        await asyncio.wait_for(proc.wait(), timeout=20)
 
 
 class socket_port:
@@ -161,7 +161,7 @@ async def test_daily_budget_caps_spend(database_url: str) -> None:
                   realtime_buyer(sim, "backfill")]  # fmt: skip
         async with running_exchange(make_config(buyers), database_url) as ex:
             for n in range(5):
-                status, body, _ = await ex.call(
+                _, body, _ = await ex.call(
                     "POST", "/v1/leads", {"vertical": "auto_insurance", "lead": lead(n)}
                 )
                 assert body["status"] == "sold"
@@ -328,7 +328,7 @@ async def test_buyer_returns_a_lead_and_the_ledger_credits_it(database_url: str)
             assert status == 201, returned
             assert returned == {"ping_id": sold["ping_id"], "status": "returned", "credit": 30.0,
                                 "seller_payout_reversed": 25.5}  # fmt: skip
-            status, again, _ = await ex.call("POST", "/v1/returns", body,
+            status, _, _ = await ex.call("POST", "/v1/returns", body,
                                              key="returner-key-0123456789")  # fmt: skip
             assert status == 409
             status, _, _ = await ex.call("POST", "/v1/returns", body, key=SELLER_KEY)
