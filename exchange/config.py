@@ -71,7 +71,7 @@ class ExchangeSettings(_Model):
     # Not fixed by the spec; operator-tunable limits with production defaults.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     post_deadline_ms: int = Field(15_000, ge=100, le=120_000)
-    transport: Literal["aiohttp", "h1"] = "aiohttp"
+    transport: Literal["aiohttp", "h1"] = "h1"
     max_response_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Past this many auctions in flight in one process, new pings are refused at once
     # (503) rather than letting every auction's latency grow past tmax.

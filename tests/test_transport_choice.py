@@ -1,0 +1,52 @@
+"""Both buyer transports drive the same auction: deadline, fallback and sale."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.app import build_transport
+from exchange.h1transport import H1Transport
+from exchange.transport import AiohttpTransport
+from tests.harness import make_config, realtime_buyer, running_exchange
+
+
+async def test_config_picks_the_transport() -> None:
+    default = build_transport(make_config([]))
+    chosen = build_transport(make_config([], exchange={"transport": "aiohttp"}))
+    try:
+        assert isinstance(default, H1Transport)
+        assert isinstance(chosen, AiohttpTransport)
+    finally:
+        await default.close()
+        await chosen.close()
+
+
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+async def test_each_transport_holds_the_deadline_and_falls_back(
+    database_url: str, transport: str
+) -> None:
+    specs = [
+        SimulatedBuyerSpec("hangs", secret=b"s-hangs", bid_cents=(9000, 9000), hang_rate=1.0),
+        SimulatedBuyerSpec("rejects", secret=b"s-rejects", bid_cents=(3000, 3000),
+                           reject_rate=1.0),
+        SimulatedBuyerSpec("accepts", secret=b"s-accepts", bid_cents=(2000, 2000)),
+    ]  # fmt: skip
+    async with BuyerSimulator(specs) as sim:
+        config = make_config(
+            [realtime_buyer(sim, s.buyer_id) for s in specs],
+            exchange={"tmax_ms": 150, "transport": transport},
+        )
+        async with running_exchange(config, database_url) as ex:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            answer = await ex.ping()
+            assert loop.time() - started < 0.15 + 0.05
+            assert answer["price"] == 25.5
+            sold = await ex.post(answer["ping_id"])
+            assert sold["price"] == 17.0
+            story = await ex.story(answer["ping_id"])
+            outcomes = {b["buyer"]: b["outcome"] for b in story["buyers"]}
+            assert outcomes == {"hangs": "timeout", "rejects": "bid", "accepts": "bid"}
