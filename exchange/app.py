@@ -84,7 +84,10 @@ async def _watch_database(ctx: ExchangeContext) -> None:
 
 @web.middleware
 async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answers by route template (never the raw path: ids would explode the label set)."""
+    """Answers by route template (never the raw path: ids would explode the label set).
+    Also starts each request with a clean log context: one connection's task serves many
+    keep-alive requests, and one request's ids must not label the next one's lines."""
+    structlog.contextvars.clear_contextvars()
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"

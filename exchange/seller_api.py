@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from exchange.api_common import (
@@ -282,6 +283,7 @@ async def ping(request: web.Request) -> web.Response:
         raise Invalid("the ping is not valid", problems)
     _check_capacity(ctx)
     ping_id = ctx.new_id()
+    _bind_log_context(ping_id, seller.id, schema.vertical)
     if external_id is not None:
         first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
         if first != ping_id:
@@ -292,6 +294,11 @@ async def ping(request: web.Request) -> web.Response:
     ping_request = PingRequest(ping_id, seller, schema.vertical, lead, tmax_ms, external_id, "ping")
     record = await _auction(ctx, ping_request)
     return json_response(_ping_answer(record))
+
+
+def _bind_log_context(ping_id: str, seller_id: str, vertical: str) -> None:
+    """Every log line of this request (its own task) carries the auction's ids."""
+    structlog.contextvars.bind_contextvars(ping_id=ping_id, seller=seller_id, vertical=vertical)
 
 
 def _lookup_wait(ctx: ExchangeContext) -> float:
@@ -316,6 +323,7 @@ async def post(request: web.Request) -> web.Response:
     record = await find_ping(ctx, ping_id, wait_s=1.0)
     if record is None or record.seller_id != seller.id:
         raise NotFound(f"no ping {ping_id} for this seller")
+    _bind_log_context(ping_id, seller.id, record.vertical)
     if record.expires_at <= ctx.now():
         earlier = await _result_of(ctx, ping_id)
         if earlier is not None:
@@ -374,6 +382,7 @@ async def leads(request: web.Request) -> web.Response:
         raise Invalid("the lead is not valid", problems)
     _check_capacity(ctx)
     ping_id = ctx.new_id()
+    _bind_log_context(ping_id, seller.id, schema.vertical)
     if external_id is not None:
         first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
         if first != ping_id:
