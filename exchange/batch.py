@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from exchange.rollups import upserts
+
 log = structlog.get_logger("exchange.batch")
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -35,6 +37,12 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "buyer_lead_id", "created_at",
     ),
 }  # fmt: skip
+
+
+async def _roll_up(conn: asyncpg.Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
+    for statement, args in upserts(table, rows):
+        if args:
+            await conn.executemany(statement, args)
 
 
 class BatchWriter:
@@ -108,20 +116,26 @@ class BatchWriter:
                         self._room.set()
 
     async def _write(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """Write rows and their hourly rollups in one transaction: both land or neither."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        cols = COLUMNS[table]
         async with self._pool.acquire() as conn:
             try:
-                await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table])
+                async with conn.transaction():
+                    await conn.copy_records_to_table(table, records=rows, columns=cols)
+                    await _roll_up(conn, table, rows)
             except asyncpg.UniqueViolationError:
-                # A retried batch that partly landed before: insert row by row, skipping
-                # what is already there.
-                cols = COLUMNS[table]
-                sql = (
+                # A batch retried after its commit was lost in transit: keep only the rows
+                # that are new, so neither rows nor rollups count twice.
+                insert = (
                     f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-                    f"({', '.join(f'${i + 1}' for i in range(len(cols)))}) ON CONFLICT DO NOTHING"
+                    f"({', '.join(f'${i + 1}' for i in range(len(cols)))})"
+                    " ON CONFLICT DO NOTHING RETURNING 1"
                 )
-                await conn.executemany(sql, rows)
+                async with conn.transaction():
+                    fresh = [row for row in rows if await conn.fetchval(insert, *row)]
+                    await _roll_up(conn, table, fresh)
         if self._on_flush is not None:
             self._on_flush(table, len(rows), loop.time() - started)
 

@@ -7,7 +7,7 @@ process remembers. Pending batched rows of this process are flushed first.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +15,7 @@ from aiohttp import web
 from exchange.api_common import CTX, authenticate_admin, json_response
 from exchange.errors import Invalid, NotFound
 from exchange.money import dollars_json
+from exchange.rollups import hour_of, percentile_us
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -120,7 +121,13 @@ def _range(request: web.Request) -> tuple[datetime, datetime]:
     since = bounds.get("from", until - timedelta(days=1))
     if since >= until:
         raise Invalid("bad report range", [{"loc": ["query", "from"], "msg": "must be before to"}])
-    return since, until
+    # Reports are served from hourly rollups: the range widens to whole hours.
+    return hour_of(since.astimezone(UTC)), _hour_ceil(until.astimezone(UTC))
+
+
+def _hour_ceil(at: datetime) -> datetime:
+    floor = hour_of(at)
+    return floor if floor == at else floor + timedelta(hours=1)
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -133,6 +140,7 @@ async def buyer_report(request: web.Request) -> web.Response:
     since, until = _range(request)
     await ctx.writer.flush()
     rows = await ctx.store.buyer_report(since, until)
+    latency = await ctx.store.buyer_latency_buckets(since, until)
     return json_response(
         {
             "from": _iso(since),
@@ -154,9 +162,9 @@ async def buyer_report(request: web.Request) -> web.Response:
                     "net_revenue": dollars_json(r["revenue_cents"] - r["credit_cents"]),
                     "timeouts": r["timeouts"],
                     "timeout_rate": _rate(r["timeouts"], r["pings"]),
-                    "p95_latency_ms": _ms(int(r["p95_latency_us"]))
-                    if r["p95_latency_us"] is not None
-                    else None,
+                    "errors": r["errors"],
+                    "excluded": r["excluded"],
+                    "p95_latency_ms": _ms(percentile_us(latency.get(r["buyer_id"], {}), 0.95)),
                 }
                 for r in rows
             ],

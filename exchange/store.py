@@ -21,6 +21,7 @@ import orjson
 
 from exchange.caps import CapWindow
 from exchange.outcomes import PostStatus
+from exchange.rollups import LATENCY_EDGES_US
 
 MIGRATIONS_PACKAGE = "exchange.migrations"
 
@@ -439,8 +440,27 @@ class Store:
         }
 
     async def buyer_report(self, since: datetime, until: datetime) -> Sequence[asyncpg.Record]:
+        """Per-buyer totals; ``since`` and ``until`` must be whole hours (the rollups')."""
         rows: Sequence[asyncpg.Record] = await self.pool.fetch(_BUYER_REPORT, since, until)
         return rows
+
+    async def rebuild_rollups(self) -> None:
+        """Recompute every hourly rollup from the ledger rows (after a bulk load or a
+        restore); the batch writer keeps them current otherwise."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "TRUNCATE buyer_hourly, buyer_latency_hourly, seller_hourly", timeout=3600
+            )
+            for statement in _REBUILD_ROLLUPS.split(";\n\n"):
+                await conn.execute(statement, *_rebuild_args(statement), timeout=3600)
+
+    async def buyer_latency_buckets(
+        self, since: datetime, until: datetime
+    ) -> dict[str, dict[int, int]]:
+        found: dict[str, dict[int, int]] = {}
+        for r in await self.pool.fetch(_BUYER_LATENCY, since, until):
+            found.setdefault(r["buyer_id"], {})[r["bucket"]] = r["n"]
+        return found
 
     async def seller_report(self, since: datetime, until: datetime) -> Sequence[asyncpg.Record]:
         rows: Sequence[asyncpg.Record] = await self.pool.fetch(_SELLER_REPORT, since, until)
@@ -459,62 +479,95 @@ def _post_result(row: asyncpg.Record) -> PostResult:
 
 
 _BUYER_REPORT = """
-WITH b AS (
-    SELECT buyer_id,
-           count(*) FILTER (WHERE outcome NOT IN ('filtered', 'capped', 'off_schedule',
-                                                  'duplicate', 'seller_blocked')) AS pings,
-           count(*) FILTER (WHERE outcome IN ('bid', 'below_floor')) AS bids,
-           count(*) FILTER (WHERE rank = 1) AS wins,
-           count(*) FILTER (WHERE outcome = 'timeout') AS timeouts,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_us)
-               FILTER (WHERE latency_us IS NOT NULL AND latency_us > 0) AS p95_latency_us
-    FROM bid_outcomes WHERE created_at >= $1 AND created_at < $2 GROUP BY buyer_id
-), a AS (
-    SELECT buyer_id, count(*) AS posts,
-           count(*) FILTER (WHERE outcome = 'accepted') AS accepted
-    FROM post_attempts WHERE created_at >= $1 AND created_at < $2 GROUP BY buyer_id
+WITH h AS (
+    SELECT buyer_id, sum(pings)::bigint AS pings, sum(bids)::bigint AS bids,
+           sum(wins)::bigint AS wins, sum(timeouts)::bigint AS timeouts,
+           sum(errors)::bigint AS errors, sum(excluded)::bigint AS excluded,
+           sum(posts)::bigint AS posts, sum(accepted)::bigint AS accepted
+    FROM buyer_hourly WHERE hour >= $1 AND hour < $2 GROUP BY buyer_id
 ), s AS (
-    SELECT buyer_id, count(*) AS sales, sum(price_cents) AS revenue_cents
+    SELECT buyer_id, count(*) AS sales, sum(price_cents)::bigint AS revenue_cents
     FROM sales WHERE created_at >= $1 AND created_at < $2 GROUP BY buyer_id
 ), r AS (
-    SELECT buyer_id, count(*) AS returns, sum(credit_cents) AS credit_cents
+    SELECT buyer_id, count(*) AS returns, sum(credit_cents)::bigint AS credit_cents
     FROM returns WHERE created_at >= $1 AND created_at < $2 GROUP BY buyer_id
 )
-SELECT coalesce(b.buyer_id, a.buyer_id, s.buyer_id, r.buyer_id) AS buyer_id,
-       coalesce(r.returns, 0) AS returns, coalesce(r.credit_cents, 0) AS credit_cents,
-       coalesce(b.pings, 0) AS pings, coalesce(b.bids, 0) AS bids, coalesce(b.wins, 0) AS wins,
+SELECT coalesce(h.buyer_id, s.buyer_id, r.buyer_id) AS buyer_id,
+       coalesce(h.pings, 0) AS pings, coalesce(h.bids, 0) AS bids, coalesce(h.wins, 0) AS wins,
+       coalesce(h.timeouts, 0) AS timeouts, coalesce(h.errors, 0) AS errors,
+       coalesce(h.excluded, 0) AS excluded,
+       coalesce(h.posts, 0) AS posts, coalesce(h.accepted, 0) AS accepted,
        coalesce(s.sales, 0) AS sales, coalesce(s.revenue_cents, 0) AS revenue_cents,
-       coalesce(a.posts, 0) AS posts, coalesce(a.accepted, 0) AS accepted,
-       coalesce(b.timeouts, 0) AS timeouts, b.p95_latency_us
-FROM b FULL JOIN a ON a.buyer_id = b.buyer_id
-       FULL JOIN s ON s.buyer_id = coalesce(b.buyer_id, a.buyer_id)
-       FULL JOIN r ON r.buyer_id = coalesce(b.buyer_id, a.buyer_id, s.buyer_id)
+       coalesce(r.returns, 0) AS returns, coalesce(r.credit_cents, 0) AS credit_cents
+FROM h FULL JOIN s ON s.buyer_id = h.buyer_id
+       FULL JOIN r ON r.buyer_id = coalesce(h.buyer_id, s.buyer_id)
 ORDER BY 1
 """
 
+_BUYER_LATENCY = """
+SELECT buyer_id, bucket, sum(n)::bigint AS n FROM buyer_latency_hourly
+WHERE hour >= $1 AND hour < $2 GROUP BY buyer_id, bucket
+"""
+
 _SELLER_REPORT = """
-WITH p AS (
-    SELECT seller_id, count(*) AS pings, count(*) FILTER (WHERE status = 'bid') AS bids
-    FROM pings WHERE created_at >= $1 AND created_at < $2 GROUP BY seller_id
+WITH h AS (
+    SELECT seller_id, sum(pings)::bigint AS pings, sum(bids)::bigint AS bids
+    FROM seller_hourly WHERE hour >= $1 AND hour < $2 GROUP BY seller_id
 ), s AS (
-    SELECT seller_id, count(*) AS sales, sum(price_cents) AS revenue_cents,
-           sum(payout_cents) AS payout_cents
+    SELECT seller_id, count(*) AS sales, sum(price_cents)::bigint AS revenue_cents,
+           sum(payout_cents)::bigint AS payout_cents
     FROM sales WHERE created_at >= $1 AND created_at < $2 GROUP BY seller_id
 ), o AS (
     SELECT seller_id, count(*) AS posts FROM posts
     WHERE claimed_at >= $1 AND claimed_at < $2 GROUP BY seller_id
 ), r AS (
-    SELECT seller_id, count(*) AS returns, sum(payout_reversal_cents) AS reversed_cents
+    SELECT seller_id, count(*) AS returns, sum(payout_reversal_cents)::bigint AS reversed_cents
     FROM returns WHERE created_at >= $1 AND created_at < $2 GROUP BY seller_id
 )
-SELECT coalesce(p.seller_id, s.seller_id, o.seller_id, r.seller_id) AS seller_id,
-       coalesce(r.returns, 0) AS returns, coalesce(r.reversed_cents, 0) AS reversed_cents,
-       coalesce(p.pings, 0) AS pings, coalesce(p.bids, 0) AS bids,
+SELECT coalesce(h.seller_id, s.seller_id, o.seller_id, r.seller_id) AS seller_id,
+       coalesce(h.pings, 0) AS pings, coalesce(h.bids, 0) AS bids,
        coalesce(o.posts, 0) AS posts, coalesce(s.sales, 0) AS sales,
        coalesce(s.revenue_cents, 0) AS revenue_cents,
-       coalesce(s.payout_cents, 0) AS payout_cents
-FROM p FULL JOIN s ON s.seller_id = p.seller_id
-       FULL JOIN o ON o.seller_id = coalesce(p.seller_id, s.seller_id)
-       FULL JOIN r ON r.seller_id = coalesce(p.seller_id, s.seller_id, o.seller_id)
+       coalesce(s.payout_cents, 0) AS payout_cents,
+       coalesce(r.returns, 0) AS returns, coalesce(r.reversed_cents, 0) AS reversed_cents
+FROM h FULL JOIN s ON s.seller_id = h.seller_id
+       FULL JOIN o ON o.seller_id = coalesce(h.seller_id, s.seller_id)
+       FULL JOIN r ON r.seller_id = coalesce(h.seller_id, s.seller_id, o.seller_id)
 ORDER BY 1
 """
+
+_REBUILD_ROLLUPS = """
+INSERT INTO buyer_hourly (buyer_id, hour, pings, bids, wins, timeouts, errors, excluded)
+SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*) FILTER (WHERE outcome IN ('bid', 'no_bid', 'timeout', 'error', 'below_floor')),
+       count(*) FILTER (WHERE outcome IN ('bid', 'below_floor')),
+       count(*) FILTER (WHERE rank = 1),
+       count(*) FILTER (WHERE outcome = 'timeout'),
+       count(*) FILTER (WHERE outcome = 'error'),
+       count(*) FILTER (WHERE outcome IN ('filtered', 'capped', 'off_schedule', 'duplicate',
+                                          'seller_blocked'))
+FROM bid_outcomes GROUP BY 1, 2;
+
+INSERT INTO buyer_hourly AS h (buyer_id, hour, posts, accepted)
+SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*) FILTER (WHERE outcome <> 'skipped'), count(*) FILTER (WHERE outcome = 'accepted')
+FROM post_attempts GROUP BY 1, 2
+ON CONFLICT (buyer_id, hour) DO UPDATE SET posts = h.posts + EXCLUDED.posts,
+                                           accepted = h.accepted + EXCLUDED.accepted;
+
+INSERT INTO buyer_latency_hourly (buyer_id, hour, bucket, n)
+SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       width_bucket(latency_us, $1::integer[]), count(*)
+FROM bid_outcomes
+WHERE latency_us > 0 AND outcome IN ('bid', 'no_bid', 'timeout', 'error', 'below_floor')
+GROUP BY 1, 2, 3;
+
+INSERT INTO seller_hourly (seller_id, hour, pings, bids)
+SELECT seller_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*), count(*) FILTER (WHERE status = 'bid')
+FROM pings GROUP BY 1, 2
+"""
+
+
+def _rebuild_args(statement: str) -> tuple[object, ...]:
+    return (list(LATENCY_EDGES_US),) if "$1" in statement else ()
