@@ -8,6 +8,9 @@ decimal form) and refused if it has more than two decimals.
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
 CENTS_PER_DOLLAR = 100
+# Larger amounts are refused before any arithmetic: no lead is worth a trillion dollars,
+# and an exponent like 1e999999 must not reach Decimal's overflow trap.
+MAX_DOLLARS_EXPONENT = 12
 
 
 class MoneyError(ValueError):
@@ -24,6 +27,8 @@ def parse_dollars(value: object) -> int:
         raise MoneyError("must be a number of dollars") from None
     if not amount.is_finite():
         raise MoneyError("must be a finite number of dollars")
+    if amount and amount.adjusted() >= MAX_DOLLARS_EXPONENT:
+        raise MoneyError("is too large")
     cents = amount * CENTS_PER_DOLLAR
     if cents != cents.to_integral_value():
         raise MoneyError("must have at most two decimals")

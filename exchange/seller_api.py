@@ -42,8 +42,11 @@ MAX_EXTERNAL_ID = 128
 PING_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id"})
 POST_KEYS = frozenset({"ping_id", "lead", "min_price"})
 LEADS_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id", "min_price"})
-# How long a request waits for another process's in-flight ping or post before giving up.
+# How often a request re-reads the ledger for another process's in-flight ping or post.
 LOOKUP_RETRY_S = 0.05
+# How long a post waits for a ping it cannot find yet: another process may still hold it
+# in its batch queue (flushed every 50 ms).
+POST_LOOKUP_WAIT_S = 0.5
 
 
 def _problems_from(exc: LeadInvalid) -> list[FieldError]:
@@ -320,7 +323,7 @@ async def post(request: web.Request) -> web.Response:
     if ping_id is None:
         problems.append({"loc": ["ping_id"], "msg": "is required and must be a ping id (UUID)"})
         raise Invalid("the post is not valid", problems)
-    record = await find_ping(ctx, ping_id, wait_s=1.0)
+    record = await find_ping(ctx, ping_id, wait_s=POST_LOOKUP_WAIT_S)
     if record is None or record.seller_id != seller.id:
         raise NotFound(f"no ping {ping_id} for this seller")
     _bind_log_context(ping_id, seller.id, record.vertical)

@@ -13,7 +13,10 @@ import asyncpg
 import pytest
 
 from exchange.embedded import EmbeddedPostgres
+from exchange.logs import configure_logging
 from tests.harness import with_database
+
+configure_logging(json=False, level="debug")
 
 
 @pytest.fixture(scope="session")

@@ -117,3 +117,13 @@ def test_ping_tree_keeps_rank_order_and_only_payouts_at_or_above_minimum(
     ranked = rank(offered, TIE_BREAKERS, "p")
     tree = ping_tree(ranked, Decimal("0.85"), minimum)
     assert tree == [b for b in ranked if payout_cents(b.price_cents, Decimal("0.85")) >= minimum]
+
+
+def test_absurd_amounts_are_refused_not_crashed_on() -> None:
+    for bad in ("1e999999", "-1e999999", 1e300, "1000000000000"):
+        try:
+            parse_dollars(bad)
+        except MoneyError:
+            continue
+        raise AssertionError(f"{bad!r} was accepted")
+    assert parse_dollars("999999999999.99") == 99999999999999
