@@ -23,6 +23,7 @@ from exchange.context import ExchangeContext
 from exchange.errors import DATABASE_DOWN, Handler, error_middleware, error_response
 from exchange.h1transport import H1Transport
 from exchange.metrics import Metrics
+from exchange.money import cents_to_dollars
 from exchange.store import Store, create_pool, migrate
 from exchange.transport import AiohttpTransport, Transport
 
@@ -59,6 +60,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     ctx.metrics.db_queue_depth.set(ctx.writer.queued)
+    _set_cap_gauges(ctx)
     return web.Response(
         body=ctx.metrics.exposition(),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
@@ -98,6 +100,27 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
 CAP_REFRESH_S = 1.0
 
 
+def _set_cap_gauges(ctx: ExchangeContext) -> None:
+    """What each capped buyer can still take, from this process's view of the counters."""
+    now = ctx.now()
+    metrics = ctx.metrics
+    for buyer_id, runtime in ctx.buyers.items():
+        caps = runtime.rules.caps
+        if caps is None:
+            continue
+        for window in caps.windows(now):
+            sales, spent = ctx.cap_counts.get((buyer_id, window.limit.period, window.start), (0, 0))
+            period = window.limit.period
+            if window.limit.max_count is not None:
+                left = max(0, window.limit.max_count - sales)
+                metrics.cap_remaining.labels(buyer_id, period).set(left)
+            if window.limit.max_spend_cents is not None:
+                left_cents = max(0, window.limit.max_spend_cents - spent)
+                metrics.budget_remaining.labels(buyer_id, period).set(
+                    float(cents_to_dollars(left_cents))
+                )
+
+
 async def _refresh_caps(ctx: ExchangeContext) -> None:
     """Keep this process's view of cap counts close to the ledger, which every process
     writes; the exact check is the reservation at post time."""
@@ -117,6 +140,7 @@ def create_app(
     )
     app[LIMITS] = {}
     metrics = metrics if metrics is not None else Metrics()
+    metrics.start_series(loaded.config)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(options.database_url)

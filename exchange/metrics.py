@@ -18,6 +18,9 @@ from prometheus_client import (
     multiprocess,
 )
 
+from exchange.config import Config
+from exchange.outcomes import BidOutcome, Phase, PingStatus, PostOutcome
+
 # Seconds. Dense from 1 ms to 1 s (the default tmax), sparse beyond.
 LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,
@@ -93,6 +96,35 @@ class Metrics:
             buckets=(1, 2, 3, 4, 5, 7, 10, 15, 20),
             registry=r,
         )
+        self.wins = Counter(
+            "exchange_buyer_wins",
+            "Auctions where the buyer's bid ranked first.",
+            ["buyer"],
+            registry=r,
+        )
+        self.seller_sales = Counter(
+            "exchange_seller_sales", "Sales of the seller's leads.", ["seller"], registry=r
+        )
+        self.tmax = Gauge(
+            "exchange_tmax_seconds",
+            "The configured default auction deadline.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.cap_remaining = Gauge(
+            "exchange_buyer_cap_remaining_leads",
+            "Leads a buyer can still take in its current cap window (as last seen).",
+            ["buyer", "window"],
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.budget_remaining = Gauge(
+            "exchange_buyer_budget_remaining_dollars",
+            "Budget a buyer has left in its current window (as last seen).",
+            ["buyer", "window"],
+            registry=r,
+            multiprocess_mode="min",
+        )
         self.returns = Counter(
             "exchange_returns", "Sold leads returned by buyers.", ["buyer"], registry=r
         )
@@ -130,6 +162,33 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+
+    def start_series(self, config: Config) -> None:
+        """Create every config-labelled series at zero, so the first event of each is a
+        visible increase (Prometheus cannot see the first sample of a new series rise)."""
+        self.tmax.set(config.exchange.tmax_ms / 1000)
+        verticals = list(config.verticals)
+        for seller in config.sellers:
+            self.payout.labels(seller.id)
+            self.seller_sales.labels(seller.id)
+            for vertical in seller.verticals or verticals:
+                for status in PingStatus:
+                    self.pings.labels(seller.id, vertical, status.value)
+        for vertical in verticals:
+            for series in (self.sales, self.unsold, self.deadline_misses):
+                series.labels(vertical)
+            self.auction_duration.labels(vertical)
+            self.auction_overhead.labels(vertical)
+        for buyer in config.buyers:
+            self.revenue.labels(buyer.id)
+            self.wins.labels(buyer.id)
+            self.returns.labels(buyer.id)
+            for bid_outcome in BidOutcome:
+                self.buyer_requests.labels(buyer.id, Phase.PING.value, bid_outcome.value)
+            for post_outcome in PostOutcome:
+                self.buyer_requests.labels(buyer.id, Phase.POST.value, post_outcome.value)
+            self.buyer_latency.labels(buyer.id, Phase.PING.value)
+            self.buyer_latency.labels(buyer.id, Phase.POST.value)
 
     def exposition(self) -> bytes:
         """The text format of every metric. With several worker processes

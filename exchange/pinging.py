@@ -242,6 +242,8 @@ async def _record(
     m.auction_overhead.labels(record.vertical).observe(max(0.0, overhead_s))
     if duration_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S:
         m.deadline_misses.labels(record.vertical).inc()
+    if record.tree:
+        m.wins.labels(record.tree[0].buyer_id).inc()
     for row in rows:
         m.buyer_requests.labels(row.buyer_id, "ping", row.outcome.value).inc()
         if row.latency_us and row.outcome in _CALLED:

@@ -243,6 +243,7 @@ async def _try_buyer(
     metrics.sales.labels(record.vertical).inc()
     metrics.revenue.labels(bid.buyer_id).inc(float(cents_to_dollars(bid.price_cents)))
     metrics.payout.labels(walk.seller.id).inc(float(cents_to_dollars(payout)))
+    metrics.seller_sales.labels(walk.seller.id).inc()
     metrics.post_attempts_per_sale.observe(walk.attempts)
     walk.sold.append((bid, payout))
     if bid.tier is not None:

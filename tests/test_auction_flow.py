@@ -85,7 +85,7 @@ async def test_a_ping_may_ask_for_a_shorter_deadline(database_url: str) -> None:
 
 
 async def test_buyer_timeout_ms_cuts_a_slow_buyer_before_tmax(database_url: str) -> None:
-    specs = [spec("slow", 3000, latency_ms=(120, 120)), spec("quick", 1500)]
+    specs = [spec("slow", 3000, latency_ms=(600, 600)), spec("quick", 1500)]
     async with BuyerSimulator(specs) as sim:
         config = make_config(
             [realtime_buyer(sim, "slow", timeout_ms=50), realtime_buyer(sim, "quick")]
@@ -94,7 +94,7 @@ async def test_buyer_timeout_ms_cuts_a_slow_buyer_before_tmax(database_url: str)
             loop = asyncio.get_running_loop()
             started = loop.time()
             answer = await ex.ping()
-            assert loop.time() - started < 0.11  # did not wait for tmax (1 s) nor 120 ms
+            assert loop.time() - started < 0.4  # waited neither for the buyer nor for tmax
             story = await ex.story(answer["ping_id"])
             slow = next(b for b in story["buyers"] if b["buyer"] == "slow")
             assert slow["outcome"] == "timeout"

@@ -301,10 +301,9 @@ def test_dashboard_queries_name_only_metrics_the_exchange_exposes(
     for path in dashboard_files():
         for name, _, metric in label_variables(load_dashboard(path)):
             assert metric in live_metric_names, f"{path.name} / ${name}: {metric}"
-    # A query selecting no metric would pass the check above vacuously; the only one
-    # meant to be a constant is the tmax line, vector($tmax_ms / 1000).
+    # A query selecting no metric would pass the check above vacuously: there is none.
     constant = [q.expr for q in panel_queries() if not metric_names(q.expr)]
-    assert constant == ["vector($tmax_ms / 1000)"], constant
+    assert constant == [], constant
 
 
 def test_alert_rules_name_only_metrics_the_exchange_exposes(live_metric_names: set[str]) -> None:

@@ -30,7 +30,6 @@ from grafana_foundation_sdk.builders.dashboard import (
     Dashboard,
     QueryVariable,
     Row,
-    TextBoxVariable,
     ThresholdsConfig,
 )
 from grafana_foundation_sdk.builders.prometheus import Dataquery
@@ -298,13 +297,12 @@ def overview() -> Iterator[PanelBuilder]:
     yield graph(
         "Auction duration against tmax",
         "Ping received to answer ready (p50, p95, "
-        "p99) against tmax, the dashboard's tmax_ms box: set it to the config's "
-        "exchange.tmax_ms. p99 at tmax means buyers time out; above it the exchange "
-        "itself is late.",
+        "p99) against the configured tmax (exchange_tmax_seconds). p99 at tmax means "
+        "buyers time out; above it the exchange itself is late.",
         "s",
         [
             *quantiles("exchange_auction_duration_seconds", V),
-            query("vector($tmax_ms / 1000)", "tmax"),
+            query("max(exchange_tmax_seconds)", "tmax"),
         ],
     )
     yield graph(
@@ -388,6 +386,19 @@ def buyers() -> Iterator[PanelBuilder]:
             "Post acceptance",
             "percentunit",
             share(per_buyer('outcome="accepted"', "post", RANGE), per_buyer("", "post", RANGE)),
+        ),
+        (
+            "Auction win rate",
+            "percentunit",
+            share(
+                f"sum by (buyer) (increase(exchange_buyer_wins_total{{{B}}}[{RANGE}]))",
+                per_buyer(ASKED, window=RANGE, fn="increase"),
+            ),
+        ),
+        (
+            "Cap left (leads)",
+            "short",
+            f"min by (buyer) (exchange_buyer_cap_remaining_leads{{{B}}})",
         ),
         (
             "Excluded (filters, caps, schedule)",
@@ -652,16 +663,6 @@ ROWS = (
 
 
 def build_dashboard() -> Dashboard:
-    tmax = (
-        TextBoxVariable("tmax_ms")
-        .label("tmax_ms")
-        .description(
-            "The auction deadline in the config (exchange.tmax_ms), drawn on the "
-            "auction duration panel."
-        )
-        .default_value("1000")
-        .current(VariableOption(selected=True, text="1000", value="1000"))
-    )
     dashboard = (
         Dashboard("Lead exchange")
         .uid("lead-exchange")
@@ -680,7 +681,6 @@ def build_dashboard() -> Dashboard:
         )
         .with_variable(label_variable("seller", "Seller", "exchange_pings_total"))
         .with_variable(label_variable("buyer", "Buyer", REQUESTS))
-        .with_variable(tmax)
     )
     for title, panels in ROWS:
         # An expanded row keeps its panels beside it at the top level (Grafana drops
