@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from exchange import buyer_api, operator_api, seller_api
+from exchange import buyer_api, openapi, operator_api, seller_api
 from exchange.api_common import CTX, LIMITS, json_response
 from exchange.batch import BatchWriter
 from exchange.config import LoadedConfig
@@ -178,6 +178,7 @@ def create_app(
             *seller_api.routes(),
             *operator_api.routes(),
             *buyer_api.routes(),
+            *openapi.routes(),
         ]
     )
     return app
