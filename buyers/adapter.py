@@ -41,7 +41,7 @@ class BuyerEndpoint:
     buyer_id: str
     ping_url: str | None
     post_url: str | None
-    secret: bytes
+    secret: bytes = field(repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -66,7 +66,7 @@ class _Model(BaseModel):
 class ExchangeSettings(_Model):
     tmax_ms: int = Field(1000, ge=10, le=30_000)
     ping_ttl_s: int = Field(120, ge=1, le=86_400)
-    admin_token: str | None = None
+    admin_token: str | None = Field(None, repr=False)
     tie_breakers: tuple[TieBreaker, ...] = ("company_size", "priority", "latency")
     # Not fixed by the spec; operator-tunable limits with production defaults.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
@@ -78,7 +78,7 @@ class ExchangeSettings(_Model):
     max_inflight_auctions: int = Field(2000, ge=1)
     # Key for the HMAC of phones and emails kept for duplicate checks (a plain hash of a
     # phone number is reversible by brute force). Required when any dedupe_days is set.
-    dedupe_hash_key: str | None = Field(None, min_length=16)
+    dedupe_hash_key: str | None = Field(None, min_length=16, repr=False)
 
     @field_validator("tie_breakers")
     @classmethod
@@ -105,7 +105,7 @@ class VerticalConfig(_Model):
 
 class SellerConfig(_Model):
     id: str = Field(pattern=_ID)
-    api_key: str | None = Field(None, min_length=16)
+    api_key: str | None = Field(None, min_length=16, repr=False)
     api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     payout_share: Decimal = Field(gt=0, le=1, decimal_places=4)
     floor: Cents = 0
@@ -205,7 +205,7 @@ class BuyerConfig(_Model):
     ping_url: str | None = None
     post_url: str | None = None
     price: Cents | None = None
-    secret: str = ""
+    secret: str = Field("", repr=False)
     adapter: str = "json"
     adapter_options: dict[str, Any] = Field(default_factory=dict)
     timeout_ms: int | None = Field(None, ge=1)
@@ -218,7 +218,7 @@ class BuyerConfig(_Model):
     tier: int | None = Field(None, ge=1)  # fixed-price buyers only
     weight: int = Field(1, ge=1, le=1_000_000)  # for weighted tiers
     dedupe_days: int = Field(0, ge=0, le=365)
-    return_api_key: str | None = Field(None, min_length=16)
+    return_api_key: str | None = Field(None, min_length=16, repr=False)
     return_api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     return_window_days: int = Field(0, ge=0, le=365)
     sellers_allow: tuple[str, ...] | None = None

@@ -64,7 +64,7 @@ def new_ping_id() -> str:
     return str(uuid.uuid4())
 
 
-@dataclass
+@dataclass(repr=False)  # holds live resources and secrets: nothing worth printing whole
 class ExchangeContext:
     loaded: LoadedConfig
     store: Store

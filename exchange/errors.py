@@ -108,6 +108,11 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.OperatorInterventionError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    # Raised when a connection breaks mid-query (e.g. a fast shutdown of the server).
+    asyncpg.InternalClientError,
+    asyncpg.InvalidCatalogNameError,  # the database is not (yet) there
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -149,7 +149,9 @@ def _bounds_message(low: Decimal | None, high: Decimal | None) -> str:
         return f"must be between {low:f} and {high:f}"
     if low is not None:
         return f"must be at least {low:f}"
-    return f"must be at most {high:f}"
+    if high is not None:
+        return f"must be at most {high:f}"
+    return "is out of range"  # never raised: no bounds to break
 
 
 def _integer_checker(spec: FieldSpec) -> _Checker:

@@ -17,6 +17,9 @@ from exchange.errors import Invalid, NotFound
 from exchange.money import dollars_json
 from exchange.rollups import hour_of, percentile_us
 
+# Report bounds outside these years are refused (and stay clear of datetime's limits).
+REPORT_YEARS = (2000, 2200)
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
@@ -113,6 +116,12 @@ def _range(request: web.Request) -> tuple[datetime, datetime]:
             continue
         if value.tzinfo is None:
             problems.append({"loc": ["query", key], "msg": "must carry a time zone (e.g. Z)"})
+            continue
+        if not REPORT_YEARS[0] <= value.year <= REPORT_YEARS[1]:
+            problems.append(
+                {"loc": ["query", key],
+                 "msg": f"must fall in the years {REPORT_YEARS[0]} to {REPORT_YEARS[1]}"}
+            )  # fmt: skip
             continue
         bounds[key] = value
     if problems:

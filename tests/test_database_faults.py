@@ -38,12 +38,9 @@ from tests.harness import FULL_LEAD, PING_LEAD, Exchange, make_config, realtime_
 
 TMAX_MS = 300
 SLACK_S = 0.15
-# KNOWN BUG (test_connection_errors_are_503[InternalClientError], xfail): when a connection
-# breaks mid-query asyncpg may raise InternalClientError ("cannot switch to state 12;
-# another operation is in progress"), which exchange.errors.DATABASE_DOWN does not list:
-# the seller gets a 500 (seen in about one run in six of the load test below). Until it
-# is fixed the load test tolerates that 500; set this to False with the fix.
-INTERNAL_CLIENT_ERROR_IS_500 = True
+# When a connection breaks mid-query asyncpg may raise InternalClientError ("cannot switch
+# to state 12"); it is listed in exchange.errors.DATABASE_DOWN, so no 500 is tolerated.
+INTERNAL_CLIENT_ERROR_IS_500 = False
 CAPPED_HOURLY = 5
 SELLERS = 4
 
@@ -281,22 +278,7 @@ BROKEN_CONNECTION = {
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            name,
-            marks=[
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="exchange.errors.DATABASE_DOWN lacks asyncpg.InternalClientError "
-                    "(raised when a connection breaks mid-query, e.g. a fast shutdown of "
-                    "PostgreSQL): error_middleware answers 500 instead of 503",
-                )
-            ]
-            if name == "InternalClientError"
-            else [],
-        )
-        for name in BROKEN_CONNECTION
-    ],
+    [name for name in BROKEN_CONNECTION],
 )
 async def test_connection_errors_are_503(name: str) -> None:
     async def handler(request: web.Request) -> web.Response:

@@ -277,13 +277,6 @@ async def test_undocumented_methods_are_json_405(ex: Exchange, method: str) -> N
         assert body["error"]["code"] == "method_not_allowed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exchange.operator_api._range: `to - timedelta(days=1)` and _hour_ceil's "
-    "`+ timedelta(hours=1)` raise OverflowError for timestamps at the ends of datetime's "
-    "range (year 1 / year 9999): a 500 for a client's query; catch it (or bound the "
-    "years) and answer 422 naming query.from / query.to",
-)
 @pytest.mark.parametrize(
     "query",
     ["to=0001-01-01T00:00:00Z", "from=9999-12-31T00:00:00Z&to=9999-12-31T23:59:59Z",

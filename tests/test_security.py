@@ -126,13 +126,6 @@ async def test_no_key_or_token_reaches_the_ledger(ex: Exchange, database_url: st
             assert secret.encode() not in rows, (table, secret)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exchange.config: SellerConfig.api_key, BuyerConfig.secret/return_api_key and "
-    "ExchangeSettings.admin_token/dedupe_hash_key are plain str fields, so they appear in "
-    "repr() of the config and of ExchangeContext (tracebacks, debuggers, error reporters); "
-    "mark them Field(repr=False) or SecretStr",
-)
 async def test_secrets_are_not_in_the_config_repr(ex: Exchange) -> None:
     text = repr(ex.ctx.loaded) + repr(ex.ctx)
     for secret in (SELLER_KEY, RETURN_KEY, ADMIN_TOKEN, BUYER_SECRET):

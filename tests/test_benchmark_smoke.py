@@ -1,0 +1,56 @@
+"""The benchmark harness works end to end: `python -m benchmarks --smoke` starts the lean
+buyers, the real exchange (with its database) and both baselines, drives them with the
+load generator, and writes the JSON and Markdown results. No performance thresholds:
+this proves the harness, not the numbers. Takes 10-20 s."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import orjson
+
+from benchmarks.__main__ import main
+from benchmarks.histogram import LogBucketHistogram
+from benchmarks.plans import SMOKE
+
+
+def test_smoke_benchmark_measures_every_server_and_writes_results(tmp_path: Path) -> None:
+    assert main(["--smoke", "--output", str(tmp_path)]) == 0
+
+    results = orjson.loads((tmp_path / "smoke.json").read_bytes())
+    runs = {run["target"]: run for run in results["runs"]}
+    assert set(runs) == set(SMOKE.targets)
+    for name, run in runs.items():
+        assert "error" not in run, (name, run.get("error"))
+        assert run["saturation_per_s"] > 0, name
+        for key in ("load50", "load80"):
+            assert run[key]["outcome"]["completed"] > 0, (name, key)
+            assert run[key]["latency_us"]["p99"] > 0, (name, key)
+            assert run[key]["cost"]["buyer_requests"] > 0, (name, key)
+    exchange = runs["exchange-h1"]
+    assert exchange["load80"]["cost"]["db_cpu_us_per_ping"] >= 0
+    deadline = exchange["deadline"]
+    assert deadline["cost"]["buyer_hangs"] > 0  # the faulty buyers really hung
+    assert deadline["outcome"]["posts_sent"] > 0  # and posts were made (and some rejected)
+    same = results["same_rate"][0]["targets"]
+    assert set(same) == set(SMOKE.same_rate_targets)
+    names = {target["name"] for target in results["derived"]["targets"]}
+    assert any(name.startswith("answers past tmax") for name in names)
+
+    table = (tmp_path / "smoke.md").read_text()
+    assert "| N | server | pings/s at saturation |" in table
+    assert "### Deadline adherence" in table
+
+
+def test_log_bucket_histogram_percentiles_within_one_percent() -> None:
+    rng = random.Random(3)
+    values = sorted(rng.randint(100, 2_000_000) for _ in range(20_000))
+    histogram = LogBucketHistogram()
+    for value in values:
+        histogram.record(value)
+    assert histogram.count() == len(values)
+    assert histogram.max() == values[-1]
+    for percent in (50, 90, 99, 99.9):
+        exact = values[max(0, int(len(values) * percent / 100 + 0.5) - 1)]
+        assert abs(histogram.percentile(percent) - exact) <= exact * 0.011, percent
