@@ -114,6 +114,26 @@ def _status_reason(status: int) -> str:
     return f"http {status}"
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _extra_headers(headers: object) -> list[tuple[str, str]]:
+    """Fixed headers a buyer asked for (an API key, say); refused at config load if they
+    are not a mapping of token names to single-line text."""
+    if headers is None:
+        return []
+    if not isinstance(headers, Mapping):
+        raise ValueError("headers must be a mapping of header name to value")
+    found = []
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if not isinstance(value, str | int) or any(c in str(value) for c in "\r\n\0"):
+            raise ValueError(f"header {name}: the value must be one line of text")
+        found.append((name, str(value)))
+    return found
+
+
 class JsonAdapter:
     """SPEC section 5's JSON protocol for one buyer."""
 
@@ -124,10 +144,9 @@ class JsonAdapter:
         self._ping_url = endpoint.ping_url
         self._post_url = endpoint.post_url
         self._secret = endpoint.secret
-        extra: Mapping[str, Any] = endpoint.options.get("headers") or {}
         self._static_headers: tuple[tuple[str, str], ...] = (
             ("Content-Type", "application/json"),
-            *((str(name), str(value)) for name, value in extra.items()),
+            *_extra_headers(endpoint.options.get("headers")),
         )
 
     @property

@@ -31,7 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-from buyers.registry import ADAPTERS
+from buyers.adapter import BuyerEndpoint
+from buyers.registry import ADAPTERS, build_adapter
 from exchange.fields import FieldSpec, LeadSchema
 from exchange.money import MoneyError, parse_dollars
 
@@ -411,7 +412,22 @@ def _cross_checks(config: Config) -> list[str]:
                 f"{where}.adapter: unknown adapter {buyer.adapter!r} "
                 f"(known: {', '.join(sorted(ADAPTERS))})"
             )
+        else:
+            problems.extend(_adapter_problems(buyer, where))
     return problems
+
+
+def _adapter_problems(buyer: BuyerConfig, where: str) -> list[str]:
+    """Build the buyer's adapter once now, so bad adapter_options fail the load, not the
+    first auction."""
+    endpoint = BuyerEndpoint(
+        buyer.id, buyer.ping_url, buyer.post_url, buyer.secret.encode(), buyer.adapter_options
+    )
+    try:
+        build_adapter(buyer.adapter, endpoint)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return [f"{where}.adapter_options: {exc}"]
+    return []
 
 
 def _has_contact_fields(vertical: VerticalConfig) -> bool:
