@@ -80,6 +80,9 @@ class ExchangeSettings(_Model):
     # Key for the HMAC of phones and emails kept for duplicate checks (a plain hash of a
     # phone number is reversible by brute force). Required when any dedupe_days is set.
     dedupe_hash_key: str | None = Field(None, min_length=16, repr=False)
+    # When set, every buyer URL's host must be one of these (exact host names or IPs;
+    # "*.example.com" allows subdomains), so a config typo cannot send leads elsewhere.
+    allowed_buyer_hosts: tuple[str, ...] | None = None
 
     @field_validator("tie_breakers")
     @classmethod
@@ -386,6 +389,15 @@ def _cross_checks(config: Config) -> list[str]:
                         problems.append(
                             f"{where}.vertical_filters.{v}.{name}: PII fields cannot be filtered on"
                         )
+        allowed = config.exchange.allowed_buyer_hosts
+        if allowed is not None:
+            for key in ("ping_url", "post_url"):
+                url = getattr(buyer, key)
+                host = (urlsplit(url).hostname or "") if url else None
+                if host is not None and not _host_allowed(host, allowed):
+                    problems.append(
+                        f"{where}.{key}: host {host!r} is not in exchange.allowed_buyer_hosts"
+                    )
         if buyer.tier is not None:
             for v in buyer.verticals:
                 if v in verticals and buyer.tier not in verticals[v].tiers:
@@ -415,6 +427,15 @@ def _cross_checks(config: Config) -> list[str]:
         else:
             problems.extend(_adapter_problems(buyer, where))
     return problems
+
+
+def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    host = host.lower()
+    for entry in allowed:
+        entry = entry.lower()
+        if host == entry or (entry.startswith("*.") and host.endswith(entry[1:])):
+            return True
+    return False
 
 
 def _adapter_problems(buyer: BuyerConfig, where: str) -> list[str]:

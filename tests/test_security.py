@@ -270,13 +270,6 @@ def test_bad_buyer_urls_are_refused_at_load(url: str, key: str) -> None:
     assert not any("hunter2" in p for p in problems), "the error repeats the credentials"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing protection: no optional allowlist of buyer hosts (issue 6 item 6); "
-    "exchange.config.ExchangeSettings forbids unknown keys, so `allowed_buyer_hosts` is "
-    "refused instead of restricting ping_url/post_url hosts (name it as you like and "
-    "adjust this test)",
-)
 def test_buyer_hosts_outside_the_allowlist_are_refused() -> None:
     doc = yaml.safe_load(_buyer_doc(ping_url="http://10.1.2.3/ping"))
     doc["exchange"]["allowed_buyer_hosts"] = ["127.0.0.1", "buyers.example.com"]
