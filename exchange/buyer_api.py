@@ -14,6 +14,7 @@ from exchange.api_common import CTX, bearer, json_response, read_object, request
 from exchange.config import BuyerConfig, hash_key
 from exchange.errors import Conflict, FieldError, Forbidden, Invalid, NotFound, Unauthorized
 from exchange.money import dollars_json
+from exchange.scrub import scrub
 
 RETURN_KEYS = frozenset({"ping_id", "reason"})
 MAX_REASON = 500
@@ -53,7 +54,8 @@ async def create_return(request: web.Request) -> web.Response:
     closes = sale["created_at"] + timedelta(days=buyer.return_window_days)
     if now > closes:
         raise Forbidden(f"the return window closed at {closes.isoformat()}")
-    if not await ctx.store.record_return(sale, reason.strip(), now):
+    # The ledger keeps no PII, so the reason cannot quote the lead's phone or email either.
+    if not await ctx.store.record_return(sale, scrub(reason.strip()) or "", now):
         raise Conflict(f"lead {ping_id} was already returned")
     ctx.metrics.returns.labels(buyer.id).inc()
     return json_response(

@@ -27,6 +27,7 @@ from exchange.dedupe import ContactHashes, PastSale, buyers_with_lead, sold_in_v
 from exchange.money import cents_to_dollars, payout_cents
 from exchange.outcomes import PostOutcome, PostStatus
 from exchange.pingcache import PingRecord
+from exchange.scrub import pii_values, scrub
 from exchange.store import PostTotals, SaleConflict, SaleRow
 from exchange.transport import TransportError, TransportTimeout
 
@@ -113,8 +114,19 @@ class _Walk:
     seller: SellerConfig
     wanted: int
     contacts: ContactHashes | None
+    pii: list[str] = field(default_factory=list)  # the lead's PII values, to scrub
     sold: list[tuple[Bid, int]] = field(default_factory=list)  # (bid, payout cents)
     attempts: int = 0
+
+    def clean(self, reply: PostReply) -> PostReply:
+        """The reply with any PII the buyer quoted back removed."""
+        if reply.reason is None and reply.buyer_lead_id is None:
+            return reply
+        return PostReply(
+            reply.outcome,
+            scrub(reply.buyer_lead_id, self.pii, free_text=False),
+            scrub(reply.reason, self.pii),
+        )
 
     @property
     def totals(self) -> PostTotals:
@@ -153,7 +165,9 @@ async def post_lead(
         reason = UnsoldReason.BELOW_MIN_PRICE if record.tree else UnsoldReason.NO_BIDS
         return await _unsold(ctx, record, reason)
     tree = await _arrange(ctx, record.vertical, tree)
-    walk = _Walk(ctx, record, seller, max_sales(seller, vertical), duplicates.contacts)
+    schema = ctx.loaded.schemas[record.vertical]
+    walk = _Walk(ctx, record, seller, max_sales(seller, vertical), duplicates.contacts,
+                 pii_values(lead, schema.pii_fields))  # fmt: skip
     for bid in tree:
         if loop.time() >= deadline:
             break
@@ -195,6 +209,7 @@ async def _try_buyer(
             await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=f"capped: {reached}"), 0)
             return None
     reply, latency_us = await _attempt(ctx, record, bid, lead, remaining_s)
+    reply = walk.clean(reply)
     await walk.note(bid, reply, latency_us)
     if reply.outcome is not PostOutcome.ACCEPTED:
         if windows:

@@ -319,13 +319,6 @@ async def _echo_pii(request: RawRequest, writer: asyncio.StreamWriter) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="buyer-supplied text is stored verbatim: a post reject reason (post_attempts."
-    "reason, exchange.posting), a buyer_lead_id (post_attempts/sales) and a return reason "
-    "(returns.reason, exchange.buyer_api) can carry the lead's PII into the ledger and the "
-    "operator API; scrub the lead's PII values from them (or keep them only as codes)",
-)
 async def test_pii_echoed_by_a_buyer_is_not_stored(database_url: str) -> None:
     specs = [SimulatedBuyerSpec("b", bid_cents=(2000, 2000), lead_id_prefix="ada.lovelace@")]
     async with BuyerSimulator(specs) as sim, RawBuyer(_echo_pii) as careless:
