@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]*(?:\.[\w-]+)*")
-_PHONE = re.compile(r"\+?\d[\d ().-]{5,}\d")
+_PHONE = re.compile(r"(?:\+|\()?\d[\d ().-]{5,}\d")
 _MIN_VALUE_LENGTH = 3  # shorter values (initials) would blank out ordinary words
 
 
