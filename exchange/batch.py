@@ -45,6 +45,17 @@ async def _roll_up(conn: asyncpg.Connection, table: str, rows: list[tuple[Any, .
             await conn.executemany(statement, args)
 
 
+def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for waiter in waiters:
+        if waiter.done():
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error if isinstance(error, Exception) else RuntimeError("flush"))
+            waiter.exception()  # the waiter may have stopped waiting: no "never retrieved"
+
+
 class BatchWriter:
     def __init__(
         self,
@@ -66,6 +77,8 @@ class BatchWriter:
         self._room.set()
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {t: [] for t in COLUMNS}
+        self._urgent: set[str] = set()
         self.dropped_rows = 0
 
     @property
@@ -76,6 +89,7 @@ class BatchWriter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-writer")
 
     async def add(self, table: str, row: tuple[Any, ...]) -> None:
+        """Queue a row for the next batch."""
         while self._queued >= self._max_rows:
             self._room.clear()
             self._wake.set()
@@ -85,31 +99,55 @@ class BatchWriter:
         if self._queued >= self._batch_rows:
             self._wake.set()
 
+    async def add_durable(self, table: str, row: tuple[Any, ...]) -> None:
+        """Queue a row and return once it is committed (group commit: the writer flushes
+        that table at once, with every row that arrived meanwhile). Raises what the write
+        raised; the row stays queued and is retried either way."""
+        await self.add(table, row)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[table].append(committed)
+        self._urgent.add(table)
+        self._wake.set()
+        await asyncio.shield(committed)
+
     async def _run(self) -> None:
+        next_full = asyncio.get_running_loop().time() + self._interval_s
         while True:
+            loop = asyncio.get_running_loop()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
             self._wake.clear()
+            full = loop.time() >= next_full or self._queued >= self._batch_rows
             try:
-                await self.flush()
+                if full:
+                    next_full = loop.time() + self._interval_s
+                    await self.flush()
+                else:  # woken for durable rows: write just those tables now
+                    await self.flush(tuple(self._urgent))
             except Exception:  # keep the writer alive whatever the database does
                 log.exception("batch_flush_failed")
                 await asyncio.sleep(min(1.0, self._interval_s * 10))
 
-    async def flush(self) -> None:
-        """Write everything queued now. Rows that fail to write are kept for the next try
-        unless the queue is over its bound."""
+    async def flush(self, tables: tuple[str, ...] | None = None) -> None:
+        """Write everything queued now (or only ``tables``). Rows that fail to write are
+        kept for the next try; durable waiters get the failure."""
         async with self._flush_lock:
             for table in COLUMNS:  # pings first: the post path reads them
-                rows = self._rows[table]
+                if tables is not None and table not in tables:
+                    continue
+                self._urgent.discard(table)
+                rows, waiters = self._rows[table], self._waiters[table]
                 if not rows:
                     continue
-                self._rows[table] = []
+                self._rows[table], self._waiters[table] = [], []
                 try:
                     await self._write(table, rows)
-                except BaseException:
+                except BaseException as exc:
                     self._rows[table] = rows + self._rows[table]
+                    _settle(waiters, exc)
                     raise
+                else:
+                    _settle(waiters, None)
                 finally:
                     self._queued = sum(len(r) for r in self._rows.values())
                     if self._queued < self._max_rows:

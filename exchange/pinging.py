@@ -40,6 +40,8 @@ log = structlog.get_logger("exchange.ping")
 # Time kept back from tmax for ranking and answering, so the answer itself leaves by tmax.
 ANSWER_MARGIN_S = 0.002
 DEADLINE_SLACK_S = 0.005
+# How far past tmax an answer may wait for its ping row to commit before it is a 503.
+DURABLE_SLACK_S = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +187,11 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         expires_at=now + timedelta(seconds=settings.ping_ttl_s),
         tmax_ms=tmax_ms,
     )
-    ctx.pings.put(record)
     rows = _rows(tree, below, calls, excluded)
-    await _record(ctx, record, request.mode, rows, duration, duration - waited)
+    await _record(
+        ctx, record, request.mode, rows, duration, duration - waited, started + tmax_ms / 1000
+    )
+    ctx.pings.put(record)
     return record
 
 
@@ -234,6 +238,7 @@ async def _record(
     rows: list[AuctionRow],
     duration_s: float,
     overhead_s: float,
+    durable_by: float,
 ) -> None:
     m = ctx.metrics
     status = PingStatus.BID if record.tree else PingStatus.NO_BID
@@ -256,20 +261,25 @@ async def _record(
         for b in record.tree
     ]  # fmt: skip
     pid = uuid.UUID(record.ping_id)
-    await ctx.writer.add(
-        "pings",
-        (
-            pid, record.seller_id, record.vertical, record.external_id, mode,
-            record.tmax_ms, record.lead, status.value, record.price_cents,
-            record.payout_cents, tree_json, record.created_at, record.expires_at,
-            int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
-        ),
-    )  # fmt: skip
     for row in rows:
         await ctx.writer.add(
             "bid_outcomes",
             (pid, row.buyer_id, row.outcome.value, row.price_cents, row.latency_us,
              row.rank, row.reason, record.created_at),
+        )  # fmt: skip
+    # The ping row commits before the seller hears a price: a quoted ping must survive a
+    # crash so its post works, and a sale never lacks its auction. Group commit keeps this
+    # to one short write shared by every ping answered meanwhile.
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(max(0.0, durable_by - loop.time()) + DURABLE_SLACK_S):
+        await ctx.writer.add_durable(
+            "pings",
+            (
+                pid, record.seller_id, record.vertical, record.external_id, mode,
+                record.tmax_ms, record.lead, status.value, record.price_cents,
+                record.payout_cents, tree_json, record.created_at, record.expires_at,
+                int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
+            ),
         )  # fmt: skip
     log.debug(
         "auction",

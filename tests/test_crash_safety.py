@@ -29,12 +29,9 @@ from tests.harness import ADMIN_TOKEN, FULL_LEAD, PING_LEAD, config_text, realti
 
 SELLERS = 4
 POST_DEADLINE_MS = 1000  # an interrupted post is given up post_deadline + 5 s after its claim
-# KNOWN BUG (test_a_sold_lead_keeps_its_auction_after_kill_9, xfail): the sale commits
-# synchronously but its ping row is batched, so kill -9 can leave a sale whose ping row is
-# lost; a seller whose "sold" answer was cut off by the crash then gets 404/409 on retry
-# instead of the recorded sale. Until fixed, the load test tolerates exactly those
-# sales; set this to False with the fix.
-SALE_CAN_LOSE_ITS_PING_ROW = True
+# A ping row commits before its answer (group commit), so no sale can outlive its ping
+# row in a crash; the load test tolerates no such sale.
+SALE_CAN_LOSE_ITS_PING_ROW = False
 
 
 async def until_answered(traffic: SellerTraffic, kind: str, body: dict[str, Any]) -> Answer:
@@ -169,12 +166,6 @@ async def test_kill_9_under_load_loses_no_money(
     assert len(posted_lost) <= len(lost)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a ping's row is batched (exchange.pinging._record -> BatchWriter, flushed every "
-    "50 ms) and the 'bid' answer does not wait for it: after kill -9 the ping is gone from "
-    "memory and the ledger, and its post is a 404 although the seller was quoted a price",
-)
 async def test_a_ping_answered_bid_can_be_posted_after_kill_9(
     tmp_path: Path, buyers: BuyerSimulator, database_url: str
 ) -> None:
@@ -199,14 +190,6 @@ async def test_a_ping_answered_bid_can_be_posted_after_kill_9(
         process.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exchange.posting.post_lead commits the sale synchronously (store.record_sale) but "
-    "the ping row it belongs to is only queued in the BatchWriter: a kill -9 right after "
-    "the 'sold' answer leaves a sale without its auction (GET /v1/auctions 404) and the "
-    "seller's retry of the same direct post gets 409 (find_ping finds no ping) instead of "
-    "the recorded result; write the ping row before/with the post claim",
-)
 async def test_a_sold_lead_keeps_its_auction_after_kill_9(
     tmp_path: Path, buyers: BuyerSimulator, database_url: str
 ) -> None:
