@@ -37,6 +37,11 @@ class AppOptions:
     batch_interval_s: float = 0.05
 
 
+def _db_timeout_s(loaded: LoadedConfig) -> float:
+    settings = loaded.settings
+    return (settings.db_timeout_ms or settings.tmax_ms) / 1000
+
+
 def build_transport(loaded: LoadedConfig) -> Transport:
     settings = loaded.settings
     if settings.transport == "aiohttp":
@@ -149,7 +154,8 @@ def create_app(
                              on_flush=metrics.record_flush)  # fmt: skip
         writer.start()
         transport = build_transport(loaded)
-        ctx = ExchangeContext(loaded=loaded, store=Store(pool), writer=writer,
+        store = Store(pool, _db_timeout_s(loaded))
+        ctx = ExchangeContext(loaded=loaded, store=store, writer=writer,
                               transport=transport, metrics=metrics)  # fmt: skip
         metrics.db_up.set(1)
         app[CTX] = ctx

@@ -83,6 +83,9 @@ class ExchangeSettings(_Model):
     # When set, every buyer URL's host must be one of these (exact host names or IPs;
     # "*.example.com" allows subdomains), so a config typo cannot send leads elsewhere.
     allowed_buyer_hosts: tuple[str, ...] | None = None
+    # Request-path ledger calls (claims, sales) give up after this long and answer 503;
+    # default: tmax_ms.
+    db_timeout_ms: int | None = Field(None, ge=50, le=60_000)
 
     @field_validator("tie_breakers")
     @classmethod

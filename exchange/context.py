@@ -77,6 +77,7 @@ class ExchangeContext:
     unix_time: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
     db_ready: bool = True
+    admitted: int = 0  # auctions admitted and not finished (seller_api._admitted)
     # Accepted sales per buyer cap window, refreshed from the ledger (advisory, ping time).
     cap_counts: CapCounts = field(default_factory=dict)
     # Work in flight in this process, so a concurrent retry waits on it instead of polling.

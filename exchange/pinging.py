@@ -40,8 +40,10 @@ log = structlog.get_logger("exchange.ping")
 # Time kept back from tmax for ranking and answering, so the answer itself leaves by tmax.
 ANSWER_MARGIN_S = 0.002
 DEADLINE_SLACK_S = 0.005
-# How far past tmax an answer may wait for its ping row to commit before it is a 503.
-DURABLE_SLACK_S = 0.02
+# How far past tmax an answer may wait for its ping row to commit before it is a 503:
+# enough for a commit behind a busy loop (a late price beats an error), short enough that
+# a frozen database is a prompt 503.
+DURABLE_SLACK_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)

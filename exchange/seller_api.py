@@ -7,7 +7,9 @@ shape the answer. Every rejection names what is wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -179,13 +181,20 @@ async def _ping_from_ledger(ctx: ExchangeContext, ping_id: str) -> PingRecord | 
     )
 
 
-def _check_capacity(ctx: ExchangeContext) -> None:
-    """Refuse at once past the in-flight limit, before anything is claimed or started."""
+@contextlib.contextmanager
+def _admitted(ctx: ExchangeContext) -> Iterator[None]:
+    """Take one of the process's auction slots for the rest of the request, or refuse at
+    once (503) when none is free. Taken before any await, so a burst cannot overshoot."""
     limit = ctx.loaded.settings.max_inflight_auctions
-    if len(ctx.pings_inflight) >= limit:
+    if ctx.admitted >= limit:
         raise NotReady(
             f"exchange overloaded: {limit} auctions in flight", headers={"Retry-After": "1"}
         )
+    ctx.admitted += 1
+    try:
+        yield
+    finally:
+        ctx.admitted -= 1
 
 
 async def _auction(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
@@ -284,19 +293,24 @@ async def ping(request: web.Request) -> web.Response:
             problems.extend(_problems_from(exc))
     if problems or schema is None:
         raise Invalid("the ping is not valid", problems)
-    _check_capacity(ctx)
-    ping_id = ctx.new_id()
-    _bind_log_context(ping_id, seller.id, schema.vertical)
-    if external_id is not None:
-        first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
-        if first != ping_id:
-            record = await find_ping(ctx, first, wait_s=_lookup_wait(ctx))
-            if record is None:
-                raise Conflict("external_id is taken by a lead still being processed; retry")
-            return json_response(_ping_answer(record))
-    ping_request = PingRequest(ping_id, seller, schema.vertical, lead, tmax_ms, external_id, "ping")
-    record = await _auction(ctx, ping_request)
-    return json_response(_ping_answer(record))
+    with _admitted(ctx):
+        ping_id = ctx.new_id()
+        if external_id is not None:
+            first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
+            if first != ping_id:
+                _bind_log_context(first, seller.id, schema.vertical)
+                record = await find_ping(ctx, first, wait_s=_lookup_wait(ctx))
+                if record is not None:
+                    return json_response(_ping_answer(record))
+                # The first attempt never recorded its auction (it failed): run it now,
+                # under the id the external_id is bound to.
+                ping_id = first
+        _bind_log_context(ping_id, seller.id, schema.vertical)
+        ping_request = PingRequest(
+            ping_id, seller, schema.vertical, lead, tmax_ms, external_id, "ping"
+        )
+        record = await _auction(ctx, ping_request)
+        return json_response(_ping_answer(record))
 
 
 def _bind_log_context(ping_id: str, seller_id: str, vertical: str) -> None:
@@ -383,43 +397,60 @@ async def leads(request: web.Request) -> web.Response:
             problems.extend(_problems_from(exc))
     if problems or schema is None:
         raise Invalid("the lead is not valid", problems)
-    _check_capacity(ctx)
-    ping_id = ctx.new_id()
-    _bind_log_context(ping_id, seller.id, schema.vertical)
-    if external_id is not None:
-        first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
-        if first != ping_id:
-            return json_response(await _repeat_lead(ctx, first))
-    redacted = schema.redact(lead)
-    duplicates = await check_duplicates(
-        ctx, schema.vertical, _contacts(ctx, schema, lead), ctx.now()
-    )
-    ping_request = PingRequest(
-        ping_id, seller, schema.vertical, redacted, tmax_ms, external_id, "direct",
-        duplicates=duplicates.buyers, offer_to_buyers=not duplicates.sold_in_vertical,
-    )  # fmt: skip
-    record = await _auction(ctx, ping_request)
+    with _admitted(ctx):
+        ping_id = ctx.new_id()
+        if external_id is not None:
+            first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
+            if first != ping_id:
+                _bind_log_context(first, seller.id, schema.vertical)
+                record = await find_ping(ctx, first, wait_s=_lookup_wait(ctx))
+                if record is not None:
+                    answer = await _repeat_lead(ctx, record, seller, lead, min_payout)
+                    return json_response(_post_answer(answer))
+                ping_id = first  # the first attempt failed before its auction was recorded
+        _bind_log_context(ping_id, seller.id, schema.vertical)
+        duplicates = await check_duplicates(
+            ctx, schema.vertical, _contacts(ctx, schema, lead), ctx.now()
+        )
+        ping_request = PingRequest(
+            ping_id, seller, schema.vertical, schema.redact(lead), tmax_ms, external_id,
+            "direct", duplicates=duplicates.buyers,
+            offer_to_buyers=not duplicates.sold_in_vertical,
+        )  # fmt: skip
+        record = await _auction(ctx, ping_request)
+    # The slot was for the auction; the post walk waits on buyers, not on this process.
     answer = await settle_post(ctx, record, seller, lead, min_payout, duplicates)
     return json_response(_post_answer(answer))
 
 
-async def _repeat_lead(ctx: ExchangeContext, ping_id: str) -> dict[str, Any]:
-    """The first result for a repeated external_id on a direct post."""
-    record = await find_ping(ctx, ping_id, wait_s=_lookup_wait(ctx))
-    if record is None:
-        raise Conflict("external_id is taken by a lead still being processed; retry")
+async def _repeat_lead(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    seller: SellerConfig,
+    lead: dict[str, Any],
+    min_payout: int,
+) -> PostAnswer:
+    """A repeated external_id on a direct post: the first result, or, when the first
+    attempt failed after its auction (a database error), the post done now."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + 1.0
-    while True:
-        answer = await _result_of(ctx, ping_id)
-        if answer is not None:
-            return _post_answer(answer)
+    while (answer := await _result_of(ctx, record.ping_id)) is None:
         if loop.time() >= give_up:
-            raise Conflict(
-                "external_id belongs to a ping that has not been posted; use /v1/post with "
-                f"ping_id {ping_id}"
-            )
+            break
         await asyncio.sleep(LOOKUP_RETRY_S)
+    if answer is not None:
+        return answer
+    schema = ctx.loaded.schemas[record.vertical]
+    mismatched = _mismatch(schema.redact(lead), record.lead)
+    if mismatched:
+        raise Conflict(
+            "external_id belongs to a different lead",
+            [{"loc": ["lead", name], "msg": "differs from the first lead"} for name in mismatched],
+        )
+    duplicates = await check_duplicates(
+        ctx, record.vertical, _contacts(ctx, schema, lead), ctx.now()
+    )
+    return await settle_post(ctx, record, seller, lead, min_payout, duplicates)
 
 
 def routes() -> list[web.RouteDef]:

@@ -9,12 +9,13 @@ the seller hears the answer.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
@@ -132,9 +133,38 @@ class _CapReached(Exception):
     """Raised inside a reservation transaction to roll it back."""
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _bounded(
+    method: Callable[Concatenate[Store, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, R]]:
+    """A request-path ledger call that gives up after ``Store.timeout_s``: a frozen (not
+    refusing) database must become a 503 near tmax, not a 10-second hang."""
+
+    async def call(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        # The call runs as its own task so that giving up is immediate: cancelling a query
+        # on a frozen server waits for the server, and the caller must not.
+        task = asyncio.ensure_future(method(store, *args, **kwargs))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=store.timeout_s)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            raise TimeoutError(f"{method.__name__} took over {store.timeout_s:g} s")
+        return task.result()
+
+    call.__name__, call.__doc__ = method.__name__, method.__doc__
+    return call
+
+
 class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float = 1.0) -> None:
         self.pool = pool
+        self.timeout_s = timeout_s
 
     async def ping(self) -> None:
         async with self.pool.acquire(timeout=1) as conn:
@@ -142,11 +172,13 @@ class Store:
 
     # -- pings ---------------------------------------------------------------------------
 
+    @_bounded
     async def fetch_ping(self, ping_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
             "SELECT * FROM pings WHERE ping_id = $1", uuid.UUID(ping_id)
         )
 
+    @_bounded
     async def claim_external_id(self, seller_id: str, external_id: str, ping_id: str) -> str:
         """Bind ``external_id`` to ``ping_id`` unless already bound; returns the bound ping id."""
         owner = uuid.UUID(ping_id)
@@ -171,6 +203,7 @@ class Store:
 
     # -- posts and sales -----------------------------------------------------------------
 
+    @_bounded
     async def claim_post(self, ping_id: str, seller_id: str, now: datetime) -> PostResult | None:
         """Claim the right to post this ping. None: claimed by us. Else the existing claim."""
         pid = uuid.UUID(ping_id)
@@ -188,10 +221,12 @@ class Store:
         assert row is not None
         return _post_result(row)
 
+    @_bounded
     async def fetch_post(self, ping_id: str) -> PostResult | None:
         row = await self.pool.fetchrow("SELECT * FROM posts WHERE ping_id = $1", uuid.UUID(ping_id))
         return _post_result(row) if row is not None else None
 
+    @_bounded
     async def record_sale(
         self, sale: SaleRow, finished_at: datetime, totals: PostTotals | None
     ) -> None:
@@ -237,6 +272,7 @@ class Store:
                     finished_at,
                 )
 
+    @_bounded
     async def finish_sold(self, ping_id: str, totals: PostTotals, finished_at: datetime) -> None:
         """Close a shared lead's post after its walk: sold, with the sums of its sales."""
         await self.pool.execute(
@@ -248,6 +284,7 @@ class Store:
             finished_at,
         )
 
+    @_bounded
     async def close_interrupted(self, ping_id: str, reason: str, finished_at: datetime) -> None:
         """Close a post whose walker died: sold if it made sales (with their sums, which is
         what the ledger owes), else unsold."""
@@ -267,6 +304,7 @@ class Store:
 
     # -- caps ----------------------------------------------------------------------------
 
+    @_bounded
     async def reserve_caps(
         self, buyer_id: str, windows: Sequence[CapWindow], price_cents: int
     ) -> str | None:
@@ -304,6 +342,7 @@ class Store:
                     # Leaving the block with an exception rolls back every increment.
                     raise _CapReached(f"{limit.describe()} reached")
 
+    @_bounded
     async def release_caps(
         self, buyer_id: str, windows: Sequence[CapWindow], price_cents: int
     ) -> None:
@@ -331,12 +370,14 @@ class Store:
 
     # -- tiers and duplicates ------------------------------------------------------------
 
+    @_bounded
     async def last_winners(self, vertical: str) -> dict[int, str]:
         rows = await self.pool.fetch(
             "SELECT tier, last_buyer_id FROM tier_state WHERE vertical = $1", vertical
         )
         return {r["tier"]: r["last_buyer_id"] for r in rows}
 
+    @_bounded
     async def set_last_winner(self, vertical: str, tier: int, buyer_id: str, at: datetime) -> None:
         await self.pool.execute(
             "INSERT INTO tier_state (vertical, tier, last_buyer_id, updated_at)"
@@ -348,6 +389,7 @@ class Store:
             at,
         )
 
+    @_bounded
     async def recent_buyers_of(
         self, hashes: Sequence[bytes], since: datetime
     ) -> list[asyncpg.Record]:
@@ -365,6 +407,7 @@ class Store:
 
     # -- returns -------------------------------------------------------------------------
 
+    @_bounded
     async def sale_for_return(self, ping_id: str, buyer_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
             "SELECT s.*, r.return_id, r.created_at AS returned_at FROM sales s"
@@ -374,6 +417,7 @@ class Store:
             buyer_id,
         )
 
+    @_bounded
     async def record_return(self, sale: asyncpg.Record, reason: str, at: datetime) -> bool:
         """Record the credit and the payout reversal; False if already returned."""
         done = await self.pool.fetchval(
@@ -393,6 +437,7 @@ class Store:
         )
         return done is not None
 
+    @_bounded
     async def finish_unsold(self, ping_id: str, reason: str, finished_at: datetime) -> bool:
         """Close an in-progress post as unsold; False if it was no longer in progress."""
         done = await self.pool.execute(

@@ -27,9 +27,8 @@ from exchange.context import BuyerRuntime
 from exchange.fields import FieldSpec, LeadInvalid, LeadSchema
 
 SOURCE = "fuzz.yaml"
-# KNOWN BUG (test_unbounded_number_fields_load, xfail): an integer or number field with
-# neither min nor max crashes LeadSchema with a TypeError. Until it is fixed the random
-# tests below keep at least one bound on such fields; set this to False with the fix.
+# Set True to keep at least one bound on number fields in the random tests (fields with
+# neither min nor max once crashed LeadSchema; test_unbounded_number_fields_load pins it).
 UNBOUNDED_NUMBERS_CRASH = False
 SELLER_KEY = "seller-key-0123456789abcdef"
 

@@ -203,13 +203,6 @@ async def test_frozen_database_does_not_hang_pings_without_it(
     await _wait_for_readyz(ex.http, ex.url, 200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="database calls on the seller path have no deadline: a frozen (not refusing) "
-    "database makes store.claim_external_id (ping/leads with external_id) and "
-    "store.claim_post (post) wait for asyncpg's command_timeout (10 s, "
-    "exchange.store.create_pool) before the 503 - far past tmax",
-)
 @pytest.mark.parametrize("kind", ["ping_with_external_id", "post"])
 async def test_frozen_database_answers_503_within_tmax(
     ex: Exchange, pg: ControlledPostgres, kind: str
@@ -233,13 +226,6 @@ async def test_frozen_database_answers_503_within_tmax(
     assert answer.elapsed_s < TMAX_MS / 1000 + SLACK_S, f"{answer.elapsed_s:.2f} s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exchange.seller_api.leads: when a direct post fails after its external_id was "
-    "bound (database error during the auction -> 503), the retry finds the bound ping "
-    "without a post and _repeat_lead answers 409 'use /v1/post' instead of completing "
-    "the post with the retried lead",
-)
 async def test_direct_post_retried_after_a_database_error_completes(
     fault_db: str, pg: ControlledPostgres
 ) -> None:

@@ -337,13 +337,6 @@ async def test_auctions_past_the_limit_are_refused_at_once(
     assert status == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exchange.seller_api.ping/leads check capacity (_check_capacity) before awaiting "
-    "store.claim_external_id, and the auction only counts once _auction registers it: "
-    "concurrent pings with external_id all pass the check during that await, so the "
-    "limit is not enforced for them",
-)
 async def test_the_limit_holds_for_pings_with_external_ids(
     slow_exchange: tuple[Exchange, BuyerSimulator],
 ) -> None:
