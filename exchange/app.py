@@ -80,7 +80,7 @@ async def _watch_database(ctx: ExchangeContext) -> None:
             async with asyncio.timeout(HEALTH_INTERVAL_S):
                 await ctx.store.ping()
             ready = True
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (*DATABASE_DOWN, asyncpg.PostgresError):
             ready = False
         if ready != ctx.db_ready:
             log.warning("database_ready_changed", ready=ready)

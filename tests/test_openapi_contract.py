@@ -253,20 +253,24 @@ async def _seller_answers(r: Recorder, ex: Exchange, database_url: str) -> None:
     finally:
         ex.ctx.now = real_now
 
-    # 409 on a ping: its external_id is bound to a lead no process has (any more).
+    # An external_id bound to a ping whose auction was never recorded (its first attempt
+    # failed): the retry runs the auction under the bound id.
+    orphan = uuid.uuid4()
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
             "INSERT INTO external_ids (seller_id, external_id, ping_id) VALUES ($1, $2, $3)",
-            "acme-media", "orphan-1", uuid.uuid4(),
+            "acme-media", "orphan-1", orphan,
         )  # fmt: skip
     finally:
         await conn.close()
-    assert (await r.send("POST", "/v1/ping", body={**ping, "external_id": "orphan-1"}))[0] == 409
-    # 409 on a direct post: its external_id names a ping that was never posted.
+    status, body, _ = await r.send("POST", "/v1/ping", body={**ping, "external_id": "orphan-1"})
+    assert (status, body["ping_id"]) == (200, str(orphan))
+    # 409 on a direct post: its external_id names a ping of a different lead.
     assert (await r.send("POST", "/v1/ping", body={**ping, "external_id": "pinged-1"}))[0] == 200
+    other = {**FULL_LEAD, "state": "TX"}
     status, _, _ = await r.send(
-        "POST", "/v1/leads", body={**ping, "lead": FULL_LEAD, "external_id": "pinged-1"}
+        "POST", "/v1/leads", body={**ping, "lead": other, "external_id": "pinged-1"}
     )
     assert status == 409
     r.sold_ping_id = bid["ping_id"]
