@@ -1,0 +1,78 @@
+"""`python -m benchmarks [--quick | --smoke] [--database-url URL] [--output DIR]`
+
+Runs the plan (full by default: N = 1, 10, 30, every server, the simulator check and a
+py-spy profile; --quick: N = 1 and 10, shorter windows, under 3 minutes), prints the
+Markdown table and writes it with the JSON results into benchmarks/results/:
+``latest.{json,md}`` for the full plan, ``quick.{json,md}`` for --quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.plans import PLANS, TARGETS
+from benchmarks.report import derive, markdown
+from benchmarks.runner import run_plan
+
+RESULTS = Path(__file__).with_name("results")
+OUTPUT_NAMES = {"full": "latest", "quick": "quick", "smoke": "smoke"}
+
+
+def write_results(results: dict[str, Any], folder: Path, stem: str) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    folded = results.pop("profile_folded", None)
+    if folded:
+        profile_path = folder / f"{stem}-profile.folded"
+        profile_path.write_text(folded)
+        results["profile_folded_file"] = profile_path.name
+    json_path = folder / f"{stem}.json"
+    json_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    md_path = folder / f"{stem}.md"
+    md_path.write_text(markdown(results))
+    return json_path, md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="N = 1, 10; < 3 minutes")
+    size.add_argument("--smoke", action="store_true", help="seconds; proves the harness works")
+    parser.add_argument("--database-url", help="an existing PostgreSQL (default: embedded)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep configs and logs")
+    parser.add_argument("--targets", help="comma-separated servers, a subset of the plan's")
+    parser.add_argument("--buyers", help="comma-separated buyer counts instead of the plan's")
+    args = parser.parse_args(argv)
+    plan = PLANS["quick" if args.quick else "smoke" if args.smoke else "full"]
+    if args.targets:
+        names = tuple(args.targets.split(","))
+        unknown = [n for n in names if n not in TARGETS]
+        if unknown:
+            parser.error(f"unknown targets {unknown}; known: {', '.join(TARGETS)}")
+        plan = replace(plan, targets=names)
+    if args.buyers:
+        plan = replace(plan, buyer_counts=tuple(int(n) for n in args.buyers.split(",")))
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    say(f"benchmark plan {plan.name}: N = {', '.join(map(str, plan.buyer_counts))}; "
+        f"servers: {', '.join(plan.targets)}")  # fmt: skip
+    results = run_plan(plan, args.database_url, say, keep_workdir=args.keep_workdir)
+    results["derived"] = derive(results)
+    json_path, md_path = write_results(results, args.output, OUTPUT_NAMES[plan.name])
+    print()
+    print(md_path.read_text())
+    print(f"results: {json_path} {md_path}")
+    failed = [r["target"] for r in results["runs"] if "error" in r]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
