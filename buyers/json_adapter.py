@@ -90,6 +90,12 @@ def _exact_decimal(value: object, body: bytes) -> Decimal:
 
 def _bid_cents(value: object, body: bytes) -> int:
     """Dollars (a JSON number) to whole cents, rounded down; 0 means no bid."""
+    if type(value) is float and 0.0 <= value < 1e9:
+        # Fast path for the usual bid: when cents/100 rounds to this very float, the float's
+        # shortest decimal form is cents/100, so the bid has at most two decimals exactly.
+        cents = round(value * 100)
+        if cents / 100 == value and _LONG_NUMBER.search(body) is None:
+            return cents
     amount = _exact_decimal(value, body)
     if amount < 0:
         raise _BadReply("negative bid")

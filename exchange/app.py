@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -163,6 +164,10 @@ def create_app(
         background = [loop.create_task(_watch_database(ctx))]
         if any(b.rules.caps is not None for b in ctx.buyers.values()):
             background.append(loop.create_task(_refresh_caps(ctx)))
+        # Everything built so far lives as long as the process: keep it out of every
+        # future garbage collection's scan.
+        gc.collect()
+        gc.freeze()
         log.info("exchange_ready", config=loaded.source, buyers=len(ctx.buyers))
         try:
             yield

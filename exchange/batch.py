@@ -99,6 +99,17 @@ class BatchWriter:
         if self._queued >= self._batch_rows:
             self._wake.set()
 
+    async def add_many(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """Queue several rows at once (one room check, no await when there is room)."""
+        while self._queued >= self._max_rows:
+            self._room.clear()
+            self._wake.set()
+            await self._room.wait()
+        self._rows[table].extend(rows)
+        self._queued += len(rows)
+        if self._queued >= self._batch_rows:
+            self._wake.set()
+
     async def add_durable(self, table: str, row: tuple[Any, ...]) -> None:
         """Queue a row and return once it is committed (group commit: the writer flushes
         that table at once, with every row that arrived meanwhile). Raises what the write

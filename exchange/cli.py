@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 from exchange.config import ConfigError, LoadedConfig, load_config
 
 DEFAULT_DATA_DIR = "./.lead-exchange"
+# Bursts of new seller connections must not overflow the accept queue (128 by default):
+# an overflow costs the client a SYN retry, a second or more.
+LISTEN_BACKLOG = 1024
 
 
 def _load_or_exit(path: str) -> LoadedConfig:
@@ -53,9 +57,13 @@ def _serve_worker(args: argparse.Namespace, database_url: str, reuse_port: bool)
     configure_logging(json=not args.console_logs, level=args.log_level)
     _install_uvloop()
     app = create_app(loaded, AppOptions(database_url=database_url))
+    # Fewer young-generation collections: the hot path allocates many short-lived objects
+    # and each collection is a pause in every auction in flight.
+    gc.set_threshold(10_000, 20, 20)
     web.run_app(
         app, host=args.host, port=args.port, access_log=None, print=None,
         reuse_port=reuse_port, shutdown_timeout=args.shutdown_timeout,
+        backlog=LISTEN_BACKLOG,
     )  # fmt: skip
 
 

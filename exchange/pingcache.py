@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from exchange.auction import Bid
 
 
@@ -31,26 +33,61 @@ class PingRecord:
 
 
 class PingCache:
+    """Entries are kept packed (orjson bytes beside a float expiry): a cache of a couple of
+    minutes of pings is hundreds of thousands of records, and as live Python objects they
+    would make every full garbage collection pause the event loop for tens of ms."""
+
     def __init__(self, max_entries: int = 200_000) -> None:
-        self._entries: OrderedDict[str, PingRecord] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._max_entries = max_entries
 
     def put(self, record: PingRecord) -> None:
-        self._entries[record.ping_id] = record
+        self._entries[record.ping_id] = (record.expires_at.timestamp(), _pack(record))
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
     def get(self, ping_id: str, now: datetime) -> PingRecord | None:
-        self._expire(now)
-        return self._entries.get(ping_id)
+        self._expire(now.timestamp())
+        entry = self._entries.get(ping_id)
+        return _unpack(entry[1]) if entry is not None else None
 
-    def _expire(self, now: datetime) -> None:
+    def _expire(self, now: float) -> None:
         entries = self._entries
         while entries:
-            oldest = next(iter(entries.values()))
-            if oldest.expires_at > now:
+            expires_at, _ = next(iter(entries.values()))
+            if expires_at > now:
                 return
             entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _pack(r: PingRecord) -> bytes:
+    tree = [
+        [b.buyer_id, b.price_cents, b.company_size, b.priority, b.latency_us, b.bid_id,
+         b.fixed_price, b.tier, b.weight]
+        for b in r.tree
+    ]  # fmt: skip
+    return orjson.dumps(
+        [r.ping_id, r.seller_id, r.vertical, r.external_id, r.lead, tree, r.price_cents,
+         r.payout_cents, r.created_at.isoformat(), r.expires_at.isoformat(), r.tmax_ms]
+    )  # fmt: skip
+
+
+def _unpack(packed: bytes) -> PingRecord:
+    (ping_id, seller_id, vertical, external_id, lead, tree, price, payout, created, expires,
+     tmax_ms) = orjson.loads(packed)  # fmt: skip
+    return PingRecord(
+        ping_id=ping_id,
+        seller_id=seller_id,
+        vertical=vertical,
+        external_id=external_id,
+        lead=lead,
+        tree=tuple(Bid(*b) for b in tree),
+        price_cents=price,
+        payout_cents=payout,
+        created_at=datetime.fromisoformat(created),
+        expires_at=datetime.fromisoformat(expires),
+        tmax_ms=tmax_ms,
+    )

@@ -263,12 +263,11 @@ async def _record(
         for b in record.tree
     ]  # fmt: skip
     pid = uuid.UUID(record.ping_id)
-    for row in rows:
-        await ctx.writer.add(
-            "bid_outcomes",
-            (pid, row.buyer_id, row.outcome.value, row.price_cents, row.latency_us,
-             row.rank, row.reason, record.created_at),
-        )  # fmt: skip
+    await ctx.writer.add_many(
+        "bid_outcomes",
+        [(pid, row.buyer_id, row.outcome.value, row.price_cents, row.latency_us,
+          row.rank, row.reason, record.created_at) for row in rows],
+    )  # fmt: skip
     # The ping row commits before the seller hears a price: a quoted ping must survive a
     # crash so its post works, and a sale never lacks its auction. Group commit keeps this
     # to one short write shared by every ping answered meanwhile.

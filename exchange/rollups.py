@@ -48,6 +48,14 @@ def hour_of(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
+class _Hours(dict[datetime, datetime]):
+    """hour_of, remembered: a batch's rows share a handful of timestamps per ping."""
+
+    def __missing__(self, at: datetime) -> datetime:
+        hour = self[at] = hour_of(at)
+        return hour
+
+
 def latency_bucket(latency_us: int) -> int:
     return bisect.bisect_right(LATENCY_EDGES_US, latency_us)
 
@@ -66,8 +74,9 @@ def upserts(table: str, rows: Iterable[Sequence[Any]]) -> list[tuple[str, list[t
 def _bid_outcomes(rows: Iterable[Sequence[Any]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
     sums: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0] * 8)
     latency: dict[tuple[str, datetime, int], int] = defaultdict(int)
+    hours = _Hours()
     for _ping, buyer, outcome, _price, latency_us, rank, _reason, at in rows:
-        key = (buyer, hour_of(at))
+        key = (buyer, hours[at])
         s = sums[key]
         if outcome in _CALLED_WORDS:
             s[0] += 1
