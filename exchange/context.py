@@ -78,6 +78,8 @@ class ExchangeContext:
     rng: random.Random = field(default_factory=random.Random)
     db_ready: bool = True
     admitted: int = 0  # auctions admitted and not finished (seller_api._admitted)
+    # Recent time to commit a ping row (a decaying maximum), kept back from the deadline.
+    commit_margin_s: float = 0.005
     # Accepted sales per buyer cap window, refreshed from the ledger (advisory, ping time).
     cap_counts: CapCounts = field(default_factory=dict)
     # Work in flight in this process, so a concurrent retry waits on it instead of polling.

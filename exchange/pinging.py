@@ -40,6 +40,8 @@ log = structlog.get_logger("exchange.ping")
 # Time kept back from tmax for ranking and answering, so the answer itself leaves by tmax.
 ANSWER_MARGIN_S = 0.002
 DEADLINE_SLACK_S = 0.005
+# At most this share of tmax is kept back for committing the ping row.
+MAX_COMMIT_SHARE = 0.2
 # How far past tmax an answer may wait for its ping row to commit before it is a 503:
 # enough for a commit behind a busy loop (a late price beats an error), short enough that
 # a frozen database is a prompt 503.
@@ -128,7 +130,9 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     now = ctx.now()
     settings = ctx.loaded.settings
     tmax_ms = min(request.tmax_ms, settings.tmax_ms)
-    deadline = started + max(0.0, tmax_ms / 1000 - ANSWER_MARGIN_S)
+    # Stop waiting on buyers early enough to rank, commit the ping row and answer by tmax.
+    commit_s = min(ctx.commit_margin_s, tmax_ms / 1000 * MAX_COMMIT_SHARE)
+    deadline = started + max(0.0, tmax_ms / 1000 - ANSWER_MARGIN_S - commit_s)
     ping_id = request.ping_id
     seller = request.seller
     vertical = ctx.loaded.config.verticals[request.vertical]
@@ -190,9 +194,7 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         tmax_ms=tmax_ms,
     )
     rows = _rows(tree, below, calls, excluded)
-    await _record(
-        ctx, record, request.mode, rows, duration, duration - waited, started + tmax_ms / 1000
-    )
+    await _record(ctx, record, request.mode, rows, duration, duration - waited, started)
     ctx.pings.put(record)
     return record
 
@@ -240,15 +242,10 @@ async def _record(
     rows: list[AuctionRow],
     duration_s: float,
     overhead_s: float,
-    durable_by: float,
+    started: float,
 ) -> None:
     m = ctx.metrics
     status = PingStatus.BID if record.tree else PingStatus.NO_BID
-    m.pings.labels(record.seller_id, record.vertical, status.value).inc()
-    m.auction_duration.labels(record.vertical).observe(duration_s)
-    m.auction_overhead.labels(record.vertical).observe(max(0.0, overhead_s))
-    if duration_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S:
-        m.deadline_misses.labels(record.vertical).inc()
     if record.tree:
         m.wins.labels(record.tree[0].buyer_id).inc()
     for row in rows:
@@ -272,7 +269,9 @@ async def _record(
     # crash so its post works, and a sale never lacks its auction. Group commit keeps this
     # to one short write shared by every ping answered meanwhile.
     loop = asyncio.get_running_loop()
-    async with asyncio.timeout(max(0.0, durable_by - loop.time()) + DURABLE_SLACK_S):
+    durable_by = started + record.tmax_ms / 1000
+    commit_started = loop.time()
+    async with asyncio.timeout(max(0.0, durable_by - commit_started) + DURABLE_SLACK_S):
         await ctx.writer.add_durable(
             "pings",
             (
@@ -282,6 +281,15 @@ async def _record(
                 int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
             ),
         )  # fmt: skip
+    answered = loop.time()
+    # A decaying maximum of recent commit times: the next auctions stop that much earlier.
+    ctx.commit_margin_s = max(answered - commit_started, ctx.commit_margin_s * 0.99)
+    total_s = answered - started
+    m.pings.labels(record.seller_id, record.vertical, status.value).inc()
+    m.auction_duration.labels(record.vertical).observe(total_s)
+    m.auction_overhead.labels(record.vertical).observe(max(0.0, overhead_s + total_s - duration_s))
+    if total_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S:
+        m.deadline_misses.labels(record.vertical).inc()
     log.debug(
         "auction",
         ping_id=record.ping_id,
