@@ -198,6 +198,16 @@ def summary_line(elapsed: float, window: Tally, total: Tally) -> str:
     )
 
 
+def final_line(elapsed: float, total: Tally) -> str:
+    fill = total.sold / total.pings if total.pings else 0.0
+    return (
+        f"final: {elapsed:.0f}s  {total.pings / elapsed:.1f} pings/s on average  "
+        f"pings={total.pings}  sold={total.sold}  fill rate={fill:.1%}  "
+        f"seller payouts=${cents_to_dollars(total.payout_cents):,}  "
+        f"p95 ping={p95(total.latencies_ms):.1f} ms  errors={total.errors}"
+    )
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     configure_logging(json=False, level="warning")
     data_dir = Path(args.data_dir)
@@ -236,7 +246,8 @@ async def run_demo(args: argparse.Namespace) -> int:
                 window.__init__()  # type: ignore[misc]
             await generator
             total.add(window)
-            print("final: " + summary_line(time.perf_counter() - started, window, total))
+            elapsed = time.perf_counter() - started
+            print(final_line(elapsed, total))
             await runner.cleanup()
     finally:
         embedded.stop()
