@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -276,40 +277,71 @@ async def _result_of(ctx: ExchangeContext, ping_id: str) -> PostAnswer | None:
 # -- handlers ------------------------------------------------------------------------------
 
 
-async def ping(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """A checked ping or direct post: who offers what, under which terms."""
+
+    seller: SellerConfig
+    schema: LeadSchema
+    lead: dict[str, Any]  # normalised; redacted for a ping, full for a direct post
+    tmax_ms: int
+    external_id: str | None
+    min_payout: int
+
+
+async def _read_offer(
+    request: web.Request, ctx: ExchangeContext, keys: frozenset[str], full: bool
+) -> _Offer:
+    """Authenticate and check a ping (``full`` False) or direct post; every problem at once."""
     seller = authenticate_seller(request, ctx)
     check_ready(ctx)
     body = await read_object(request, ctx)
-    problems = request_fields(body, PING_KEYS)
+    problems = request_fields(body, keys)
     schema = _vertical(ctx, seller, body, problems)
     tmax_ms = _tmax(ctx, body, problems)
     external_id = _external_id(body, problems)
+    min_payout = _min_price(body, problems)
     lead: dict[str, Any] = {}
     if schema is not None:
         try:
-            lead = schema.validate_ping(body.get("lead"))
+            validate = schema.validate_full if full else schema.validate_ping
+            lead = validate(body.get("lead"))
         except LeadInvalid as exc:
             problems.extend(_problems_from(exc))
     if problems or schema is None:
-        raise Invalid("the ping is not valid", problems)
+        raise Invalid("the lead is not valid" if full else "the ping is not valid", problems)
+    return _Offer(seller, schema, lead, tmax_ms, external_id, min_payout)
+
+
+async def _bind_id(ctx: ExchangeContext, offer: _Offer) -> tuple[str, PingRecord | None]:
+    """The ping id for this offer, and the earlier ping when its external_id is a repeat.
+
+    A repeat whose first attempt never recorded its auction (it failed) gets the bound id
+    and no record: the auction runs now, under that id."""
+    ping_id = ctx.new_id()
+    earlier = None
+    if offer.external_id is not None:
+        seller_id = offer.seller.id
+        first = await ctx.store.claim_external_id(seller_id, offer.external_id, ping_id)
+        if first != ping_id:
+            ping_id = first
+            _bind_log_context(ping_id, seller_id, offer.schema.vertical)
+            earlier = await find_ping(ctx, first, wait_s=_lookup_wait(ctx))
+    _bind_log_context(ping_id, offer.seller.id, offer.schema.vertical)
+    return ping_id, earlier
+
+
+async def ping(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    offer = await _read_offer(request, ctx, PING_KEYS, full=False)
     with _admitted(ctx):
-        ping_id = ctx.new_id()
-        if external_id is not None:
-            first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
-            if first != ping_id:
-                _bind_log_context(first, seller.id, schema.vertical)
-                record = await find_ping(ctx, first, wait_s=_lookup_wait(ctx))
-                if record is not None:
-                    return json_response(_ping_answer(record))
-                # The first attempt never recorded its auction (it failed): run it now,
-                # under the id the external_id is bound to.
-                ping_id = first
-        _bind_log_context(ping_id, seller.id, schema.vertical)
-        ping_request = PingRequest(
-            ping_id, seller, schema.vertical, lead, tmax_ms, external_id, "ping"
-        )
-        record = await _auction(ctx, ping_request)
+        ping_id, earlier = await _bind_id(ctx, offer)
+        if earlier is not None:
+            return json_response(_ping_answer(earlier))
+        record = await _auction(
+            ctx, PingRequest(ping_id, offer.seller, offer.schema.vertical, offer.lead,
+                             offer.tmax_ms, offer.external_id, "ping"),
+        )  # fmt: skip
         return json_response(_ping_answer(record))
 
 
@@ -381,45 +413,24 @@ def _mismatch(posted: dict[str, Any], pinged: dict[str, Any]) -> list[str]:
 
 async def leads(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    seller = authenticate_seller(request, ctx)
-    check_ready(ctx)
-    body = await read_object(request, ctx)
-    problems = request_fields(body, LEADS_KEYS)
-    schema = _vertical(ctx, seller, body, problems)
-    tmax_ms = _tmax(ctx, body, problems)
-    external_id = _external_id(body, problems)
-    min_payout = _min_price(body, problems)
-    lead: dict[str, Any] = {}
-    if schema is not None:
-        try:
-            lead = schema.validate_full(body.get("lead"))
-        except LeadInvalid as exc:
-            problems.extend(_problems_from(exc))
-    if problems or schema is None:
-        raise Invalid("the lead is not valid", problems)
+    offer = await _read_offer(request, ctx, LEADS_KEYS, full=True)
+    seller, schema, lead = offer.seller, offer.schema, offer.lead
     with _admitted(ctx):
-        ping_id = ctx.new_id()
-        if external_id is not None:
-            first = await ctx.store.claim_external_id(seller.id, external_id, ping_id)
-            if first != ping_id:
-                _bind_log_context(first, seller.id, schema.vertical)
-                record = await find_ping(ctx, first, wait_s=_lookup_wait(ctx))
-                if record is not None:
-                    answer = await _repeat_lead(ctx, record, seller, lead, min_payout)
-                    return json_response(_post_answer(answer))
-                ping_id = first  # the first attempt failed before its auction was recorded
-        _bind_log_context(ping_id, seller.id, schema.vertical)
+        ping_id, earlier = await _bind_id(ctx, offer)
+        if earlier is not None:
+            answer = await _repeat_lead(ctx, earlier, seller, lead, offer.min_payout)
+            return json_response(_post_answer(answer))
         duplicates = await check_duplicates(
             ctx, schema.vertical, _contacts(ctx, schema, lead), ctx.now()
         )
         ping_request = PingRequest(
-            ping_id, seller, schema.vertical, schema.redact(lead), tmax_ms, external_id,
-            "direct", duplicates=duplicates.buyers,
+            ping_id, seller, schema.vertical, schema.redact(lead), offer.tmax_ms,
+            offer.external_id, "direct", duplicates=duplicates.buyers,
             offer_to_buyers=not duplicates.sold_in_vertical,
         )  # fmt: skip
         record = await _auction(ctx, ping_request)
     # The slot was for the auction; the post walk waits on buyers, not on this process.
-    answer = await settle_post(ctx, record, seller, lead, min_payout, duplicates)
+    answer = await settle_post(ctx, record, seller, lead, offer.min_payout, duplicates)
     return json_response(_post_answer(answer))
 
 

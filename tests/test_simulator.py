@@ -214,11 +214,34 @@ async def test_recording_can_be_turned_off(client: aiohttp.ClientSession) -> Non
         assert sim.counters("b1").pings == 1
 
 
+def _three_free_ports() -> int:
+    """A base port with the next two free too, below the ephemeral range (32768+), where
+    outgoing connections of other tests cannot take them meanwhile."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        socks = []
+        try:
+            for offset in range(3):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no three consecutive free ports")
+
+
 async def test_each_buyer_has_its_own_port_and_base_port_is_honoured() -> None:
     specs = [SimulatedBuyerSpec("a"), SimulatedBuyerSpec("b"), SimulatedBuyerSpec("c")]
     async with BuyerSimulator(specs) as free:
         assert len({free.port(buyer_id) for buyer_id in "abc"}) == 3
-        base = free.port("a") + 1000 if free.port("a") < 60000 else 20000
+    base = _three_free_ports()
     async with BuyerSimulator(specs, base_port=base) as fixed:
         assert [fixed.port(buyer_id) for buyer_id in "abc"] == [base, base + 1, base + 2]
         assert fixed.ping_url("b") == f"http://127.0.0.1:{base + 1}/ping"
