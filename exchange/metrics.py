@@ -8,6 +8,7 @@ bounded by the config. Buckets are fine-grained under the auction deadline.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -38,6 +39,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._latency_children: dict[tuple[str, str], Any] = {}
         r = self.registry
         self.pings = Counter(
             "exchange_pings",
@@ -162,6 +165,22 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+
+    def request_counter(self, buyer: str, phase: str, outcome: str) -> Any:
+        """The buyer-requests child for these labels, resolved once: ``labels()`` costs
+        about 1.5 us and runs once per buyer per auction."""
+        key = (buyer, phase, outcome)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.buyer_requests.labels(*key)
+        return child
+
+    def latency_histogram(self, buyer: str, phase: str) -> Any:
+        key = (buyer, phase)
+        child = self._latency_children.get(key)
+        if child is None:
+            child = self._latency_children[key] = self.buyer_latency.labels(*key)
+        return child
 
     def start_series(self, config: Config) -> None:
         """Create every config-labelled series at zero, so the first event of each is a

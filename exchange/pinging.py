@@ -249,9 +249,9 @@ async def _record(
     if record.tree:
         m.wins.labels(record.tree[0].buyer_id).inc()
     for row in rows:
-        m.buyer_requests.labels(row.buyer_id, "ping", row.outcome.value).inc()
+        m.request_counter(row.buyer_id, "ping", row.outcome.value).inc()
         if row.latency_us and row.outcome in _CALLED:
-            m.buyer_latency.labels(row.buyer_id, "ping").observe(row.latency_us / 1e6)
+            m.latency_histogram(row.buyer_id, "ping").observe(row.latency_us / 1e6)
     tree_json = [
         {"buyer_id": b.buyer_id, "price_cents": b.price_cents, "bid_id": b.bid_id,
          "fixed_price": b.fixed_price, "company_size": b.company_size,

@@ -135,9 +135,9 @@ class _Walk:
     async def note(self, bid: Bid, reply: PostReply, latency_us: int) -> None:
         self.attempts += 1
         metrics = self.ctx.metrics
-        metrics.buyer_requests.labels(bid.buyer_id, "post", reply.outcome.value).inc()
+        metrics.request_counter(bid.buyer_id, "post", reply.outcome.value).inc()
         if reply.outcome is not PostOutcome.SKIPPED:
-            metrics.buyer_latency.labels(bid.buyer_id, "post").observe(latency_us / 1e6)
+            metrics.latency_histogram(bid.buyer_id, "post").observe(latency_us / 1e6)
         await self.ctx.writer.add(
             "post_attempts",
             (uuid.UUID(self.record.ping_id), self.attempts, bid.buyer_id, reply.outcome.value,
