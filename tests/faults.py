@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -33,7 +34,7 @@ from exchange import openapi
 from exchange.api_common import CTX
 from exchange.app import AppOptions, create_app
 from exchange.config import LoadedConfig, parse_config
-from tests.harness import SELLER_KEY, Exchange
+from tests.harness import FULL_LEAD, PING_LEAD, SELLER_KEY, Exchange
 
 LOOPBACK = "127.0.0.1"
 
@@ -665,3 +666,35 @@ def controlled_postgres() -> Iterator[ControlledPostgres]:
         yield server
     finally:
         server.destroy()
+
+
+async def until_answered(
+    traffic: SellerTraffic, kind: str, body: dict[str, Any], give_up_s: float = 25
+) -> Answer:
+    """Retry 503s and dropped connections as a careful seller does (same body, so the same
+    ping or external_id), honouring Retry-After up to half a second."""
+    give_up = time.monotonic() + give_up_s
+    while True:
+        answer = await traffic.call(kind, body)
+        if answer.status not in (503, None) or time.monotonic() > give_up:
+            return answer
+        await asyncio.sleep(min(float(answer.retry_after or 0.2), 0.5))
+
+
+async def seller_loop(
+    traffic: SellerTraffic, stop: asyncio.Event, name: str, pause_s: float
+) -> None:
+    """One seller until ``stop``: two ping-posts, then a direct post with an external_id."""
+    for n in itertools.count():
+        if stop.is_set():
+            return
+        if n % 3 == 2:
+            body = {"vertical": "auto_insurance", "lead": FULL_LEAD, "external_id": f"{name}-{n}"}
+            await until_answered(traffic, "leads", body)
+        else:
+            ping = await traffic.call("ping", {"vertical": "auto_insurance", "lead": PING_LEAD})
+            if ping.status == 200 and ping.body["status"] == "bid":
+                await until_answered(
+                    traffic, "post", {"ping_id": ping.body["ping_id"], "lead": FULL_LEAD}
+                )
+        await asyncio.sleep(pause_s)

@@ -12,7 +12,6 @@ its batched rows, and exits 0.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -24,7 +23,12 @@ import asyncpg
 import pytest
 
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from tests.faults import Answer, ExchangeProcess, SellerTraffic, check_ledger
+from tests.faults import (
+    ExchangeProcess,
+    SellerTraffic,
+    check_ledger,
+    seller_loop,
+)
 from tests.harness import ADMIN_TOKEN, FULL_LEAD, PING_LEAD, config_text, realtime_buyer
 
 SELLERS = 4
@@ -32,16 +36,6 @@ POST_DEADLINE_MS = 1000  # an interrupted post is given up post_deadline + 5 s a
 # A ping row commits before its answer (group commit), so no sale can outlive its ping
 # row in a crash; the load test tolerates no such sale.
 SALE_CAN_LOSE_ITS_PING_ROW = False
-
-
-async def until_answered(traffic: SellerTraffic, kind: str, body: dict[str, Any]) -> Answer:
-    """Retry dropped connections and 503s with the same body, as a careful seller does."""
-    give_up = time.monotonic() + 25
-    while True:
-        answer = await traffic.call(kind, body)
-        if answer.status not in (503, None) or time.monotonic() > give_up:
-            return answer
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -73,22 +67,6 @@ def exchange_process(
     )
 
 
-async def seller(traffic: SellerTraffic, stop: asyncio.Event, name: str) -> None:
-    for n in itertools.count():
-        if stop.is_set():
-            return
-        if n % 3 == 2:
-            body = {"vertical": "auto_insurance", "lead": FULL_LEAD, "external_id": f"{name}-{n}"}
-            await until_answered(traffic, "leads", body)
-        else:
-            ping = await traffic.call("ping", {"vertical": "auto_insurance", "lead": PING_LEAD})
-            if ping.status == 200 and ping.body["status"] == "bid":
-                await until_answered(
-                    traffic, "post", {"ping_id": ping.body["ping_id"], "lead": FULL_LEAD}
-                )
-        await asyncio.sleep(0.005)
-
-
 async def ledger_rows(database_url: str) -> dict[str, Any]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -111,7 +89,10 @@ async def test_kill_9_under_load_loses_no_money(
         await process.start()
         async with aiohttp.ClientSession() as http:
             traffic = SellerTraffic(http, process.url, timeout_s=10)
-            sellers = [asyncio.create_task(seller(traffic, stop, f"s{i}")) for i in range(SELLERS)]
+            sellers = [
+                asyncio.create_task(seller_loop(traffic, stop, f"s{i}", pause_s=0.005))
+                for i in range(SELLERS)
+            ]
             await asyncio.sleep(1.5)
             process.signal(signal.SIGKILL)
             killed_at = time.monotonic()

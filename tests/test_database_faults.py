@@ -12,11 +12,9 @@ loopback port, so it can be stopped and started under the exchange's feet.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -32,7 +30,9 @@ from tests.faults import (
     check_ledger,
     controlled_postgres,
     create_database,
+    seller_loop,
     serve_exchange,
+    until_answered,
 )
 from tests.harness import FULL_LEAD, PING_LEAD, Exchange, make_config, realtime_buyer
 
@@ -75,33 +75,6 @@ async def ex(fault_db: str) -> AsyncIterator[Exchange]:
             yield exchange
 
 
-async def until_answered(traffic: SellerTraffic, kind: str, body: dict[str, Any]) -> Answer:
-    """Retry 503s and dropped connections as a careful seller does (same body, so the same
-    ping or external_id), honouring Retry-After, for at most 20 s."""
-    give_up = time.monotonic() + 20
-    while True:
-        answer = await traffic.call(kind, body)
-        if answer.status not in (503, None) or time.monotonic() > give_up:
-            return answer
-        await asyncio.sleep(min(float(answer.retry_after or 0.2), 0.5))
-
-
-async def seller(traffic: SellerTraffic, stop: asyncio.Event, name: str) -> None:
-    for n in itertools.count():
-        if stop.is_set():
-            return
-        if n % 3 == 2:
-            body = {"vertical": "auto_insurance", "lead": FULL_LEAD, "external_id": f"{name}-{n}"}
-            await until_answered(traffic, "leads", body)
-        else:
-            ping = await traffic.call("ping", {"vertical": "auto_insurance", "lead": PING_LEAD})
-            if ping.status == 200 and ping.body["status"] == "bid":
-                await until_answered(
-                    traffic, "post", {"ping_id": ping.body["ping_id"], "lead": FULL_LEAD}
-                )
-        await asyncio.sleep(0.01)
-
-
 @dataclass
 class Window:
     start: float
@@ -126,7 +99,10 @@ async def test_database_stopped_under_load_503s_fast_recovers_and_the_ledger_hol
 ) -> None:
     stop = asyncio.Event()
     traffic = SellerTraffic(ex.http, ex.url)
-    sellers = [asyncio.create_task(seller(traffic, stop, f"s{i}")) for i in range(SELLERS)]
+    sellers = [
+        asyncio.create_task(seller_loop(traffic, stop, f"s{i}", pause_s=0.01))
+        for i in range(SELLERS)
+    ]
     try:
         await asyncio.sleep(1.0)
         down_at = time.monotonic()
