@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from exchange.api_common import CTX, authenticate_admin, json_response
+from exchange.context import ExchangeContext
 from exchange.errors import Invalid, NotFound
 from exchange.money import dollars_json
 from exchange.rollups import hour_of, percentile_us
@@ -143,11 +144,18 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-async def buyer_report(request: web.Request) -> web.Response:
+async def _report_range(request: web.Request) -> tuple[ExchangeContext, datetime, datetime]:
+    """What every report does first: admin check, the (hour-aligned) range, and this
+    process's queued rows written so the report includes them."""
     ctx = request.app[CTX]
     authenticate_admin(request, ctx)
     since, until = _range(request)
     await ctx.writer.flush()
+    return ctx, since, until
+
+
+async def buyer_report(request: web.Request) -> web.Response:
+    ctx, since, until = await _report_range(request)
     rows = await ctx.store.buyer_report(since, until)
     latency = await ctx.store.buyer_latency_buckets(since, until)
     return json_response(
@@ -182,10 +190,7 @@ async def buyer_report(request: web.Request) -> web.Response:
 
 
 async def seller_report(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
-    authenticate_admin(request, ctx)
-    since, until = _range(request)
-    await ctx.writer.flush()
+    ctx, since, until = await _report_range(request)
     rows = await ctx.store.seller_report(since, until)
     return json_response(
         {

@@ -33,7 +33,7 @@ from exchange.config import SellerConfig
 from exchange.context import BuyerRuntime, ExchangeContext
 from exchange.outcomes import BidOutcome, PingStatus
 from exchange.pingcache import PingRecord
-from exchange.transport import TransportError, TransportTimeout
+from exchange.transport import deliver
 
 log = structlog.get_logger("exchange.ping")
 
@@ -73,18 +73,15 @@ class PingRequest:
 async def _ask(
     ctx: ExchangeContext, buyer: BuyerRuntime, offer: PingOffer, timeout_s: float
 ) -> BuyerCall:
-    loop = asyncio.get_running_loop()
     request = buyer.adapter.ping_request(offer, int(ctx.unix_time()))
-    started = loop.time()
-    try:
-        response = await ctx.transport.send(request, timeout_s)
-    except TransportTimeout:
+    sent = await deliver(ctx.transport, request, timeout_s)
+    if sent.response is not None:
+        reply = buyer.adapter.read_bid(sent.response)
+    elif sent.timed_out:
         reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {timeout_s * 1000:.0f} ms")
-    except TransportError as exc:
-        reply = BidReply(BidOutcome.ERROR, reason=str(exc) or "transport error")
     else:
-        reply = buyer.adapter.read_bid(response)
-    return BuyerCall(buyer.rules.buyer_id, reply, int((loop.time() - started) * 1e6))
+        reply = BidReply(BidOutcome.ERROR, reason=sent.error)
+    return BuyerCall(buyer.rules.buyer_id, reply, sent.latency_us)
 
 
 async def _fan_out(

@@ -29,7 +29,7 @@ from exchange.outcomes import PostOutcome, PostStatus
 from exchange.pingcache import PingRecord
 from exchange.scrub import pii_values, scrub
 from exchange.store import PostTotals, SaleConflict, SaleRow
-from exchange.transport import TransportError, TransportTimeout
+from exchange.transport import deliver
 
 log = structlog.get_logger("exchange.post")
 
@@ -86,23 +86,20 @@ async def check_duplicates(
 async def _attempt(
     ctx: ExchangeContext, record: PingRecord, bid: Bid, lead: dict[str, Any], timeout_s: float
 ) -> tuple[PostReply, int]:
-    loop = asyncio.get_running_loop()
     buyer = ctx.buyers.get(bid.buyer_id)
     if buyer is None:  # removed from the config since the ping
         return PostReply(PostOutcome.ERROR, reason="buyer no longer configured"), 0
     offer = PostOffer(record.ping_id, bid.bid_id, bid.price_cents, record.vertical, lead)
     request = buyer.adapter.post_request(offer, int(ctx.unix_time()))
     timeout_s = min(timeout_s, buyer.post_timeout_ms / 1000)
-    started = loop.time()
-    try:
-        response = await ctx.transport.send(request, timeout_s)
-    except TransportTimeout:
+    sent = await deliver(ctx.transport, request, timeout_s)
+    if sent.response is not None:
+        reply = buyer.adapter.read_post(sent.response)
+    elif sent.timed_out:
         reply = PostReply(PostOutcome.TIMEOUT, reason=f"no answer within {timeout_s:.1f} s")
-    except TransportError as exc:
-        reply = PostReply(PostOutcome.ERROR, reason=str(exc) or "transport error")
     else:
-        reply = buyer.adapter.read_post(response)
-    return reply, int((loop.time() - started) * 1e6)
+        reply = PostReply(PostOutcome.ERROR, reason=sent.error)
+    return reply, sent.latency_us
 
 
 @dataclass

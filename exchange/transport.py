@@ -11,6 +11,7 @@ passes raises TransportTimeout. The auction turns both into outcomes.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -26,6 +27,31 @@ class TransportError(Exception):
 
 class TransportTimeout(TransportError):
     """The request's deadline passed before a whole response arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One request's fate: a response, or why there is none; and how long it took."""
+
+    response: HttpResponse | None
+    timed_out: bool
+    error: str | None
+    latency_us: int
+
+
+async def deliver(transport: Transport, request: HttpRequest, timeout_s: float) -> Delivery:
+    """Send one request, turning transport failures into values (buyer failures are
+    outcomes, never exceptions that escape)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response, timed_out, error = None, False, None
+    try:
+        response = await transport.send(request, timeout_s)
+    except TransportTimeout:
+        timed_out = True
+    except TransportError as exc:
+        error = str(exc) or "transport error"
+    return Delivery(response, timed_out, error, int((loop.time() - started) * 1e6))
 
 
 class Transport(Protocol):
