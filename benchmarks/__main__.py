@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-workdir", action="store_true", help="keep configs and logs")
     parser.add_argument("--targets", help="comma-separated servers, a subset of the plan's")
     parser.add_argument("--buyers", help="comma-separated buyer counts instead of the plan's")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        metavar="SECONDS",
+        help="py-spy profile of the primary exchange at N=10 for this long",
+    )
     args = parser.parse_args(argv)
     plan = PLANS["quick" if args.quick else "smoke" if args.smoke else "full"]
     if args.targets:
@@ -58,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, targets=names)
     if args.buyers:
         plan = replace(plan, buyer_counts=tuple(int(n) for n in args.buyers.split(",")))
+
+    if args.profile is not None:
+        plan = replace(plan, profile_s=args.profile)
 
     def say(line: str) -> None:
         print(line, flush=True)

@@ -14,18 +14,31 @@ from typing import Any, Protocol
 
 from exchange.outcomes import BidOutcome, PostOutcome
 
+# Objects made once per buyer per auction are plain slots dataclasses, not frozen ones
+# (a frozen one costs three times as much to build); nothing mutates them once made.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class HttpRequest:
-    """One outbound request, fully described. ``url`` is absolute (http or https)."""
+    """One outbound request, fully described. ``url`` is absolute (http or https).
+
+    ``fixed_headers`` are the same on every request an adapter makes (content type, a
+    buyer's API key): they go on the wire before ``headers`` (this request's own, such
+    as its signature), and a transport may encode them once per URL.
+    """
 
     method: str
     url: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    fixed_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def all_headers(self) -> tuple[tuple[str, str], ...]:
+        return self.fixed_headers + self.headers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HttpResponse:
     """One response as the transport read it. Header names are lower case."""
 
@@ -45,15 +58,21 @@ class BuyerEndpoint:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PingOffer:
-    """A redacted lead offered to buyers for bids."""
+    """A redacted lead offered to buyers for bids.
+
+    One offer goes to every buyer of an auction, so ``memo`` lets an adapter keep what it
+    derives from the offer alone (its encoded body, say), keyed by the adapter's own name:
+    every buyer on that adapter then shares one encoding per auction.
+    """
 
     ping_id: str
     vertical: str
     tmax_ms: int
     floor_cents: int
     lead: Mapping[str, Any]
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +86,7 @@ class PostOffer:
     lead: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BidReply:
     """A buyer's answer to a ping: BID (with a price), NO_BID or ERROR (with a reason)."""
 

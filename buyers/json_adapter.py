@@ -31,7 +31,7 @@ from buyers.adapter import (
     PostOffer,
     PostReply,
 )
-from buyers.signing import signed_headers
+from buyers.signing import Signer
 from exchange.money import dollars_json
 from exchange.outcomes import BidOutcome, PostOutcome
 
@@ -45,6 +45,7 @@ _CENT = Decimal("0.01")
 _LONG_NUMBER = re.compile(rb"[0-9.]{16,}")
 
 _NO_BID = BidReply(BidOutcome.NO_BID)
+_MEMO_KEY = "json"
 
 
 class _BadReply(Exception):
@@ -143,13 +144,13 @@ def _extra_headers(headers: object) -> list[tuple[str, str]]:
 class JsonAdapter:
     """SPEC section 5's JSON protocol for one buyer."""
 
-    __slots__ = ("_endpoint", "_ping_url", "_post_url", "_secret", "_static_headers")
+    __slots__ = ("_endpoint", "_ping_url", "_post_url", "_signer", "_static_headers")
 
     def __init__(self, endpoint: BuyerEndpoint) -> None:
         self._endpoint = endpoint
         self._ping_url = endpoint.ping_url
         self._post_url = endpoint.post_url
-        self._secret = endpoint.secret
+        self._signer = Signer(endpoint.secret)
         self._static_headers: tuple[tuple[str, str], ...] = (
             ("Content-Type", "application/json"),
             *_extra_headers(endpoint.options.get("headers")),
@@ -159,22 +160,26 @@ class JsonAdapter:
     def endpoint(self) -> BuyerEndpoint:
         return self._endpoint
 
-    def _request(self, url: str, payload: Mapping[str, Any], timestamp: int) -> HttpRequest:
-        body = _dumps(payload)
-        headers = self._static_headers + signed_headers(self._secret, timestamp, body)
-        return HttpRequest("POST", url, headers, body)
+    def _request(self, url: str, body: bytes, timestamp: int) -> HttpRequest:
+        signature = self._signer.headers(timestamp, body)
+        return HttpRequest("POST", url, signature, body, self._static_headers)
 
     def ping_request(self, offer: PingOffer, timestamp: int) -> HttpRequest:
         if self._ping_url is None:
             raise ValueError(f"buyer {self._endpoint.buyer_id!r} has no ping_url")
-        payload = {
-            "ping_id": offer.ping_id,
-            "vertical": offer.vertical,
-            "tmax_ms": offer.tmax_ms,
-            "floor": dollars_json(offer.floor_cents),
-            "lead": offer.lead,
-        }
-        return self._request(self._ping_url, payload, timestamp)
+        # Every JSON buyer of an auction gets the same body: encoded once, signed per buyer.
+        body = offer.memo.get(_MEMO_KEY)
+        if body is None:
+            body = offer.memo[_MEMO_KEY] = _dumps(
+                {
+                    "ping_id": offer.ping_id,
+                    "vertical": offer.vertical,
+                    "tmax_ms": offer.tmax_ms,
+                    "floor": dollars_json(offer.floor_cents),
+                    "lead": offer.lead,
+                }
+            )
+        return self._request(self._ping_url, body, timestamp)
 
     def post_request(self, offer: PostOffer, timestamp: int) -> HttpRequest:
         if self._post_url is None:
@@ -186,7 +191,7 @@ class JsonAdapter:
             "vertical": offer.vertical,
             "lead": offer.lead,
         }
-        return self._request(self._post_url, payload, timestamp)
+        return self._request(self._post_url, _dumps(payload), timestamp)
 
     def read_bid(self, response: HttpResponse) -> BidReply:
         if response.status == 204:

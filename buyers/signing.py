@@ -23,6 +23,34 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return SIGNATURE_PREFIX + mac.hexdigest()
 
 
+class Signer:
+    """``sign`` for one secret, with the HMAC key pads hashed once (RFC 2104): each
+    request then costs two SHA-256 state copies instead of a fresh HMAC set-up, which
+    halves the per-request cost of signing every buyer's copy of every ping."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, secret: bytes) -> None:
+        key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def headers(self, timestamp: int, body: bytes) -> tuple[tuple[str, str], tuple[str, str]]:
+        """Both signing headers for one request."""
+        stamp = str(timestamp)
+        inner = self._inner.copy()
+        inner.update(stamp.encode() + b"." + body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return (TIMESTAMP_HEADER, stamp), (SIGNATURE_HEADER, SIGNATURE_PREFIX + outer.hexdigest())
+
+
+_BLOCK = hashlib.sha256().block_size
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
 def signed_headers(secret: bytes, timestamp: int, body: bytes) -> tuple[tuple[str, str], ...]:
     """Both signing headers for one request."""
     return (

@@ -9,10 +9,20 @@ bodies, a response size cap, a per-request deadline, no redirects, no cookies, n
 proxies, no compression, no pipelining.
 
 Shape (after uvicorn's httptools_impl, client side): one `_Connection` protocol per
-socket owns the httptools parser; the parser's callbacks fill a `_Response`, the state
-of the one request in flight, kept apart from the connection's own state. A connection
-goes back to its `_HostPool` only after a whole response was read, the server allowed
-keep-alive and nothing went wrong; any failure, deadline or cancellation aborts it.
+socket owns the httptools parser; the parser's callbacks fill a `_Call`, the state of
+the one request in flight, kept apart from the connection's own state. A request is
+started without a task of its own: `start` writes it on an idle connection at once and
+returns a future the connection's callbacks resolve, and the connection puts itself back
+in its `_HostPool` once a whole response was read and the server allowed keep-alive.
+Deadlines are grouped: the requests of one auction share one deadline and so one timer.
+
+Late answers are drained, not cut off. At its deadline a request fails with
+TransportTimeout at once, but its connection stays open for `drain_s` more (at most
+`max_idle_per_host` connections per origin at a time): a buyer that answers late
+answers on that socket, and the connection goes back to the pool instead of being
+reopened for the next auction. A buyer that never answers costs the socket after
+`drain_s`. A request cancelled by its caller, a failure or a malformed response aborts
+the connection at once.
 
 Retrying a POST on a stale connection. A server may close an idle keep-alive
 connection at any moment, and its FIN can cross our request on the wire. When a
@@ -29,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, cast
 from urllib.parse import quote, urlsplit
@@ -41,7 +51,8 @@ from exchange.transport import DEFAULT_MAX_RESPONSE_BYTES, TransportError, Trans
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_COUNT = 100
-_MAX_CACHED_URLS = 4096
+DEFAULT_DRAIN_S = 1.0
+_MAX_CACHED_HEADS = 4096
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Everything RFC 3986 allows unescaped in a path and query, plus "%" so that
 # already-escaped URLs pass unchanged; spaces, controls and non-ASCII get escaped.
@@ -49,6 +60,7 @@ _URL_SAFE = "/?:@!$&'()*+,;=-._~%"
 # The caller's headers cannot override the framing we write ourselves.
 _OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 _POOL_KEY = tuple[str, str, int]
+_HEAD_KEY = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 @dataclass(slots=True)
@@ -58,17 +70,19 @@ class TransportStats:
     connections_opened: int = 0
     requests_sent: int = 0
     stale_retries: int = 0
+    drained: int = 0  # late answers read to the end, so their connection was kept
+    drain_expired: int = 0  # late answers that never came: the connection was dropped
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """One URL, parsed once: where to connect and the fixed middle of the request head."""
+    """One URL, parsed once: where to connect, and the fixed part of the request head."""
 
     pool_key: _POOL_KEY
     host: str
     port: int
     tls: bool
-    # b" /path?q HTTP/1.1\r\nHost: h\r\nContent-Length: " -- the method goes before it.
+    # b"POST /path?q HTTP/1.1\r\nHost: h\r\n<fixed headers>Content-Length: "
     head: bytes
 
 
@@ -76,26 +90,80 @@ class _StaleConnection(TransportError):
     """A reused connection died before any response byte: safe to send again."""
 
 
-class _Response:
-    """Per-request state: what the parser has read of the one response in flight."""
+class _Headers(Mapping[str, str]):
+    """Response headers, decoded only if someone reads them (the JSON protocol does not)."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, str] | None = None
+
+    def _dict(self) -> dict[str, str]:
+        if self._decoded is None:
+            self._decoded = {
+                name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self._raw
+            }
+        return self._decoded
+
+    def __getitem__(self, name: str) -> str:
+        return self._dict()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return f"_Headers({self._dict()!r})"
+
+
+class _Call:
+    """One request in flight: who waits for it, and what the parser has read of its answer."""
 
     __slots__ = (
         "body_bytes",
         "chunks",
+        "connection",
+        "deadline",
+        "draining",
         "head_bytes",
-        "header_count",
-        "headers",
         "headers_complete",
         "keep_alive",
+        "payload",
+        "pool",
+        "raw_headers",
         "received",
         "rejection",
+        "retried",
         "status",
+        "target",
+        "waiter",
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        waiter: asyncio.Future[HttpResponse],
+        payload: bytes,
+        target: _Target,
+        pool: _HostPool | None,
+        deadline: float,
+    ) -> None:
+        self.waiter = waiter
+        self.payload = payload
+        self.target = target
+        self.pool = pool
+        self.deadline = deadline
+        self.connection: _Connection | None = None
+        self.retried = False
+        self.draining = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Ready for a (new) response: on sending, and after an interim 1xx one."""
         self.status = 0
-        self.headers: dict[str, str] = {}
-        self.header_count = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
         self.headers_complete = False
         self.keep_alive = False
@@ -104,32 +172,30 @@ class _Response:
         self.received = 0  # every byte read for this request, head included
         self.rejection: TransportError | None = None
 
-    def to_http_response(self) -> HttpResponse:
-        return HttpResponse(self.status, self.headers, b"".join(self.chunks))
+    def fail(self, exc: TransportError) -> None:
+        if not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    def abandon(self) -> None:
+        """The caller gave up (cancelled): drop the connection carrying this request."""
+        if self.connection is not None:
+            self.connection.abort_call(self, "request cancelled")
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive socket to one origin; at most one request in flight."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        max_response_bytes: int,
-        on_lost: Callable[[_Connection], None],
-    ) -> None:
-        self._loop = loop
-        self._max_response_bytes = max_response_bytes
-        self._on_lost = on_lost
+    def __init__(self, owner: H1Transport, pool: _HostPool) -> None:
+        self._owner = owner
+        self._pool = pool
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[HttpResponse] | None = None
-        self._response: _Response | None = None
+        self._call: _Call | None = None
         self._reused = False
         self.requests_sent = 0
         self.closed = False
-        self.reusable = False
-        self.pool: _HostPool | None = None
         self.idle_since = 0.0
+        self.in_pool = False
 
     # asyncio.Protocol
 
@@ -138,154 +204,170 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> None:
         # The server is closing; returning None lets asyncio close our side too.
-        self.reusable = False
+        return None
 
     def data_received(self, data: bytes) -> None:
-        response = self._response
-        if response is None:
+        call = self._call
+        if call is None:
             # Bytes nobody asked for (a 408, junk after a response): unusable.
-            self.abort("unsolicited bytes")
+            self._drop()
             return
-        response.received += len(data)
+        call.received += len(data)
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._fail(response.rejection or TransportError("malformed response"))
+            self._fail(call, call.rejection or TransportError("malformed response"))
             return
         # httptools buffers a header line until it ends; bound that buffer too.
-        if (
-            self._response is response
-            and not response.headers_complete
-            and response.received > MAX_HEADER_BYTES
-        ):
-            self._fail(TransportError("response headers too large"))
+        if self._call is call and not call.headers_complete and call.received > MAX_HEADER_BYTES:
+            self._fail(call, TransportError("response headers too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.reusable = False
-        self._on_lost(self)
-        if self.pool is not None:
-            self.pool.discard(self)
-        response, waiter = self._response, self._waiter
-        self._response = self._waiter = None
-        if response is None or waiter is None or waiter.done():
+        self._owner._connections.discard(self)
+        self._pool.discard(self)
+        call = self._release_call()
+        if call is None or call.waiter.done():
             return
-        if exc is None and response.headers_complete and _ends_at_close(response):
-            waiter.set_result(response.to_http_response())
-        elif response.received == 0 and self._reused:
-            waiter.set_exception(_StaleConnection("stale keep-alive connection"))
+        if exc is None and call.headers_complete and _ends_at_close(call):
+            call.waiter.set_result(_response(call))
+        elif call.received == 0 and self._reused and not call.retried:
+            self._owner._retry_stale(call)
         else:
             reason = type(exc).__name__ if exc else "connection closed mid-response"
-            waiter.set_exception(TransportError(reason))
+            call.waiter.set_exception(TransportError(reason))
 
-    # httptools callbacks, filling the request's _Response
+    # httptools callbacks, filling the request's _Call
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        response = self._response
-        assert response is not None
-        response.header_count += 1
-        response.head_bytes += len(name) + len(value)
-        if response.header_count > MAX_HEADER_COUNT:
-            self._reject(response, "too many response headers")
-        if response.head_bytes > MAX_HEADER_BYTES:
-            self._reject(response, "response headers too large")
-        response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        call = self._call
+        if call is None:
+            raise TransportError("unsolicited bytes")
+        call.raw_headers.append((name, value))
+        call.head_bytes += len(name) + len(value)
+        if len(call.raw_headers) > MAX_HEADER_COUNT:
+            self._reject(call, "too many response headers")
+        if call.head_bytes > MAX_HEADER_BYTES:
+            self._reject(call, "response headers too large")
 
     def on_headers_complete(self) -> None:
-        response = self._response
-        assert response is not None
-        response.headers_complete = True
-        response.status = self._parser.get_status_code()
+        call = self._call
+        if call is None:
+            raise TransportError("unsolicited bytes")
+        call.headers_complete = True
+        call.status = self._parser.get_status_code()
         # Only meaningful inside a callback: llhttp resets it once the message ends.
-        response.keep_alive = self._parser.should_keep_alive()
-        declared = response.headers.get("content-length")
-        if declared is not None and int(declared) > self._max_response_bytes:
-            self._reject(response, "response body too large")
+        call.keep_alive = self._parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
-        response = self._response
-        assert response is not None
-        response.body_bytes += len(body)
-        if response.body_bytes > self._max_response_bytes:
-            self._reject(response, "response body too large")
-        response.chunks.append(body)
+        call = self._call
+        if call is None:
+            raise TransportError("unsolicited bytes")
+        call.body_bytes += len(body)
+        if call.body_bytes > self._owner._max_response_bytes:
+            self._reject(call, "response body too large")
+        call.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        response, waiter = self._response, self._waiter
-        assert response is not None and waiter is not None
-        if 100 <= response.status < 200:
+        call = self._call
+        if call is None:
+            raise TransportError("unsolicited bytes")
+        if 100 <= call.status < 200:
             # An interim response (100 Continue, 103 Early Hints): the real one follows.
-            response.headers = {}
-            response.header_count = response.head_bytes = 0
-            response.headers_complete = False
+            call.reset()
             return
-        self._response = self._waiter = None
-        self.reusable = response.keep_alive
-        if not waiter.done():
-            waiter.set_result(response.to_http_response())
-        if not response.keep_alive:
+        if call.draining:
+            self._owner.stats.drained += 1
+        self._release_call()
+        if not call.waiter.done():
+            call.waiter.set_result(_response(call))
+        if call.keep_alive and not self._owner._closed:
+            self._pool.put(self)
+        else:
             self.close()
 
-    # used by H1Transport
+    # used by H1Transport and _Call
 
-    async def exchange(self, payload: bytes, deadline: float) -> HttpResponse:
-        """Write one request and read its whole response before `deadline`.
-
-        Any exception (including cancellation) leaves this connection aborted.
-        """
+    def begin(self, call: _Call) -> bool:
+        """Write the call's request; False (nothing written) when the socket is closing."""
         transport = self._transport
-        assert transport is not None and self._waiter is None
+        if transport is None or transport.is_closing():
+            return False
         self._reused = self.requests_sent > 0
-        if transport.is_closing():
-            raise _StaleConnection("closed") if self._reused else TransportError("closed")
         self.requests_sent += 1
-        self.reusable = False
-        self._response = _Response()
-        waiter: asyncio.Future[HttpResponse] = self._loop.create_future()
-        self._waiter = waiter
-        timer = self._loop.call_at(deadline, self._on_deadline)
-        try:
-            transport.write(payload)
-            return await waiter
-        except BaseException:
-            self.abort("request failed")
-            raise
-        finally:
-            timer.cancel()
+        self._call = call
+        call.connection = self
+        call.reset()
+        transport.write(call.payload)
+        return True
+
+    def deadline_passed(self, call: _Call) -> None:
+        """The call's deadline (or its drain's end) came: time the caller out, then keep
+        listening for a late answer for a while, or give up on the socket."""
+        if self._call is not call:
+            return  # answered in time
+        if call.draining:
+            self._owner.stats.drain_expired += 1
+            self._drop()
+            return
+        if not self._owner._may_drain(call):
+            self._fail(call, TransportTimeout("deadline passed"))
+            return
+        call.draining = True
+        call.fail(TransportTimeout("deadline passed"))
+        self._owner._deadlines.add(call.deadline + self._owner._drain_s, self, call)
+
+    def abort_call(self, call: _Call, reason: str) -> None:
+        if self._call is call:
+            self._fail(call, TransportError(reason))
 
     def close(self) -> None:
         """Close politely; for a connection with no request in flight."""
-        self.reusable = False
         if self._transport is not None:
             self._transport.close()
 
-    def abort(self, reason: str) -> None:
-        """Drop the socket now; a request still waiting fails with `reason`."""
-        self._fail(TransportError(reason))
+    def _release_call(self) -> _Call | None:
+        """The connection no longer carries its call (answered, failed or dropped)."""
+        call, self._call = self._call, None
+        if call is not None and call.draining:
+            call.draining = False
+            self._pool.draining -= 1
+        return call
 
-    def _on_deadline(self) -> None:
-        self._fail(TransportTimeout("deadline passed"))
-
-    def _fail(self, exc: TransportError) -> None:
-        waiter = self._waiter
-        self._response = self._waiter = None
-        self.reusable = False
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
+    def _drop(self) -> None:
+        self._release_call()
         if self._transport is not None:
             self._transport.abort()
 
-    def _reject(self, response: _Response, reason: str) -> NoReturn:
+    def _fail(self, call: _Call, exc: TransportError) -> None:
+        call.fail(exc)
+        self._drop()
+
+    def _reject(self, call: _Call, reason: str) -> NoReturn:
         # Raising inside a callback stops the parser; data_received reports the reason.
-        response.rejection = TransportError(reason)
-        raise response.rejection
+        call.rejection = TransportError(reason)
+        raise call.rejection
+
+    @property
+    def usable(self) -> bool:
+        return (
+            not self.closed
+            and self._call is None
+            and self._transport is not None
+            and (not self._transport.is_closing())
+        )
 
 
-def _ends_at_close(response: _Response) -> bool:
+def _response(call: _Call) -> HttpResponse:
+    chunks = call.chunks
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return HttpResponse(call.status, _Headers(call.raw_headers), body)
+
+
+def _ends_at_close(call: _Call) -> bool:
     """A response with neither Content-Length nor chunking ends when the server closes."""
-    return "content-length" not in response.headers and (
-        "transfer-encoding" not in response.headers
-    )
+    names = {name.lower() for name, _ in call.raw_headers}
+    return b"content-length" not in names and b"transfer-encoding" not in names
 
 
 class _HostPool:
@@ -303,12 +385,13 @@ class _HostPool:
         self._idle_timeout_s = idle_timeout_s
         self._idle: list[_Connection] = []
         self._timer: asyncio.TimerHandle | None = None
+        self.draining = 0
 
     def take(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()
-            connection.pool = None
-            if connection.reusable and not connection.closed:
+            connection.in_pool = False
+            if connection.usable:
                 return connection
             connection.close()
         return None
@@ -317,15 +400,15 @@ class _HostPool:
         if len(self._idle) >= self._max_idle:
             connection.close()
             return
-        connection.pool = self
+        connection.in_pool = True
         connection.idle_since = self._loop.time()
         self._idle.append(connection)
         if self._timer is None:
             self._timer = self._loop.call_later(self._idle_timeout_s, self._expire)
 
     def discard(self, connection: _Connection) -> None:
-        connection.pool = None
-        if connection in self._idle:
+        if connection.in_pool:
+            connection.in_pool = False
             self._idle.remove(connection)
 
     def close(self) -> None:
@@ -334,7 +417,7 @@ class _HostPool:
             self._timer = None
         idle, self._idle = self._idle, []
         for connection in idle:
-            connection.pool = None
+            connection.in_pool = False
             connection.close()
 
     def _expire(self) -> None:
@@ -342,11 +425,39 @@ class _HostPool:
         cutoff = self._loop.time() - self._idle_timeout_s
         while self._idle and self._idle[0].idle_since <= cutoff:
             connection = self._idle.pop(0)
-            connection.pool = None
+            connection.in_pool = False
             connection.close()
         if self._idle:
             when = self._idle[0].idle_since + self._idle_timeout_s
             self._timer = self._loop.call_at(when, self._expire)
+
+
+class _Deadlines:
+    """One timer per distinct deadline: an auction's requests to all its buyers share
+    one, instead of one timer each."""
+
+    def __init__(self) -> None:
+        self._groups: dict[float, list[tuple[_Connection, _Call]]] = {}
+        self._timers: dict[float, asyncio.TimerHandle] = {}
+
+    def add(self, when: float, connection: _Connection, call: _Call) -> None:
+        group = self._groups.get(when)
+        if group is None:
+            group = self._groups[when] = []
+            loop = asyncio.get_running_loop()
+            self._timers[when] = loop.call_at(when, self._fire, when)
+        group.append((connection, call))
+
+    def _fire(self, when: float) -> None:
+        del self._timers[when]
+        for connection, call in self._groups.pop(when):
+            connection.deadline_passed(call)
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._groups.clear()
 
 
 class H1Transport:
@@ -358,70 +469,98 @@ class H1Transport:
         max_idle_per_host: int = 64,
         idle_timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        drain_s: float = DEFAULT_DRAIN_S,
     ) -> None:
         self._max_response_bytes = max_response_bytes
         self._max_idle_per_host = max_idle_per_host
         self._idle_timeout_s = idle_timeout_s
         self._ssl_context = ssl_context or ssl.create_default_context()
-        self._targets: dict[str, _Target] = {}
+        self._drain_s = drain_s
+        self._heads: dict[_HEAD_KEY, _Target] = {}
         self._pools: dict[_POOL_KEY, _HostPool] = {}
         self._connections: set[_Connection] = set()
+        self._opening: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines = _Deadlines()
         self._closed = False
         self.stats = TransportStats()
 
+    def start(self, request: HttpRequest, deadline: float) -> asyncio.Future[HttpResponse]:
+        """Send `request` now (on an idle connection, else once one is open) and return the
+        future of its response; it fails with TransportTimeout at `deadline` (loop time)
+        at the latest, and with TransportError for anything else. Never raises."""
+        return self._begin(request, deadline).waiter
+
     async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse:
-        if self._closed:
-            raise TransportError("transport closed")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        target = self._target(request.url)
-        payload = _encode(request, target)
+        call = self._begin(request, loop.time() + timeout_s)
+        try:
+            return await call.waiter
+        except asyncio.CancelledError:
+            call.abandon()
+            raise
+
+    def _begin(self, request: HttpRequest, deadline: float) -> _Call:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[HttpResponse] = loop.create_future()
+        try:
+            if self._closed:
+                raise TransportError("transport closed")
+            target = self._target(request)
+            payload = _encode(request, target)
+        except TransportError as exc:
+            waiter.set_exception(exc)
+            return _Call(waiter, b"", _UNUSABLE, None, deadline)
         pool = self._pools.get(target.pool_key)
         if pool is None:
-            pool = _HostPool(loop, self._max_idle_per_host, self._idle_timeout_s)
-            self._pools[target.pool_key] = pool
-
+            pool = self._pools[target.pool_key] = _HostPool(
+                loop, self._max_idle_per_host, self._idle_timeout_s
+            )
+        call = _Call(waiter, payload, target, pool, deadline)
         connection = pool.take()
-        if connection is not None:
+        if connection is not None and connection.begin(call):
             self.stats.requests_sent += 1
-            try:
-                response = await connection.exchange(payload, deadline)
-            except _StaleConnection:
-                self.stats.stale_retries += 1
-            else:
-                self._release(pool, connection)
-                return response
-
-        connection = await self._connect(loop, target, deadline)
-        self.stats.requests_sent += 1
-        response = await connection.exchange(payload, deadline)
-        self._release(pool, connection)
-        return response
-
-    async def close(self) -> None:
-        self._closed = True
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
-        for connection in list(self._connections):
-            connection.abort("transport closed")
-        # Let the transports run connection_lost before the loop may stop.
-        await asyncio.sleep(0)
-
-    def _release(self, pool: _HostPool, connection: _Connection) -> None:
-        if connection.reusable and not connection.closed and not self._closed:
-            pool.put(connection)
+            self._deadlines.add(deadline, connection, call)
         else:
-            connection.close()
+            self._open_for(call)
+        return call
 
-    async def _connect(
-        self, loop: asyncio.AbstractEventLoop, target: _Target, deadline: float
-    ) -> _Connection:
+    def _may_drain(self, call: _Call) -> bool:
+        pool = call.pool
+        if self._closed or self._drain_s <= 0 or pool is None:
+            return False
+        if pool.draining >= self._max_idle_per_host:
+            return False
+        pool.draining += 1
+        return True
+
+    def _retry_stale(self, call: _Call) -> None:
+        self.stats.stale_retries += 1
+        call.retried = True
+        call.connection = None
+        self._open_for(call)
+
+    def _open_for(self, call: _Call) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._open(call))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+
+    async def _open(self, call: _Call) -> None:
+        """Open a connection for `call` and send it there; the failure goes to its waiter."""
+        loop = asyncio.get_running_loop()
+        target = call.target
+
+        pool = call.pool
+        assert pool is not None
+
         def build() -> _Connection:
-            return _Connection(loop, self._max_response_bytes, self._connections.discard)
+            return _Connection(self, pool)
 
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(call.deadline):
                 _, connection = await loop.create_connection(
                     build,
                     target.host,
@@ -430,31 +569,70 @@ class H1Transport:
                     server_hostname=target.host if target.tls else None,
                 )
         except TimeoutError:
-            raise TransportTimeout("deadline passed") from None
+            call.fail(TransportTimeout("deadline passed"))
+            return
         except OSError as exc:
-            raise TransportError(type(exc).__name__) from None
+            call.fail(TransportError(type(exc).__name__))
+            return
         self.stats.connections_opened += 1
         if self._closed:
-            connection.abort("transport closed")
-            raise TransportError("transport closed")
+            connection._drop()
+            call.fail(TransportError("transport closed"))
+            return
         self._connections.add(connection)
-        return connection
+        if call.waiter.done():  # given up while connecting: keep the fresh socket
+            pool.put(connection)
+        elif connection.begin(call):
+            self.stats.requests_sent += 1
+            self._deadlines.add(call.deadline, connection, call)
+        else:
+            call.fail(TransportError("connection closed"))
 
-    def _target(self, url: str) -> _Target:
-        target = self._targets.get(url)
+    async def close(self) -> None:
+        self._closed = True
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        for task in list(self._opening):
+            task.cancel()
+        for connection in list(self._connections):
+            call = connection._call
+            if call is not None:
+                call.fail(TransportError("transport closed"))
+            connection._drop()
+        self._deadlines.close()
+        # Let the transports run connection_lost before the loop may stop.
+        await asyncio.sleep(0)
+
+    def _target(self, request: HttpRequest) -> _Target:
+        key = (request.url, request.method, request.fixed_headers)
+        target = self._heads.get(key)
         if target is None:
-            target = _parse_url(url)
-            if len(self._targets) >= _MAX_CACHED_URLS:
+            target = _parse_target(request)
+            if len(self._heads) >= _MAX_CACHED_HEADS:
                 # URLs come from buyer config; a flood of distinct ones means per-request
                 # query strings, and a cleared cache costs only a re-parse.
-                self._targets.clear()
-            self._targets[url] = target
+                self._heads.clear()
+            self._heads[key] = target
         return target
 
 
-def _parse_url(url: str) -> _Target:
+def _header_lines(headers: tuple[tuple[str, str], ...]) -> bytes:
+    lines = [f"{name}: {value}\r\n" for name, value in headers if name.lower() not in _OWN_HEADERS]
+    text = "".join(lines)
+    # Exactly one CR and one LF per line, else a name or value carried its own line
+    # break and would smuggle extra headers into the request.
+    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        raise TransportError("line break in a request header")
     try:
-        parts = urlsplit(url)
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise TransportError("request header not encodable") from None
+
+
+def _parse_target(request: HttpRequest) -> _Target:
+    try:
+        parts = urlsplit(request.url)
         port = parts.port
         host = parts.hostname
     except ValueError:
@@ -470,27 +648,16 @@ def _parse_url(url: str) -> _Target:
     if parts.query:
         path = f"{path}?{quote(parts.query, safe=_URL_SAFE)}"
     try:
-        head = f" {path} HTTP/1.1\r\nHost: {host_header}\r\nContent-Length: ".encode("ascii")
+        line = f"{request.method} {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("ascii")
     except UnicodeEncodeError:
-        raise TransportError("non-ascii host name") from None
+        raise TransportError("request method or host name not ascii") from None
+    head = line + _header_lines(request.fixed_headers) + b"Content-Length: "
     return _Target((parts.scheme, host, port), host, port, parts.scheme == "https", head)
+
+
+_UNUSABLE = _Target(("", "", 0), "", 0, False, b"")
 
 
 def _encode(request: HttpRequest, target: _Target) -> bytes:
     body = request.body
-    lines = [
-        f"{name}: {value}\r\n"
-        for name, value in request.headers
-        if name.lower() not in _OWN_HEADERS
-    ]
-    text = "".join(lines)
-    # Exactly one CR and one LF per line, else a name or value carried its own line
-    # break and would smuggle extra headers into the request.
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
-        raise TransportError("line break in a request header")
-    try:
-        method = request.method.encode("ascii")
-        fields = text.encode("latin-1")
-    except UnicodeEncodeError:
-        raise TransportError("request method or header not encodable") from None
-    return b"".join((method, target.head, b"%d\r\n" % len(body), fields, b"\r\n", body))
+    return b"%s%d\r\n%s\r\n%s" % (target.head, len(body), _header_lines(request.headers), body)

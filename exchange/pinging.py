@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from buyers.adapter import BidReply, PingOffer
+from buyers.adapter import BidReply, HttpResponse, PingOffer
 from exchange.auction import (
     Bid,
     Exclusion,
@@ -33,13 +33,16 @@ from exchange.config import SellerConfig
 from exchange.context import BuyerRuntime, ExchangeContext
 from exchange.outcomes import BidOutcome, PingStatus
 from exchange.pingcache import PingRecord
-from exchange.transport import deliver
+from exchange.transport import TransportTimeout
 
 log = structlog.get_logger("exchange.ping")
 
 # Time kept back from tmax for ranking and answering, so the answer itself leaves by tmax.
 ANSWER_MARGIN_S = 0.002
 DEADLINE_SLACK_S = 0.005
+# The transport settles every request by its deadline; this is how long past it the
+# auction still waits for that verdict before calling a buyer timed out itself.
+SETTLE_SLACK_S = 0.001
 # At most this share of tmax is kept back for committing the ping row.
 MAX_COMMIT_SHARE = 0.2
 # How far past tmax an answer may wait for its ping row to commit before it is a 503:
@@ -48,9 +51,10 @@ MAX_COMMIT_SHARE = 0.2
 DURABLE_SLACK_S = 0.1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BuyerCall:
-    """What came of asking one buyer for a bid."""
+    """What came of asking one buyer for a bid. (Made per buyer per auction: a plain
+    slots class, as a frozen one costs three times as much to build.)"""
 
     buyer_id: str
     reply: BidReply
@@ -70,47 +74,89 @@ class PingRequest:
     offer_to_buyers: bool = True  # False: record the lead, ask nobody (a known duplicate)
 
 
-async def _ask(
-    ctx: ExchangeContext, buyer: BuyerRuntime, offer: PingOffer, timeout_s: float
-) -> BuyerCall:
-    request = buyer.adapter.ping_request(offer, int(ctx.unix_time()))
-    sent = await deliver(ctx.transport, request, timeout_s)
-    if sent.response is not None:
-        reply = buyer.adapter.read_bid(sent.response)
-    elif sent.timed_out:
-        reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {timeout_s * 1000:.0f} ms")
-    else:
-        reply = BidReply(BidOutcome.ERROR, reason=sent.error)
-    return BuyerCall(buyer.rules.buyer_id, reply, sent.latency_us)
-
-
 async def _fan_out(
     ctx: ExchangeContext, buyers: list[BuyerRuntime], offer: PingOffer, deadline: float
 ) -> list[BuyerCall]:
-    loop = asyncio.get_running_loop()
-    remaining = max(0.0, deadline - loop.time())
-    tasks = []
-    for buyer in buyers:
-        timeout_s = remaining
-        if buyer.timeout_ms is not None:
-            timeout_s = min(timeout_s, buyer.timeout_ms / 1000)
-        tasks.append(loop.create_task(_ask(ctx, buyer, offer, timeout_s)))
-    if not tasks:
+    """Ask every buyer at once; each answer, failure or timeout is a BuyerCall.
+
+    No task per buyer: the transport writes each request at once and resolves a future
+    per buyer, all bound by the deadline (a buyer's own ``timeout_ms`` may cut its
+    request shorter)."""
+    if not buyers:
         return []
-    _done, pending = await asyncio.wait(tasks, timeout=remaining)
+    loop = asyncio.get_running_loop()
+    sent_at = loop.time()
+    timestamp = int(ctx.unix_time())
+    start = ctx.transport.start
+    futures: list[asyncio.Future[HttpResponse]] = []
+    limits: list[float] = []
+    for buyer in buyers:
+        until = deadline
+        if buyer.timeout_ms is not None:
+            until = min(deadline, sent_at + buyer.timeout_ms / 1000)
+        limits.append(until - sent_at)
+        futures.append(start(buyer.adapter.ping_request(offer, timestamp), until))
+    try:
+        finished = await _settled(loop, futures, deadline + SETTLE_SLACK_S)
+    finally:
+        for future in futures:
+            if not future.done():  # cancelled, or a transport that missed its deadline
+                future.cancel()
     calls: list[BuyerCall] = []
-    waited_us = int(remaining * 1e6)
-    for buyer, task in zip(buyers, tasks, strict=True):
-        if task in pending:
-            task.cancel()
+    for buyer, future, limit_s in zip(buyers, futures, limits, strict=True):
+        buyer_id = buyer.rules.buyer_id
+        done_at = finished.get(future)
+        if done_at is None or future.cancelled():
             reply = BidReply(BidOutcome.TIMEOUT, reason="no answer by the auction deadline")
-            calls.append(BuyerCall(buyer.rules.buyer_id, reply, waited_us))
+            calls.append(BuyerCall(buyer_id, reply, int((loop.time() - sent_at) * 1e6)))
+            continue
+        failure = future.exception()
+        if failure is None:
+            reply = buyer.adapter.read_bid(future.result())
+        elif isinstance(failure, TransportTimeout):
+            reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {limit_s * 1000:.0f} ms")
         else:
-            calls.append(task.result())
+            reply = BidReply(BidOutcome.ERROR, reason=str(failure) or type(failure).__name__)
+        calls.append(BuyerCall(buyer_id, reply, int((done_at - sent_at) * 1e6)))
     return calls
 
 
-@dataclass(frozen=True, slots=True)
+async def _settled(
+    loop: asyncio.AbstractEventLoop,
+    futures: list[asyncio.Future[HttpResponse]],
+    give_up_at: float,
+) -> dict[asyncio.Future[HttpResponse], float]:
+    """Wait until every future is done or `give_up_at` passed; when each one finished."""
+    finished: dict[asyncio.Future[HttpResponse], float] = {}
+    everyone: asyncio.Future[None] = loop.create_future()
+    left = len(futures)
+
+    def one_done(future: asyncio.Future[HttpResponse]) -> None:
+        nonlocal left
+        finished[future] = loop.time()
+        left -= 1
+        if not left and not everyone.done():
+            everyone.set_result(None)
+
+    def give_up() -> None:
+        if not everyone.done():
+            everyone.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    timer = loop.call_at(give_up_at, give_up)
+    try:
+        await everyone
+    finally:
+        timer.cancel()
+        if left:
+            for future in futures:
+                if future not in finished:
+                    future.remove_done_callback(one_done)
+    return finished
+
+
+@dataclass(slots=True)
 class AuctionRow:
     buyer_id: str
     outcome: BidOutcome

@@ -55,7 +55,16 @@ async def deliver(transport: Transport, request: HttpRequest, timeout_s: float) 
 
 
 class Transport(Protocol):
-    async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse: ...
+    async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse:
+        """The response; TransportTimeout after `timeout_s`, TransportError on failure.
+        Cancelling the call drops its connection."""
+        ...
+
+    def start(self, request: HttpRequest, deadline: float) -> asyncio.Future[HttpResponse]:
+        """Send without waiting: the future of the response, failed with TransportTimeout
+        by `deadline` (event-loop time) at the latest and with TransportError on failure.
+        Never raises. This is how an auction fans out to many buyers at once."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -69,6 +78,7 @@ class AiohttpTransport:
         limit_per_host: int = 256,
     ) -> None:
         self._max_response_bytes = max_response_bytes
+        self._started: set[asyncio.Task[HttpResponse]] = set()
         self._connector = aiohttp.TCPConnector(
             limit=0, limit_per_host=limit_per_host, keepalive_timeout=30, ttl_dns_cache=300
         )
@@ -78,13 +88,20 @@ class AiohttpTransport:
             skip_auto_headers=("User-Agent",),
         )
 
+    def start(self, request: HttpRequest, deadline: float) -> asyncio.Future[HttpResponse]:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self.send(request, deadline - loop.time()))
+        self._started.add(task)
+        task.add_done_callback(self._started.discard)
+        return task
+
     async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse:
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._session.request(
                     request.method,
                     request.url,
-                    headers=request.headers,
+                    headers=request.all_headers,
                     data=request.body,
                     allow_redirects=False,
                 ) as response:
@@ -110,4 +127,6 @@ class AiohttpTransport:
         return b"".join(chunks)
 
     async def close(self) -> None:
+        for task in list(self._started):
+            task.cancel()
         await self._session.close()

@@ -82,7 +82,7 @@ def test_adapter_fixture(path: Path) -> None:
 
     assert request.method == expected["method"]
     assert request.url == expected["url"]
-    assert [list(pair) for pair in request.headers] == expected["headers"]
+    assert [list(pair) for pair in request.all_headers] == expected["headers"]
     if "body_text" in expected:
         assert request.body.decode() == expected["body_text"]
     else:

@@ -49,7 +49,7 @@ def test_ping_without_ping_url_is_refused() -> None:
 
 def test_signature_verifies_over_the_exact_body() -> None:
     request = ADAPTER.ping_request(PING, 1_700_000_000)
-    headers = dict(request.headers)
+    headers = dict(request.all_headers)
     assert headers["Content-Type"] == "application/json"
     problem = verify(
         b"k",

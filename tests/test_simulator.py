@@ -55,7 +55,7 @@ async def _send(
     async with client.request(
         request.method,
         request.url,
-        headers=list(request.headers),
+        headers=list(request.all_headers),
         data=request.body,
         timeout=aiohttp.ClientTimeout(total=timeout_s),
         allow_redirects=False,

@@ -562,3 +562,99 @@ async def test_send_after_close_fails(base_url: str) -> None:
 async def test_unusable_url_fails(h1: H1Transport, url: str) -> None:
     with pytest.raises(TransportError):
         await h1.send(post(url), 2.0)
+
+
+async def test_started_requests_settle_by_their_shared_deadline(
+    transport: Transport, base_url: str
+) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(60)
+
+    loop = asyncio.get_running_loop()
+    async with raw_server(handle) as hanging_url:
+        deadline = loop.time() + 0.3
+        fast = [transport.start(post(f"{base_url}/echo", b"%d" % n), deadline) for n in range(5)]
+        slow = [transport.start(post(hanging_url), deadline) for _ in range(3)]
+        await asyncio.wait([*fast, *slow])
+        settled_at = loop.time()
+    assert [(await f).body for f in fast] == [b"%d" % n for n in range(5)]
+    assert all(isinstance(f.exception(), TransportTimeout) for f in slow)
+    assert settled_at - deadline < 0.1
+
+
+async def test_starting_an_unusable_request_fails_its_future_not_the_caller(
+    transport: Transport,
+) -> None:
+    future = transport.start(post("ftp://example.com/"), asyncio.get_running_loop().time() + 1)
+    with pytest.raises(TransportError):
+        await future
+
+
+async def test_late_answer_is_drained_and_its_connection_reused(h1: H1Transport) -> None:
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        await asyncio.sleep(0.3)  # past the client's deadline
+        writer.write(OK_RESPONSE)
+        await writer.drain()
+        await read_request(reader)
+        writer.write(OK_RESPONSE)
+        await writer.drain()
+        await asyncio.sleep(60)
+
+    async with raw_server(handle) as url:
+        with pytest.raises(TransportTimeout):
+            await h1.send(post(url), 0.1)
+        await asyncio.sleep(0.4)
+        assert (await h1.send(post(url), 1.0)).body == b"ok"
+    assert (connections, h1.stats.connections_opened) == (1, 1)
+    assert (h1.stats.drained, h1.stats.drain_expired) == (1, 0)
+
+
+async def test_answer_that_never_comes_drops_the_connection_after_the_drain() -> None:
+    saw_close = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        saw_close.set()
+
+    transport = H1Transport(drain_s=0.2)
+    try:
+        async with raw_server(handle) as url:
+            started = time.monotonic()
+            with pytest.raises(TransportTimeout):
+                await transport.send(post(url), 0.1)
+            assert time.monotonic() - started < 0.2
+            await asyncio.wait_for(saw_close.wait(), 2.0)
+            assert time.monotonic() - started >= 0.25
+        assert transport.stats.drain_expired == 1
+    finally:
+        await transport.close()
+
+
+async def test_draining_is_capped_per_host() -> None:
+    closed = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal closed
+        await read_request(reader)
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        closed += 1
+
+    transport = H1Transport(max_idle_per_host=2, drain_s=30)
+    try:
+        async with raw_server(handle) as url:
+            deadline = asyncio.get_running_loop().time() + 0.1
+            futures = [transport.start(post(url), deadline) for _ in range(5)]
+            await asyncio.wait(futures)
+            await asyncio.sleep(0.2)
+            assert closed == 3  # two drain, the rest are dropped at the deadline
+    finally:
+        await transport.close()
