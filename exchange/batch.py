@@ -1,11 +1,17 @@
 """Batched ledger writes off the auction's critical path.
 
-Pings, bid outcomes and post attempts are queued here and written with COPY every
-``interval_s`` or as soon as ``batch_rows`` are waiting. Money (sales, post results)
+Pings, bid outcomes and post attempts are queued here and written every ``interval_s``
+or as soon as ``batch_rows`` are waiting, each table's batch as one INSERT of column
+arrays that also adds the rows to their hourly rollups (exchange/rollups.py): one round
+trip and one implicit transaction per table and batch. Money (sales, post results)
 never passes through this queue. The queue is bounded: when it is full, ``add`` waits,
 so a slow database slows the exchange down rather than letting memory grow. Rows still
 queued when the process dies are lost; docs/reliability.md says what that costs
 (no money, only per-buyer detail of the last ``interval_s``).
+
+Ping rows are durable before the seller hears a price (``add_durable``: group commit).
+They are written in a lane of their own, on their own connection, so that commit never
+waits behind a bulk batch of bid outcomes.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 
-from exchange.rollups import upserts
+from exchange.rollups import EXTRA_ARGS, INSERT_SQL
 
 log = structlog.get_logger("exchange.batch")
 
@@ -39,10 +46,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-async def _roll_up(conn: asyncpg.Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
-    for statement, args in upserts(table, rows):
-        if args:
-            await conn.executemany(statement, args)
+# Tables written one after the other share a lane (and so a lock); lanes run side by side.
+# Bid outcomes and post attempts both add to buyer_hourly, so they take turns.
+_LANES = {"pings": "pings", "bid_outcomes": "bulk", "post_attempts": "bulk"}
+# jsonb columns, by position: encoded here, as a list value would read as an array level.
+_JSON_COLUMNS = {"pings": (6, 10)}
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
@@ -75,8 +83,9 @@ class BatchWriter:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._task: asyncio.Task[None] | None = None
-        self._flush_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._locks = {lane: asyncio.Lock() for lane in set(_LANES.values())}
+        self._urgent_wake = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {t: [] for t in COLUMNS}
         self._urgent: set[str] = set()
         self.dropped_rows = 0
@@ -86,7 +95,11 @@ class BatchWriter:
         return self._queued
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-writer")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name="batch-writer"),
+            loop.create_task(self._run_durable(), name="batch-writer-durable"),
+        ]
 
     async def add(self, table: str, row: tuple[Any, ...]) -> None:
         """Queue a row for the next batch."""
@@ -118,34 +131,42 @@ class BatchWriter:
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[table].append(committed)
         self._urgent.add(table)
-        self._wake.set()
+        self._urgent_wake.set()
         await asyncio.shield(committed)
 
     async def _run(self) -> None:
-        next_full = asyncio.get_running_loop().time() + self._interval_s
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + self._interval_s
         while True:
-            loop = asyncio.get_running_loop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
             self._wake.clear()
-            full = loop.time() >= next_full or self._queued >= self._batch_rows
+            next_full = loop.time() + self._interval_s
             try:
-                if full:
-                    next_full = loop.time() + self._interval_s
-                    await self.flush()
-                else:  # woken for durable rows: write just those tables now
-                    await self.flush(tuple(self._urgent))
+                await self.flush()
             except Exception:  # keep the writer alive whatever the database does
+                log.exception("batch_flush_failed")
+                await asyncio.sleep(min(1.0, self._interval_s * 10))
+
+    async def _run_durable(self) -> None:
+        """Commit durable rows as soon as they come: every row that arrives while one
+        commit is under way goes in the next (group commit)."""
+        while True:
+            await self._urgent_wake.wait()
+            self._urgent_wake.clear()
+            try:
+                await self.flush(tuple(self._urgent))
+            except Exception:
                 log.exception("batch_flush_failed")
                 await asyncio.sleep(min(1.0, self._interval_s * 10))
 
     async def flush(self, tables: tuple[str, ...] | None = None) -> None:
         """Write everything queued now (or only ``tables``). Rows that fail to write are
         kept for the next try; durable waiters get the failure."""
-        async with self._flush_lock:
-            for table in COLUMNS:  # pings first: the post path reads them
-                if tables is not None and table not in tables:
-                    continue
+        for table in COLUMNS:  # pings first: the post path reads them
+            if tables is not None and table not in tables:
+                continue
+            async with self._locks[_LANES[table]]:
                 self._urgent.discard(table)
                 rows, waiters = self._rows[table], self._waiters[table]
                 if not rows:
@@ -165,35 +186,24 @@ class BatchWriter:
                         self._room.set()
 
     async def _write(self, table: str, rows: list[tuple[Any, ...]]) -> None:
-        """Write rows and their hourly rollups in one transaction: both land or neither."""
+        """Write rows and add them to their hourly rollups in one statement: both land
+        or neither, and rows already there (a retried batch) count once."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        cols = COLUMNS[table]
+        columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
+        for index in _JSON_COLUMNS.get(table, ()):
+            columns[index] = tuple(orjson.Fragment(orjson.dumps(v)) for v in columns[index])
         async with self._pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    await conn.copy_records_to_table(table, records=rows, columns=cols)
-                    await _roll_up(conn, table, rows)
-            except asyncpg.UniqueViolationError:
-                # A batch retried after its commit was lost in transit: keep only the rows
-                # that are new, so neither rows nor rollups count twice.
-                insert = (
-                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-                    f"({', '.join(f'${i + 1}' for i in range(len(cols)))})"
-                    " ON CONFLICT DO NOTHING RETURNING 1"
-                )
-                async with conn.transaction():
-                    fresh = [row for row in rows if await conn.fetchval(insert, *row)]
-                    await _roll_up(conn, table, fresh)
+            await conn.execute(INSERT_SQL[table], *columns, *EXTRA_ARGS.get(table, ()))
         if self._on_flush is not None:
             self._on_flush(table, len(rows), loop.time() - started)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks = []
         try:
             await self.flush()
         except Exception:

@@ -1,119 +1,105 @@
-"""Hourly rollups of batched ledger rows, computed here and written by the batch writer in
-the same transaction as the rows themselves (exchange/batch.py).
+"""Hourly rollups of batched ledger rows: the SQL that adds a batch's rows to them, run by
+the batch writer in the same statement that inserts the rows (exchange/batch.py), and
+the bucket arithmetic the reports read them with.
 
-Pure code: rows in, upserts out. The latency histogram uses log-spaced edges (x1.15), so a
-p95 read from it is within 15% of the exact value.
+The latency histogram uses log-spaced edges (x1.15), so a p95 read from it is within 15%
+of the exact value; PostgreSQL's width_bucket over the same edges is ``latency_bucket``.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
-
-from exchange.outcomes import BidOutcome, PostOutcome
 
 # Upper edges in microseconds: 100 us .. ~60 s; the last bucket is open-ended.
 LATENCY_EDGES_US: tuple[int, ...] = tuple(int(100 * 1.15**i) for i in range(96))
 
-_CALLED = {BidOutcome.BID, BidOutcome.NO_BID, BidOutcome.TIMEOUT, BidOutcome.ERROR,
-           BidOutcome.BELOW_FLOOR}  # fmt: skip
-_CALLED_WORDS = frozenset(o.value for o in _CALLED)
-_BID_WORDS = frozenset({BidOutcome.BID.value, BidOutcome.BELOW_FLOOR.value})
-
-BUYER_UPSERT = """
-INSERT INTO buyer_hourly AS h (buyer_id, hour, pings, bids, wins, timeouts, errors, excluded,
-                               posts, accepted)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (buyer_id, hour) DO UPDATE SET
-    pings = h.pings + EXCLUDED.pings, bids = h.bids + EXCLUDED.bids,
-    wins = h.wins + EXCLUDED.wins, timeouts = h.timeouts + EXCLUDED.timeouts,
-    errors = h.errors + EXCLUDED.errors, excluded = h.excluded + EXCLUDED.excluded,
-    posts = h.posts + EXCLUDED.posts, accepted = h.accepted + EXCLUDED.accepted
-"""
-LATENCY_UPSERT = """
-INSERT INTO buyer_latency_hourly AS h (buyer_id, hour, bucket, n) VALUES ($1, $2, $3, $4)
-ON CONFLICT (buyer_id, hour, bucket) DO UPDATE SET n = h.n + EXCLUDED.n
-"""
-SELLER_UPSERT = """
-INSERT INTO seller_hourly AS h (seller_id, hour, pings, bids) VALUES ($1, $2, $3, $4)
+# One statement per batched table and batch: insert the rows (one array per column; ``new``
+# holds the rows that were not there yet, so a batch retried after its commit was lost
+# counts once) and add them to their rollups, atomically. The outcome words are those of
+# exchange/outcomes.py, as in the ledger's CHECK constraints. Upserts run in key order,
+# so two writers (two exchange processes) never deadlock on rollup rows.
+INSERT_SQL: dict[str, str] = {
+    "pings": """
+WITH new AS (
+    INSERT INTO pings (ping_id, seller_id, vertical, external_id, mode, tmax_ms, lead, status,
+                       price_cents, payout_cents, ping_tree, created_at, expires_at,
+                       duration_us, overhead_us)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::integer[], $7::jsonb[], $8::text[], $9::bigint[], $10::bigint[],
+                         $11::jsonb[], $12::timestamptz[], $13::timestamptz[], $14::integer[],
+                         $15::integer[])
+    ON CONFLICT DO NOTHING
+    RETURNING seller_id, status, created_at
+)
+INSERT INTO seller_hourly AS h (seller_id, hour, pings, bids)
+SELECT seller_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*), count(*) FILTER (WHERE status = 'bid')
+FROM new GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (seller_id, hour) DO UPDATE SET pings = h.pings + EXCLUDED.pings,
                                             bids = h.bids + EXCLUDED.bids
-"""
+""",
+    "bid_outcomes": """
+WITH new AS (
+    INSERT INTO bid_outcomes (ping_id, buyer_id, outcome, price_cents, latency_us, rank,
+                              reason, created_at)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::integer[],
+                         $6::integer[], $7::text[], $8::timestamptz[])
+    ON CONFLICT DO NOTHING
+    RETURNING buyer_id, outcome, latency_us, rank,
+              date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour
+), buyers AS (
+    INSERT INTO buyer_hourly AS h (buyer_id, hour, pings, bids, wins, timeouts, errors,
+                                   excluded)
+    SELECT buyer_id, hour,
+           count(*) FILTER (WHERE outcome IN ('bid', 'no_bid', 'timeout', 'error',
+                                              'below_floor')),
+           count(*) FILTER (WHERE outcome IN ('bid', 'below_floor')),
+           count(*) FILTER (WHERE rank = 1),
+           count(*) FILTER (WHERE outcome = 'timeout'),
+           count(*) FILTER (WHERE outcome = 'error'),
+           count(*) FILTER (WHERE outcome NOT IN ('bid', 'no_bid', 'timeout', 'error',
+                                                  'below_floor'))
+    FROM new GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (buyer_id, hour) DO UPDATE SET
+        pings = h.pings + EXCLUDED.pings, bids = h.bids + EXCLUDED.bids,
+        wins = h.wins + EXCLUDED.wins, timeouts = h.timeouts + EXCLUDED.timeouts,
+        errors = h.errors + EXCLUDED.errors, excluded = h.excluded + EXCLUDED.excluded
+)
+INSERT INTO buyer_latency_hourly AS h (buyer_id, hour, bucket, n)
+SELECT buyer_id, hour, width_bucket(latency_us, $9::integer[]), count(*)
+FROM new
+WHERE latency_us > 0 AND outcome IN ('bid', 'no_bid', 'timeout', 'error', 'below_floor')
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (buyer_id, hour, bucket) DO UPDATE SET n = h.n + EXCLUDED.n
+""",
+    "post_attempts": """
+WITH new AS (
+    INSERT INTO post_attempts (ping_id, attempt, buyer_id, outcome, price_cents, latency_us,
+                               reason, buyer_lead_id, created_at)
+    SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::bigint[],
+                         $6::integer[], $7::text[], $8::text[], $9::timestamptz[])
+    ON CONFLICT DO NOTHING
+    RETURNING buyer_id, outcome, created_at
+)
+INSERT INTO buyer_hourly AS h (buyer_id, hour, posts, accepted)
+SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*), count(*) FILTER (WHERE outcome = 'accepted')
+FROM new WHERE outcome <> 'skipped' GROUP BY 1, 2 ORDER BY 1, 2
+ON CONFLICT (buyer_id, hour) DO UPDATE SET posts = h.posts + EXCLUDED.posts,
+                                           accepted = h.accepted + EXCLUDED.accepted
+""",
+}
+# Parameters after the row columns, per table.
+EXTRA_ARGS: dict[str, tuple[object, ...]] = {"bid_outcomes": (list(LATENCY_EDGES_US),)}
 
 
 def hour_of(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
-class _Hours(dict[datetime, datetime]):
-    """hour_of, remembered: a batch's rows share a handful of timestamps per ping."""
-
-    def __missing__(self, at: datetime) -> datetime:
-        hour = self[at] = hour_of(at)
-        return hour
-
-
 def latency_bucket(latency_us: int) -> int:
     return bisect.bisect_right(LATENCY_EDGES_US, latency_us)
-
-
-def upserts(table: str, rows: Iterable[Sequence[Any]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The (statement, argument rows) that add ``rows`` of ``table`` to the rollups."""
-    if table == "bid_outcomes":
-        return _bid_outcomes(rows)
-    if table == "post_attempts":
-        return _post_attempts(rows)
-    if table == "pings":
-        return _pings(rows)
-    return []
-
-
-def _bid_outcomes(rows: Iterable[Sequence[Any]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    sums: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0] * 8)
-    latency: dict[tuple[str, datetime, int], int] = defaultdict(int)
-    hours = _Hours()
-    for _ping, buyer, outcome, _price, latency_us, rank, _reason, at in rows:
-        key = (buyer, hours[at])
-        s = sums[key]
-        if outcome in _CALLED_WORDS:
-            s[0] += 1
-            if latency_us:
-                latency[(buyer, key[1], latency_bucket(latency_us))] += 1
-        else:
-            s[5] += 1
-        s[1] += outcome in _BID_WORDS
-        s[2] += rank == 1
-        s[3] += outcome == BidOutcome.TIMEOUT.value
-        s[4] += outcome == BidOutcome.ERROR.value
-    return [
-        (BUYER_UPSERT, [(b, h, *v) for (b, h), v in sums.items()]),
-        (LATENCY_UPSERT, [(b, h, k, n) for (b, h, k), n in latency.items()]),
-    ]
-
-
-def _post_attempts(rows: Iterable[Sequence[Any]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    sums: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
-    for row in rows:
-        buyer, outcome, at = row[2], row[3], row[8]
-        if outcome == PostOutcome.SKIPPED.value:
-            continue
-        s = sums[(buyer, hour_of(at))]
-        s[0] += 1
-        s[1] += outcome == PostOutcome.ACCEPTED.value
-    return [(BUYER_UPSERT, [(b, h, 0, 0, 0, 0, 0, 0, p, a) for (b, h), (p, a) in sums.items()])]
-
-
-def _pings(rows: Iterable[Sequence[Any]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    sums: dict[tuple[str, datetime], list[int]] = defaultdict(lambda: [0, 0])
-    for row in rows:
-        seller, status, at = row[1], row[7], row[11]
-        s = sums[(seller, hour_of(at))]
-        s[0] += 1
-        s[1] += status == "bid"
-    return [(SELLER_UPSERT, [(s, h, p, b) for (s, h), (p, b) in sums.items()])]
 
 
 def percentile_us(buckets: dict[int, int], share: float) -> int | None:

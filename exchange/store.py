@@ -38,12 +38,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: the exchange leaves no session state behind (no SET, LISTEN,
+    cursors or held advisory locks), so a connection goes back to the pool without
+    asyncpg's default reset query, one round trip less per pooled use. (An open
+    transaction is still rolled back by asyncpg before this runs.)"""
+
+
 async def create_pool(dsn: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=10,
         max_inactive_connection_lifetime=60,
     )
