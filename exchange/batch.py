@@ -1,9 +1,9 @@
 """Batched ledger writes off the auction's critical path.
 
 Pings, bid outcomes and post attempts are queued here and written every ``interval_s``
-or as soon as ``batch_rows`` are waiting, each table's batch as one INSERT of column
-arrays that also adds the rows to their hourly rollups (exchange/rollups.py): one round
-trip and one implicit transaction per table and batch. Money (sales, post results)
+or as soon as ``batch_rows`` are waiting, each table's batch as one INSERT (all its rows
+in one jsonb parameter) that also adds them to their hourly rollups (exchange/rollups.py):
+one round trip and one implicit transaction per table and batch. Money (sales, post results)
 never passes through this queue. The queue is bounded: when it is full, ``add`` waits,
 so a slow database slows the exchange down rather than letting memory grow. Rows still
 queued when the process dies are lost; docs/reliability.md says what that costs
@@ -49,8 +49,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 # Tables written one after the other share a lane (and so a lock); lanes run side by side.
 # Bid outcomes and post attempts both add to buyer_hourly, so they take turns.
 _LANES = {"pings": "pings", "bid_outcomes": "bulk", "post_attempts": "bulk"}
-# jsonb columns, by position: encoded here, as a list value would read as an array level.
-_JSON_COLUMNS = {"pings": (6, 10)}
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
@@ -85,6 +83,9 @@ class BatchWriter:
         self._room.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._locks = {lane: asyncio.Lock() for lane in set(_LANES.values())}
+        # Each lane keeps its pooled connection between batches (acquiring one per batch
+        # costs as much client CPU as the write itself).
+        self._held: dict[str, asyncpg.pool.PoolConnectionProxy] = {}
         self._urgent_wake = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {t: [] for t in COLUMNS}
         self._urgent: set[str] = set()
@@ -190,11 +191,19 @@ class BatchWriter:
         or neither, and rows already there (a retried batch) count once."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
-        for index in _JSON_COLUMNS.get(table, ()):
-            columns[index] = tuple(orjson.Fragment(orjson.dumps(v)) for v in columns[index])
-        async with self._pool.acquire() as conn:
-            await conn.execute(INSERT_SQL[table], *columns, *EXTRA_ARGS.get(table, ()))
+        encoded = orjson.Fragment(orjson.dumps(rows))
+        lane = _LANES[table]
+        conn = self._held.get(lane)
+        if conn is None:
+            conn = self._held[lane] = await self._pool.acquire()
+        try:
+            await conn.execute(INSERT_SQL[table], encoded, *EXTRA_ARGS.get(table, ()))
+        except BaseException:
+            # The pool checks it, and replaces it if the failure broke it.
+            del self._held[lane]
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn, timeout=1.0)
+            raise
         if self._on_flush is not None:
             self._on_flush(table, len(rows), loop.time() - started)
 
@@ -209,3 +218,7 @@ class BatchWriter:
         except Exception:
             self.dropped_rows += self._queued
             log.exception("batch_final_flush_failed", dropped_rows=self._queued)
+        held, self._held = self._held, {}
+        for conn in held.values():
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn, timeout=1.0)

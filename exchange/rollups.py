@@ -14,8 +14,9 @@ from datetime import datetime
 # Upper edges in microseconds: 100 us .. ~60 s; the last bucket is open-ended.
 LATENCY_EDGES_US: tuple[int, ...] = tuple(int(100 * 1.15**i) for i in range(96))
 
-# One statement per batched table and batch: insert the rows (one array per column; ``new``
-# holds the rows that were not there yet, so a batch retried after its commit was lost
+# One statement per batched table and batch: insert the rows (one jsonb parameter, an
+# array of rows each an array of column values, as orjson writes them in microseconds;
+# ``new`` holds the rows that were not there yet, so a batch retried after its commit was lost
 # counts once) and add them to their rollups, atomically. The outcome words are those of
 # exchange/outcomes.py, as in the ledger's CHECK constraints. Upserts run in key order,
 # so two writers (two exchange processes) never deadlock on rollup rows.
@@ -25,10 +26,10 @@ WITH new AS (
     INSERT INTO pings (ping_id, seller_id, vertical, external_id, mode, tmax_ms, lead, status,
                        price_cents, payout_cents, ping_tree, created_at, expires_at,
                        duration_us, overhead_us)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::integer[], $7::jsonb[], $8::text[], $9::bigint[], $10::bigint[],
-                         $11::jsonb[], $12::timestamptz[], $13::timestamptz[], $14::integer[],
-                         $15::integer[])
+    SELECT (r->>0)::uuid, r->>1, r->>2, r->>3, r->>4, (r->>5)::integer, r->6, r->>7,
+           (r->>8)::bigint, (r->>9)::bigint, r->10, (r->>11)::timestamptz,
+           (r->>12)::timestamptz, (r->>13)::integer, (r->>14)::integer
+    FROM jsonb_array_elements($1::jsonb) AS r
     ON CONFLICT DO NOTHING
     RETURNING seller_id, status, created_at
 )
@@ -43,8 +44,9 @@ ON CONFLICT (seller_id, hour) DO UPDATE SET pings = h.pings + EXCLUDED.pings,
 WITH new AS (
     INSERT INTO bid_outcomes (ping_id, buyer_id, outcome, price_cents, latency_us, rank,
                               reason, created_at)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::integer[],
-                         $6::integer[], $7::text[], $8::timestamptz[])
+    SELECT (r->>0)::uuid, r->>1, r->>2, (r->>3)::bigint, (r->>4)::integer,
+           (r->>5)::integer, r->>6, (r->>7)::timestamptz
+    FROM jsonb_array_elements($1::jsonb) AS r
     ON CONFLICT DO NOTHING
     RETURNING buyer_id, outcome, latency_us, rank,
               date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour
@@ -67,7 +69,7 @@ WITH new AS (
         errors = h.errors + EXCLUDED.errors, excluded = h.excluded + EXCLUDED.excluded
 )
 INSERT INTO buyer_latency_hourly AS h (buyer_id, hour, bucket, n)
-SELECT buyer_id, hour, width_bucket(latency_us, $9::integer[]), count(*)
+SELECT buyer_id, hour, width_bucket(latency_us, $2::integer[]), count(*)
 FROM new
 WHERE latency_us > 0 AND outcome IN ('bid', 'no_bid', 'timeout', 'error', 'below_floor')
 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
@@ -77,8 +79,9 @@ ON CONFLICT (buyer_id, hour, bucket) DO UPDATE SET n = h.n + EXCLUDED.n
 WITH new AS (
     INSERT INTO post_attempts (ping_id, attempt, buyer_id, outcome, price_cents, latency_us,
                                reason, buyer_lead_id, created_at)
-    SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::bigint[],
-                         $6::integer[], $7::text[], $8::text[], $9::timestamptz[])
+    SELECT (r->>0)::uuid, (r->>1)::integer, r->>2, r->>3, (r->>4)::bigint,
+           (r->>5)::integer, r->>6, r->>7, (r->>8)::timestamptz
+    FROM jsonb_array_elements($1::jsonb) AS r
     ON CONFLICT DO NOTHING
     RETURNING buyer_id, outcome, created_at
 )
@@ -90,7 +93,7 @@ ON CONFLICT (buyer_id, hour) DO UPDATE SET posts = h.posts + EXCLUDED.posts,
                                            accepted = h.accepted + EXCLUDED.accepted
 """,
 }
-# Parameters after the row columns, per table.
+# Parameters after the rows, per table.
 EXTRA_ARGS: dict[str, tuple[object, ...]] = {"bid_outcomes": (list(LATENCY_EDGES_US),)}
 
 
