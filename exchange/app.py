@@ -99,7 +99,8 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    request.app[CTX].metrics.http_requests.labels(route, str(response.status)).inc()
+    metrics = request.app[CTX].metrics
+    metrics.inc_later(metrics.child(metrics.http_requests, route, str(response.status)))
     return response
 
 
@@ -137,6 +138,17 @@ async def _refresh_caps(ctx: ExchangeContext) -> None:
         await asyncio.sleep(CAP_REFRESH_S)
 
 
+METRICS_APPLY_S = 1.0
+
+
+async def _apply_metrics(metrics: Metrics) -> None:
+    """Deferred metric updates reach the series at least this often (a scrape of this
+    process applies them at once; one of another worker does not)."""
+    while True:
+        await asyncio.sleep(METRICS_APPLY_S)
+        metrics.apply_pending()
+
+
 def create_app(
     loaded: LoadedConfig, options: AppOptions, metrics: Metrics | None = None
 ) -> web.Application:
@@ -161,7 +173,10 @@ def create_app(
         metrics.db_up.set(1)
         app[CTX] = ctx
         loop = asyncio.get_running_loop()
-        background = [loop.create_task(_watch_database(ctx))]
+        background = [
+            loop.create_task(_watch_database(ctx)),
+            loop.create_task(_apply_metrics(metrics)),
+        ]
         if any(b.rules.caps is not None for b in ctx.buyers.values()):
             background.append(loop.create_task(_refresh_caps(ctx)))
         # Everything built so far lives as long as the process: keep it out of every
@@ -179,6 +194,7 @@ def create_app(
             await writer.close()
             await transport.close()
             await pool.close()
+            metrics.apply_pending()
 
     app.cleanup_ctx.append(lifecycle)
     app.add_routes(

@@ -290,11 +290,11 @@ async def _record(
     m = ctx.metrics
     status = PingStatus.BID if record.tree else PingStatus.NO_BID
     if record.tree:
-        m.wins.labels(record.tree[0].buyer_id).inc()
+        m.inc_later(m.child(m.wins, record.tree[0].buyer_id))
     for row in rows:
-        m.request_counter(row.buyer_id, "ping", row.outcome.value).inc()
+        m.inc_later(m.request_counter(row.buyer_id, "ping", row.outcome.value))
         if row.latency_us and row.outcome in _CALLED:
-            m.latency_histogram(row.buyer_id, "ping").observe(row.latency_us / 1e6)
+            m.observe_later(m.latency_histogram(row.buyer_id, "ping"), row.latency_us / 1e6)
     tree_json = [
         {"buyer_id": b.buyer_id, "price_cents": b.price_cents, "bid_id": b.bid_id,
          "fixed_price": b.fixed_price, "company_size": b.company_size,
@@ -328,11 +328,13 @@ async def _record(
     # A decaying maximum of recent commit times: the next auctions stop that much earlier.
     ctx.commit_margin_s = max(answered - commit_started, ctx.commit_margin_s * 0.99)
     total_s = answered - started
-    m.pings.labels(record.seller_id, record.vertical, status.value).inc()
-    m.auction_duration.labels(record.vertical).observe(total_s)
-    m.auction_overhead.labels(record.vertical).observe(max(0.0, overhead_s + total_s - duration_s))
+    m.inc_later(m.child(m.pings, record.seller_id, record.vertical, status.value))
+    m.observe_later(m.child(m.auction_duration, record.vertical), total_s)
+    m.observe_later(
+        m.child(m.auction_overhead, record.vertical), max(0.0, overhead_s + total_s - duration_s)
+    )
     if total_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S:
-        m.deadline_misses.labels(record.vertical).inc()
+        m.inc_later(m.child(m.deadline_misses, record.vertical))
     log.debug(
         "auction",
         ping_id=record.ping_id,

@@ -1,0 +1,60 @@
+"""Deferred metric updates (Metrics.inc_later / observe_later) end up exactly as direct
+prometheus_client updates would: same buckets, counts and sums on the exposition."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exchange.metrics import LATENCY_BUCKETS, Metrics
+
+# On bucket bounds, between them, below the first, beyond the last (+Inf) and zero.
+VALUES = [0.0, 0.0005, 0.001, 0.0010001, 0.02, 0.25, 0.2500001, 1.0, 9.99, 10.0, 11.0, 500.0]
+
+
+def _samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, tuple[object, ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_deferred_observations_match_direct_observe_bucket_for_bucket() -> None:
+    deferred = Metrics()
+    direct_registry = CollectorRegistry()
+    direct = Histogram(
+        "exchange_buyer_latency_seconds", "x", ["buyer", "phase"], buckets=LATENCY_BUCKETS,
+        registry=direct_registry,
+    )  # fmt: skip
+    for value in VALUES * 3:
+        deferred.observe_later(deferred.latency_histogram("b1", "ping"), value)
+        direct.labels("b1", "ping").observe(value)
+    name = "exchange_buyer_latency_seconds"
+    assert _samples(deferred.registry, name) != _samples(direct_registry, name)  # not yet
+    deferred.apply_pending()
+    assert _samples(deferred.registry, name) == _samples(direct_registry, name)
+
+
+def test_deferred_increments_add_up_and_apply_once() -> None:
+    deferred = Metrics()
+    direct_registry = CollectorRegistry()
+    direct = Counter("exchange_buyer_wins", "x", ["buyer"], registry=direct_registry)
+    for buyer in ["a", "b", "a", "a"]:
+        deferred.inc_later(deferred.child(deferred.wins, buyer))
+        direct.labels(buyer).inc()
+    deferred.apply_pending()
+    deferred.apply_pending()  # nothing left to apply: no double counting
+    name = "exchange_buyer_wins"
+    assert _samples(deferred.registry, name) == _samples(direct_registry, name)
+
+
+def test_exposition_applies_what_is_pending() -> None:
+    metrics = Metrics()
+    metrics.inc_later(metrics.child(metrics.wins, "b7"), 3)
+    text = metrics.exposition().decode()
+    assert 'exchange_buyer_wins_total{buyer="b7"} 3.0' in text
