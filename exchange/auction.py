@@ -184,6 +184,31 @@ def last_resort(ping_id: str, buyer_id: str) -> bytes:
     return hashlib.sha256(f"{ping_id}:{buyer_id}".encode()).digest()
 
 
+class _LastResort:
+    """The last two sort keys, (last_resort(ping_id, buyer_id), buyer_id), hashed only when
+    a comparison reaches them: only full ties pay for SHA-256."""
+
+    __slots__ = ("_buyer_id", "_key", "_ping_id")
+
+    def __init__(self, ping_id: str, buyer_id: str) -> None:
+        self._ping_id = ping_id
+        self._buyer_id = buyer_id
+        self._key: tuple[bytes, str] | None = None
+
+    def key(self) -> tuple[bytes, str]:
+        if self._key is None:
+            self._key = (last_resort(self._ping_id, self._buyer_id), self._buyer_id)
+        return self._key
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LastResort) and self.key() == other.key()
+
+    def __lt__(self, other: _LastResort) -> bool:
+        return self.key() < other.key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 def rank(bids: Iterable[Bid], tie_breakers: Sequence[str], ping_id: str) -> list[Bid]:
     """Bids best first; a total order (see the module docstring)."""
 
@@ -196,8 +221,7 @@ def rank(bids: Iterable[Bid], tie_breakers: Sequence[str], ping_id: str) -> list
                 parts.append(-bid.priority)
             elif breaker == "latency":
                 parts.append(bid.latency_us)
-        parts.append(last_resort(ping_id, bid.buyer_id))
-        parts.append(bid.buyer_id)
+        parts.append(_LastResort(ping_id, bid.buyer_id))
         return tuple(parts)
 
     return sorted(bids, key=key)

@@ -451,7 +451,8 @@ class _Deadlines:
     def _fire(self, when: float) -> None:
         del self._timers[when]
         for connection, call in self._groups.pop(when):
-            connection.deadline_passed(call)
+            if connection._call is call:  # else answered in time, as most are
+                connection.deadline_passed(call)
 
     def close(self) -> None:
         for timer in self._timers.values():

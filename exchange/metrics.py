@@ -281,5 +281,5 @@ class Metrics:
         return generate_latest(self.registry)
 
     def record_flush(self, table: str, rows: int, seconds: float) -> None:
-        self.db_write_latency.labels(table).observe(seconds)
-        self.db_rows_written.labels(table).inc(rows)
+        self.observe_later(self.child(self.db_write_latency, table), seconds)
+        self.inc_later(self.child(self.db_rows_written, table), rows)

@@ -9,7 +9,6 @@ buyers still out (each recorded as ``timeout``) and answers with what it has.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -302,7 +301,7 @@ async def _record(
          "weight": b.weight}
         for b in record.tree
     ]  # fmt: skip
-    pid = uuid.UUID(record.ping_id)
+    pid = record.ping_id  # the rows go to the database as JSON text
     await ctx.writer.add_many(
         "bid_outcomes",
         [(pid, row.buyer_id, row.outcome.value, row.price_cents, row.latency_us,
