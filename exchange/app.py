@@ -23,6 +23,7 @@ from exchange.config import LoadedConfig
 from exchange.context import ExchangeContext
 from exchange.errors import DATABASE_DOWN, Handler, error_middleware, error_response
 from exchange.h1transport import H1Transport
+from exchange.looplag import LagMonitor
 from exchange.metrics import Metrics
 from exchange.money import cents_to_dollars
 from exchange.store import Store, create_pool, migrate
@@ -173,8 +174,9 @@ def create_app(
         writer.start()
         transport = build_transport(loaded)
         store = Store(pool, _db_timeout_s(loaded))
-        ctx = ExchangeContext(loaded=loaded, store=store, writer=writer,
-                              transport=transport, metrics=metrics)  # fmt: skip
+        ctx = ExchangeContext(loaded=loaded, store=store, writer=writer, transport=transport,
+                              metrics=metrics, lag=LagMonitor(metrics.record_lag))  # fmt: skip
+        ctx.lag.start()
         metrics.db_up.set(1)
         app[CTX] = ctx
         loop = asyncio.get_running_loop()
@@ -192,6 +194,7 @@ def create_app(
         try:
             yield
         finally:
+            ctx.lag.stop()
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -21,6 +21,7 @@ from exchange.auction import BuyerRules, buyers_by_vertical
 from exchange.batch import BatchWriter
 from exchange.caps import CapCounts
 from exchange.config import BuyerConfig, LoadedConfig
+from exchange.looplag import LagMonitor
 from exchange.metrics import Metrics
 from exchange.pingcache import PingCache, PingRecord
 from exchange.store import Store
@@ -101,6 +102,8 @@ class ExchangeContext:
     admitted: int = 0  # auctions admitted and not finished (seller_api._admitted)
     # Recent time to commit a ping row (a decaying maximum), kept back from the deadline.
     commit_margin_s: float = 0.005
+    # The event loop's recent lag (exchange.looplag), also kept back from the deadline.
+    lag: LagMonitor = field(default_factory=LagMonitor)
     # Accepted sales per buyer cap window, refreshed from the ledger (advisory, ping time).
     cap_counts: CapCounts = field(default_factory=dict)
     # Work in flight in this process, so a concurrent retry waits on it instead of polling.

@@ -32,6 +32,7 @@ LATENCY_BUCKETS = (
 OVERHEAD_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
+LAG_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 
@@ -187,6 +188,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.loop_lag = Histogram(
+            "exchange_event_loop_lag_seconds",
+            "How late the event loop ran a timer, sampled every 10 ms: time the process "
+            "was too busy to run what was due (auctions keep the recent lag back from "
+            "their deadline).",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self.db_up = Gauge(
             "exchange_db_up",
             "1 when the last database check succeeded.",
@@ -279,6 +288,9 @@ class Metrics:
             multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
             return generate_latest(combined)
         return generate_latest(self.registry)
+
+    def record_lag(self, seconds: float) -> None:
+        self.observe_later(self.loop_lag, seconds)
 
     def record_flush(self, table: str, rows: int, seconds: float) -> None:
         self.observe_later(self.child(self.db_write_latency, table), seconds)

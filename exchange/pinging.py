@@ -42,8 +42,9 @@ DEADLINE_SLACK_S = 0.005
 # The transport settles every request by its deadline; this is how long past it the
 # auction still waits for that verdict before calling a buyer timed out itself.
 SETTLE_SLACK_S = 0.001
-# At most this share of tmax is kept back for committing the ping row.
-MAX_COMMIT_SHARE = 0.2
+# At most this share of tmax is kept back for answering: ranking, committing the ping row
+# and the event loop's own lag (exchange.looplag).
+MAX_KEPT_SHARE = 0.2
 # How far past tmax an answer may wait for its ping row to commit before it is a 503:
 # enough for a commit behind a busy loop (a late price beats an error), short enough that
 # a frozen database is a prompt 503.
@@ -172,9 +173,12 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     now = ctx.now()
     settings = ctx.loaded.settings
     tmax_ms = min(request.tmax_ms, settings.tmax_ms)
-    # Stop waiting on buyers early enough to rank, commit the ping row and answer by tmax.
-    commit_s = min(ctx.commit_margin_s, tmax_ms / 1000 * MAX_COMMIT_SHARE)
-    deadline = started + max(0.0, tmax_ms / 1000 - ANSWER_MARGIN_S - commit_s)
+    # Stop waiting on buyers early enough to rank, commit the ping row and answer by tmax
+    # even when the loop runs the deadline late.
+    kept_back = min(
+        ANSWER_MARGIN_S + ctx.commit_margin_s + ctx.lag.recent_s, tmax_ms / 1000 * MAX_KEPT_SHARE
+    )
+    deadline = started + tmax_ms / 1000 - kept_back
     ping_id = request.ping_id
     seller = request.seller
     vertical = ctx.loaded.config.verticals[request.vertical]

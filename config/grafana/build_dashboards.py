@@ -652,6 +652,26 @@ def errors() -> Iterator[PanelBuilder]:
         [query(f"sum by (table) (rate(exchange_db_rows_written_total[{RATE}]))", "{{table}}")],
         width=6,
     )
+    yield graph(
+        "Event loop lag",
+        "How late each exchange process runs what is due (p50, p99): CPU saturation "
+        "shows here first. Auctions keep this lag back from their deadline, so it "
+        "shortens the time buyers get.",
+        "s",
+        [
+            query(
+                "histogram_quantile(0.5, sum by (instance, le) "
+                f"(rate(exchange_event_loop_lag_seconds_bucket[{RATE}])))",
+                "{{instance}} p50",
+            ),
+            query(
+                "histogram_quantile(0.99, sum by (instance, le) "
+                f"(rate(exchange_event_loop_lag_seconds_bucket[{RATE}])))",
+                "{{instance}} p99",
+            ),
+        ],
+        width=6,
+    )
 
 
 ROWS = (
