@@ -21,7 +21,7 @@ from exchange.auction import BuyerRules, buyers_by_vertical
 from exchange.batch import BatchWriter
 from exchange.caps import CapCounts
 from exchange.config import BuyerConfig, LoadedConfig
-from exchange.looplag import LagMonitor
+from exchange.looplag import DecayingMax, LagMonitor
 from exchange.metrics import Metrics
 from exchange.pingcache import PingCache, PingRecord
 from exchange.store import Store
@@ -100,8 +100,9 @@ class ExchangeContext:
     rng: random.Random = field(default_factory=random.Random)
     db_ready: bool = True
     admitted: int = 0  # auctions admitted and not finished (seller_api._admitted)
-    # Recent time to commit a ping row (a decaying maximum), kept back from the deadline.
-    commit_margin_s: float = 0.005
+    # Recent time to commit a ping row (a decaying maximum, loop time), kept back from
+    # the deadline.
+    commit_time: DecayingMax = field(default_factory=lambda: DecayingMax(initial=0.005))
     # The event loop's recent lag (exchange.looplag), also kept back from the deadline.
     lag: LagMonitor = field(default_factory=LagMonitor)
     # Accepted sales per buyer cap window, refreshed from the ledger (advisory, ping time).

@@ -9,12 +9,37 @@ fires late would answer late. Operators see it as exchange_event_loop_lag_second
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 
 INTERVAL_S = 0.01
-# Per tick, the remembered lag keeps this share of itself: a spike fades in ~0.35 s.
-DECAY = 0.98
+# How long a spike is remembered (half-life): stalls come in bursts of a few hundred ms
+# on a busy machine, and an auction that forgot the last one runs into the next.
+HALF_LIFE_S = 2.0
+
+
+_LN2 = math.log(2)
+
+
+class DecayingMax:
+    """The largest recent value, halving every ``half_life_s`` since it was seen."""
+
+    __slots__ = ("_at", "_half_life_s", "_value")
+
+    def __init__(self, half_life_s: float = HALF_LIFE_S, initial: float = 0.0) -> None:
+        self._half_life_s = half_life_s
+        self._value = initial
+        self._at: float | None = None  # the initial value has not started to fade yet
+
+    def value(self, now: float) -> float:
+        if self._at is None:
+            return self._value
+        return self._value * math.exp(-_LN2 * max(0.0, now - self._at) / self._half_life_s)
+
+    def observe(self, value: float, now: float) -> None:
+        if value >= self.value(now):
+            self._value, self._at = value, now
 
 
 class LagMonitor:
@@ -23,6 +48,7 @@ class LagMonitor:
         on_lag: Callable[[float], None] | None = None,
         interval_s: float = INTERVAL_S,
         clock: Callable[[], float] = time.perf_counter,
+        half_life_s: float = HALF_LIFE_S,
     ) -> None:
         self._on_lag = on_lag
         self._interval_s = interval_s
@@ -30,7 +56,12 @@ class LagMonitor:
         self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.recent_s = 0.0  # a decaying maximum of recent lags
+        self._recent = DecayingMax(half_life_s)
+
+    @property
+    def recent_s(self) -> float:
+        """The largest recent lag, decayed (see HALF_LIFE_S)."""
+        return self._recent.value(self._clock())
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -48,8 +79,9 @@ class LagMonitor:
 
     def _tick(self) -> None:
         # The loop's timers have millisecond resolution: lateness under 1 ms is noise.
-        lag = max(0.0, self._clock() - self._due - 0.001)
-        self.recent_s = max(lag, self.recent_s * DECAY)
+        now = self._clock()
+        lag = max(0.0, now - self._due - 0.001)
+        self._recent.observe(lag, now)
         if self._on_lag is not None:
             self._on_lag(lag)
         self._schedule()

@@ -176,7 +176,8 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     # Stop waiting on buyers early enough to rank, commit the ping row and answer by tmax
     # even when the loop runs the deadline late.
     kept_back = min(
-        ANSWER_MARGIN_S + ctx.commit_margin_s + ctx.lag.recent_s, tmax_ms / 1000 * MAX_KEPT_SHARE
+        ANSWER_MARGIN_S + ctx.commit_time.value(started) + ctx.lag.recent_s,
+        tmax_ms / 1000 * MAX_KEPT_SHARE,
     )
     deadline = started + tmax_ms / 1000 - kept_back
     ping_id = request.ping_id
@@ -240,7 +241,7 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         tmax_ms=tmax_ms,
     )
     rows = _rows(tree, below, calls, excluded)
-    await _record(ctx, record, request.mode, rows, duration, duration - waited, started)
+    await _record(ctx, record, request.mode, rows, duration, duration - waited, started, deadline)
     ctx.pings.put(record)
     return record
 
@@ -289,6 +290,7 @@ async def _record(
     duration_s: float,
     overhead_s: float,
     started: float,
+    deadline: float,
 ) -> None:
     m = ctx.metrics
     status = PingStatus.BID if record.tree else PingStatus.NO_BID
@@ -329,7 +331,7 @@ async def _record(
         )  # fmt: skip
     answered = loop.time()
     # A decaying maximum of recent commit times: the next auctions stop that much earlier.
-    ctx.commit_margin_s = max(answered - commit_started, ctx.commit_margin_s * 0.99)
+    ctx.commit_time.observe(answered - commit_started, answered)
     total_s = answered - started
     m.inc_later(m.child(m.pings, record.seller_id, record.vertical, status.value))
     m.observe_later(m.child(m.auction_duration, record.vertical), total_s)
@@ -338,6 +340,18 @@ async def _record(
     )
     if total_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S:
         m.inc_later(m.child(m.deadline_misses, record.vertical))
+        # Where the time went: buyers are cut off at the deadline, then ranking and the
+        # ping row's commit must fit in what was kept back.
+        log.warning(
+            "deadline_missed",
+            ping_id=record.ping_id,
+            vertical=record.vertical,
+            total_ms=round(total_s * 1000, 1),
+            buyers_cut_off_at_ms=round((deadline - started) * 1000, 1),
+            ranked_at_ms=round(duration_s * 1000, 1),
+            commit_ms=round((answered - commit_started) * 1000, 1),
+            loop_lag_ms=round(ctx.lag.recent_s * 1000, 1),
+        )
     log.debug(
         "auction",
         ping_id=record.ping_id,
