@@ -46,6 +46,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+_BROKEN_CONNECTION = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 # Tables written one after the other share a lane (and so a lock); lanes run side by side.
 # Bid outcomes and post attempts both add to buyer_hourly, so they take turns.
 _LANES = {"pings": "pings", "bid_outcomes": "bulk", "post_attempts": "bulk"}
@@ -193,17 +201,23 @@ class BatchWriter:
         started = loop.time()
         encoded = orjson.Fragment(orjson.dumps(rows))
         lane = _LANES[table]
-        conn = self._held.get(lane)
-        if conn is None:
-            conn = self._held[lane] = await self._pool.acquire()
-        try:
-            await conn.execute(INSERT_SQL[table], encoded, *EXTRA_ARGS.get(table, ()))
-        except BaseException:
-            # The pool checks it, and replaces it if the failure broke it.
-            del self._held[lane]
-            with contextlib.suppress(Exception):
-                await self._pool.release(conn, timeout=1.0)
-            raise
+        for attempt in (1, 2):
+            conn = self._held.get(lane)
+            if conn is None:
+                conn = self._held[lane] = await self._pool.acquire()
+            try:
+                await conn.execute(INSERT_SQL[table], encoded, *EXTRA_ARGS.get(table, ()))
+                break
+            except BaseException as exc:
+                # The pool checks it, and replaces it if the failure broke it.
+                del self._held[lane]
+                with contextlib.suppress(Exception):
+                    await self._pool.release(conn, timeout=1.0)
+                # A held connection the server dropped meanwhile (a restart, a terminated
+                # backend): the batch goes once more on a fresh one. Rows already written
+                # are skipped by the statement itself.
+                if attempt == 2 or not isinstance(exc, _BROKEN_CONNECTION):
+                    raise
         if self._on_flush is not None:
             self._on_flush(table, len(rows), loop.time() - started)
 

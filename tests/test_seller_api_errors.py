@@ -231,3 +231,22 @@ async def test_operator_api_needs_the_admin_token(ex: Exchange) -> None:
     answer = await ex.ping()
     status, body, _ = await ex.call("GET", f"/v1/auctions/{answer['ping_id']}")
     assert_error(status, body, 401, "unauthorized")
+
+
+async def test_ping_after_the_ledger_connections_were_dropped_still_answers(
+    ex: Exchange, server_dsn: str, database_url: str
+) -> None:
+    """The batch writer keeps its connections between batches; one the server dropped
+    meanwhile costs a reconnect, not the seller's answer."""
+    assert (await ex.ping())["status"] == "bid"
+    name = urlsplit(database_url).path.lstrip("/")
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+    finally:
+        await admin.close()
+    await asyncio.sleep(0.1)
+    answers = [await ex.ping() for _ in range(3)]
+    assert [a["status"] for a in answers] == ["bid"] * 3
