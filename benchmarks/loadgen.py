@@ -148,6 +148,9 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
+_MIN_SLEEP_S = 0.001
+
+
 class LoadGenerator:
     def __init__(self, options: LoadOptions) -> None:
         self.options = options
@@ -350,7 +353,10 @@ class LoadGenerator:
                 self._dispatch(self._ping(due, due >= window_start, serial))
                 serial += 1
             next_due = start + serial / rate
-            await asyncio.sleep(max(0.0, next_due - time.perf_counter()))
+            # uvloop's timers count whole milliseconds: a shorter sleep is no sleep at
+            # all, and the generator would spin a core between sends. Requests due within
+            # the millisecond go out together; latency still counts from each one's due.
+            await asyncio.sleep(max(_MIN_SLEEP_S, next_due - time.perf_counter()))
         return window_start, start + options.warmup_s + options.duration_s
 
     async def run_closed(self) -> tuple[float, float]:
