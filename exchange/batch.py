@@ -59,6 +59,11 @@ _BROKEN_CONNECTION = (
 _LANES = {"pings": "pings", "bid_outcomes": "bulk", "post_attempts": "bulk"}
 
 
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("the ledger did not commit in time"))
+
+
 def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
     for waiter in waiters:
         if waiter.done():
@@ -132,16 +137,23 @@ class BatchWriter:
         if self._queued >= self._batch_rows:
             self._wake.set()
 
-    async def add_durable(self, table: str, row: tuple[Any, ...]) -> None:
+    async def add_durable(self, table: str, row: tuple[Any, ...], give_up_at: float) -> None:
         """Queue a row and return once it is committed (group commit: the writer flushes
         that table at once, with every row that arrived meanwhile). Raises what the write
-        raised; the row stays queued and is retried either way."""
+        raised, or TimeoutError at ``give_up_at`` (loop time); the row stays queued and
+        is retried either way."""
         await self.add(table, row)
-        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
         self._waiters[table].append(committed)
         self._urgent.add(table)
         self._urgent_wake.set()
-        await asyncio.shield(committed)
+        # A plain timer, not asyncio.timeout(): this runs once per ping.
+        timer = loop.call_at(give_up_at, _time_out, committed)
+        try:
+            await committed
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -319,16 +319,16 @@ async def _record(
     loop = asyncio.get_running_loop()
     durable_by = started + record.tmax_ms / 1000
     commit_started = loop.time()
-    async with asyncio.timeout(max(0.0, durable_by - commit_started) + DURABLE_SLACK_S):
-        await ctx.writer.add_durable(
-            "pings",
-            (
-                pid, record.seller_id, record.vertical, record.external_id, mode,
-                record.tmax_ms, record.lead, status.value, record.price_cents,
-                record.payout_cents, tree_json, record.created_at, record.expires_at,
-                int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
-            ),
-        )  # fmt: skip
+    await ctx.writer.add_durable(
+        "pings",
+        (
+            pid, record.seller_id, record.vertical, record.external_id, mode,
+            record.tmax_ms, record.lead, status.value, record.price_cents,
+            record.payout_cents, tree_json, record.created_at, record.expires_at,
+            int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
+        ),
+        give_up_at=max(durable_by, commit_started) + DURABLE_SLACK_S,
+    )  # fmt: skip
     answered = loop.time()
     # A decaying maximum of recent commit times: the next auctions stop that much earlier.
     ctx.commit_time.observe(answered - commit_started, answered)
