@@ -51,6 +51,11 @@ MAX_KEPT_SHARE = 0.2
 DURABLE_SLACK_S = 0.1
 
 
+class AdapterError(Exception):
+    """A buyer's adapter raised while building its request: recorded as that buyer's
+    error, the auction goes on."""
+
+
 @dataclass(slots=True)
 class BuyerCall:
     """What came of asking one buyer for a bid. (Made per buyer per auction: a plain
@@ -95,7 +100,14 @@ async def _fan_out(
         if buyer.timeout_ms is not None:
             until = min(deadline, sent_at + buyer.timeout_ms / 1000)
         limits.append(until - sent_at)
-        futures.append(start(buyer.adapter.ping_request(offer, timestamp), until))
+        try:
+            request = buyer.adapter.ping_request(offer, timestamp)
+        except Exception as exc:  # an adapter that cannot build the request: that buyer's error
+            failed: asyncio.Future[HttpResponse] = loop.create_future()
+            failed.set_exception(AdapterError(f"adapter failed: {type(exc).__name__}"))
+            futures.append(failed)
+            continue
+        futures.append(start(request, until))
     try:
         finished = await _settled(loop, futures, deadline + SETTLE_SLACK_S)
     finally:

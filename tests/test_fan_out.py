@@ -1,0 +1,48 @@
+"""The fan-out on its own: real buyers on loopback, the real transport."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any, cast
+
+from buyers.adapter import BuyerEndpoint, HttpRequest, PingOffer
+from buyers.json_adapter import JsonAdapter
+from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.h1transport import H1Transport
+from exchange.outcomes import BidOutcome
+from exchange.pinging import _fan_out
+
+OFFER = PingOffer("9a1f3c1e-2b7d-4d6e-8f00-0123456789ab", "auto_insurance", 250, 100,
+                  {"state": "CA", "zip": "90210"})  # fmt: skip
+
+
+class _BrokenAdapter:
+    def ping_request(self, offer: PingOffer, timestamp: int) -> HttpRequest:
+        raise KeyError("a field this adapter expected")
+
+
+def _buyer(buyer_id: str, adapter: Any) -> Any:
+    return SimpleNamespace(rules=SimpleNamespace(buyer_id=buyer_id), adapter=adapter,
+                           timeout_ms=None)  # fmt: skip
+
+
+async def test_an_adapter_that_raises_costs_its_buyer_not_the_auction() -> None:
+    spec = SimulatedBuyerSpec("good", bid_cents=(1500, 1500))
+    async with BuyerSimulator([spec]) as sim:
+        url = sim.ping_url("good")
+        good = JsonAdapter(BuyerEndpoint("good", url, url, b""))
+        transport = H1Transport()
+        ctx = cast(Any, SimpleNamespace(transport=transport, unix_time=time.time))
+        try:
+            deadline = asyncio.get_running_loop().time() + 1.0
+            calls = await _fan_out(
+                ctx, [_buyer("broken", _BrokenAdapter()), _buyer("good", good)], OFFER, deadline
+            )
+        finally:
+            await transport.close()
+    by_id = {call.buyer_id: call.reply for call in calls}
+    assert by_id["broken"].outcome is BidOutcome.ERROR
+    assert by_id["broken"].reason == "adapter failed: KeyError"
+    assert (by_id["good"].outcome, by_id["good"].price_cents) == (BidOutcome.BID, 1500)
