@@ -6,6 +6,8 @@ this proves the harness, not the numbers. Takes 10-20 s."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -54,3 +56,14 @@ def test_log_bucket_histogram_percentiles_within_one_percent() -> None:
     for percent in (50, 90, 99, 99.9):
         exact = values[max(0, int(len(values) * percent / 100 + 0.5) - 1)]
         assert abs(histogram.percentile(percent) - exact) <= exact * 0.011, percent
+
+
+def test_client_candidates_measure_every_installed_client() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.client_candidates", "--rounds", "20", "--fan-out", "2"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    rows = {line[:18].strip(): line[18:].split() for line in done.stdout.splitlines()[1:]}
+    for measured in ("minimal (ceiling)", "h1 (exchange)", "aiohttp"):
+        assert float(rows[measured][0]) > 0
+    assert set(rows) >= {"pyreqwest", "curl-cffi"}
