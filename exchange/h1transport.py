@@ -297,7 +297,8 @@ class _Connection(asyncio.Protocol):
         self.requests_sent += 1
         self._call = call
         call.connection = self
-        call.reset()
+        if call.retried:  # a stale connection's partial state, if any, is forgotten
+            call.reset()
         transport.write(call.payload)
         return True
 
