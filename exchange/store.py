@@ -28,7 +28,7 @@ MIGRATIONS_PACKAGE = "exchange.migrations"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Binary jsonb (a version byte, then the JSON text): COPY needs a binary codec.
+    # Binary jsonb (a version byte, then the JSON text), encoded by orjson.
     await conn.set_type_codec(
         "jsonb",
         encoder=lambda v: b"\x01" + orjson.dumps(v),
