@@ -45,9 +45,15 @@ from typing import NoReturn, cast
 from urllib.parse import quote, urlsplit
 
 import httptools
+import structlog
 
 from buyers.adapter import HttpRequest, HttpResponse
-from exchange.transport import DEFAULT_MAX_RESPONSE_BYTES, TransportError, TransportTimeout
+from exchange.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    LateAnswer,
+    TransportError,
+    TransportTimeout,
+)
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_COUNT = 100
@@ -61,6 +67,8 @@ _URL_SAFE = "/?:@!$&'()*+,;=-._~%"
 _OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 _POOL_KEY = tuple[str, str, int]
 _HEAD_KEY = tuple[str, str, tuple[tuple[str, str], ...]]
+
+log = structlog.get_logger("exchange.transport")
 
 
 @dataclass(slots=True)
@@ -131,6 +139,7 @@ class _Call:
         "head_bytes",
         "headers_complete",
         "keep_alive",
+        "on_late",
         "payload",
         "pool",
         "raw_headers",
@@ -158,6 +167,7 @@ class _Call:
         self.connection: _Connection | None = None
         self.retried = False
         self.draining = False
+        self.on_late: LateAnswer | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -276,11 +286,14 @@ class _Connection(asyncio.Protocol):
             # An interim response (100 Continue, 103 Early Hints): the real one follows.
             call.reset()
             return
-        if call.draining:
+        late = call.draining
+        if late:
             self._owner.stats.drained += 1
         self._release_call()
         if not call.waiter.done():
             call.waiter.set_result(_response(call))
+        elif late and call.on_late is not None:
+            _hand_late_answer(call.on_late, _response(call))
         if call.keep_alive and not self._owner._closed:
             self._pool.put(self)
         else:
@@ -357,6 +370,13 @@ class _Connection(asyncio.Protocol):
             and self._transport is not None
             and (not self._transport.is_closing())
         )
+
+
+def _hand_late_answer(on_late: LateAnswer, response: HttpResponse) -> None:
+    try:
+        on_late(response)
+    except Exception:  # the caller's bookkeeping must not break this connection
+        log.exception("late_answer_handler_failed")
 
 
 def _response(call: _Call) -> HttpResponse:
@@ -493,9 +513,12 @@ class H1Transport:
         at the latest, and with TransportError for anything else. Never raises."""
         return self._begin(request, deadline).waiter
 
-    async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse:
+    async def send(
+        self, request: HttpRequest, timeout_s: float, on_late: LateAnswer | None = None
+    ) -> HttpResponse:
         loop = asyncio.get_running_loop()
         call = self._begin(request, loop.time() + timeout_s)
+        call.on_late = on_late
         try:
             return await call.waiter
         except asyncio.CancelledError:

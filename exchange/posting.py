@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from buyers.adapter import PostOffer, PostReply
+from buyers.adapter import HttpResponse, PostOffer, PostReply
 from exchange.auction import Bid, arrange_tiers, max_sales, ping_tree
 from exchange.config import SellerConfig
 from exchange.context import ExchangeContext
@@ -92,7 +92,20 @@ async def _attempt(
     offer = PostOffer(record.ping_id, bid.bid_id, bid.price_cents, record.vertical, lead)
     request = buyer.adapter.post_request(offer, int(ctx.unix_time()))
     timeout_s = min(timeout_s, buyer.post_timeout_ms / 1000)
-    sent = await deliver(ctx.transport, request, timeout_s)
+
+    def late(response: HttpResponse) -> None:
+        # Recorded as a timeout and perhaps sold down the tree meanwhile: an acceptance
+        # arriving now is what a buyer's dispute would cite, so it is logged.
+        answer = buyer.adapter.read_post(response)
+        log.warning(
+            "post_answer_after_timeout",
+            ping_id=record.ping_id,
+            buyer=bid.buyer_id,
+            outcome=answer.outcome.value,
+            timeout_ms=round(timeout_s * 1000),
+        )
+
+    sent = await deliver(ctx.transport, request, timeout_s, late)
     if sent.response is not None:
         reply = buyer.adapter.read_post(sent.response)
     elif sent.timed_out:

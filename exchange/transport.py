@@ -11,6 +11,7 @@ passes raises TransportTimeout. The auction turns both into outcomes.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +20,9 @@ import aiohttp
 from buyers.adapter import HttpRequest, HttpResponse
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
+# Called with a response that came after its request had timed out (the transport read it
+# to keep the connection): what the buyer said, too late to count.
+LateAnswer = Callable[[HttpResponse], None]
 
 
 class TransportError(Exception):
@@ -39,14 +43,19 @@ class Delivery:
     latency_us: int
 
 
-async def deliver(transport: Transport, request: HttpRequest, timeout_s: float) -> Delivery:
+async def deliver(
+    transport: Transport,
+    request: HttpRequest,
+    timeout_s: float,
+    on_late: LateAnswer | None = None,
+) -> Delivery:
     """Send one request, turning transport failures into values (buyer failures are
     outcomes, never exceptions that escape)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     response, timed_out, error = None, False, None
     try:
-        response = await transport.send(request, timeout_s)
+        response = await transport.send(request, timeout_s, on_late)
     except TransportTimeout:
         timed_out = True
     except TransportError as exc:
@@ -55,9 +64,12 @@ async def deliver(transport: Transport, request: HttpRequest, timeout_s: float) 
 
 
 class Transport(Protocol):
-    async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse:
+    async def send(
+        self, request: HttpRequest, timeout_s: float, on_late: LateAnswer | None = None
+    ) -> HttpResponse:
         """The response; TransportTimeout after `timeout_s`, TransportError on failure.
-        Cancelling the call drops its connection."""
+        Cancelling the call drops its connection. A transport that reads answers after
+        the timeout (to keep the connection) hands them to `on_late`."""
         ...
 
     def start(self, request: HttpRequest, deadline: float) -> asyncio.Future[HttpResponse]:
@@ -95,7 +107,10 @@ class AiohttpTransport:
         task.add_done_callback(self._started.discard)
         return task
 
-    async def send(self, request: HttpRequest, timeout_s: float) -> HttpResponse:
+    async def send(
+        self, request: HttpRequest, timeout_s: float, on_late: LateAnswer | None = None
+    ) -> HttpResponse:
+        # A timed-out request's connection is dropped here: `on_late` is never called.
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._session.request(

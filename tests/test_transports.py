@@ -615,6 +615,23 @@ async def test_late_answer_is_drained_and_its_connection_reused(h1: H1Transport)
     assert (h1.stats.drained, h1.stats.drain_expired) == (1, 0)
 
 
+async def test_a_late_answer_is_handed_to_the_caller_after_its_timeout(h1: H1Transport) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(0.2)  # past the client's deadline
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"accepted\":true}")
+        await writer.drain()
+        await asyncio.sleep(60)
+
+    late: list[bytes] = []
+    async with raw_server(handle) as url:
+        with pytest.raises(TransportTimeout):
+            await h1.send(post(url), 0.05, lambda response: late.append(response.body))
+        assert late == []  # the caller heard "timeout" first
+        await asyncio.sleep(0.3)
+    assert late == [b'{"accepted":true}']
+
+
 async def test_answer_that_never_comes_drops_the_connection_after_the_drain() -> None:
     saw_close = asyncio.Event()
 
