@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from benchmarks.transport_micro import serve
+from benchmarks.transport_micro import answering_server
 
 BODY = (
     b'{"ping_id":"p-0123456789abcdef","vertical":"auto_insurance","tmax_ms":250,'
@@ -130,12 +129,7 @@ def main() -> None:
     parser.add_argument("--fan-out", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2000)
     args = parser.parse_args()
-    context = multiprocessing.get_context("spawn")
-    port_in, port_out = context.Pipe(duplex=False)
-    server = context.Process(target=serve, args=(port_out,), daemon=True)
-    server.start()
-    try:
-        url = f"http://127.0.0.1:{port_in.recv()}/ping"
+    with answering_server() as url:
         print(f"{'client':<18} {'CPU us / request':>16} {'wall us / fan-out':>18}")
         for name, make in _candidates(url).items():
             if make is None:
@@ -143,9 +137,6 @@ def main() -> None:
                 continue
             cpu_us, wall_us = uvloop.run(_measure(make, args.fan_out, args.rounds))
             print(f"{name:<18} {cpu_us:>16.1f} {wall_us:>18.0f}")
-    finally:
-        server.terminate()
-        server.join()
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import statistics
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -72,6 +73,20 @@ def serve(port_out: Connection) -> None:
         await server.serve_forever()
 
     uvloop.run(main())
+
+
+@contextlib.contextmanager
+def answering_server() -> Iterator[str]:
+    """``serve`` in a process of its own, for as long as the block runs; yields its URL."""
+    context = multiprocessing.get_context("spawn")
+    port_in, port_out = context.Pipe(duplex=False)
+    server = context.Process(target=serve, args=(port_out,), daemon=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port_in.recv()}/ping"
+    finally:
+        server.terminate()
+        server.join()
 
 
 @dataclass(frozen=True)
@@ -132,12 +147,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    context = multiprocessing.get_context("spawn")
-    port_in, port_out = context.Pipe(duplex=False)
-    server = context.Process(target=serve, args=(port_out,), daemon=True)
-    server.start()
-    try:
-        url = f"http://127.0.0.1:{port_in.recv()}/ping"
+    with answering_server() as url:
         transports: dict[str, Callable[[], Transport]] = {
             "aiohttp": AiohttpTransport,
             "h1": H1Transport,
@@ -156,10 +166,7 @@ def main() -> None:
                     results.append(
                         Result(name, loop_name, mode, args.requests, cpu_us, rate, opened)
                     )
-        print_table(results, args.concurrency)
-    finally:
-        server.terminate()
-        server.join()
+    print_table(results, args.concurrency)
 
 
 def print_table(results: list[Result], concurrency: int) -> None:
