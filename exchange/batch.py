@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 import structlog
 
-from exchange.rollups import EXTRA_ARGS, INSERT_SQL
+from exchange.rollups import INSERT_SQL, ROLLUP_ARGS
 
 log = structlog.get_logger("exchange.batch")
 
@@ -218,7 +218,7 @@ class BatchWriter:
             if conn is None:
                 conn = self._held[lane] = await self._pool.acquire()
             try:
-                await conn.execute(INSERT_SQL[table], encoded, *EXTRA_ARGS.get(table, ()))
+                await conn.execute(INSERT_SQL[table], *ROLLUP_ARGS.get(table, ()), encoded)
                 break
             except BaseException as exc:
                 # The pool checks it, and replaces it if the failure broke it.

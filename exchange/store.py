@@ -22,7 +22,7 @@ import orjson
 
 from exchange.caps import CapWindow
 from exchange.outcomes import PostStatus
-from exchange.rollups import LATENCY_EDGES_US
+from exchange.rollups import REBUILD_SQL, ROLLUP_ARGS
 
 MIGRATIONS_PACKAGE = "exchange.migrations"
 
@@ -512,8 +512,8 @@ class Store:
             await conn.execute(
                 "TRUNCATE buyer_hourly, buyer_latency_hourly, seller_hourly", timeout=3600
             )
-            for statement in _REBUILD_ROLLUPS.split(";\n\n"):
-                await conn.execute(statement, *_rebuild_args(statement), timeout=3600)
+            for table, statement in REBUILD_SQL.items():
+                await conn.execute(statement, *ROLLUP_ARGS.get(table, ()), timeout=3600)
 
     async def buyer_latency_buckets(
         self, since: datetime, until: datetime
@@ -596,39 +596,3 @@ FROM h FULL JOIN s ON s.seller_id = h.seller_id
        FULL JOIN r ON r.seller_id = coalesce(h.seller_id, s.seller_id, o.seller_id)
 ORDER BY 1
 """
-
-_REBUILD_ROLLUPS = """
-INSERT INTO buyer_hourly (buyer_id, hour, pings, bids, wins, timeouts, errors, excluded)
-SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       count(*) FILTER (WHERE outcome IN ('bid', 'no_bid', 'timeout', 'error', 'below_floor')),
-       count(*) FILTER (WHERE outcome IN ('bid', 'below_floor')),
-       count(*) FILTER (WHERE rank = 1),
-       count(*) FILTER (WHERE outcome = 'timeout'),
-       count(*) FILTER (WHERE outcome = 'error'),
-       count(*) FILTER (WHERE outcome IN ('filtered', 'capped', 'off_schedule', 'duplicate',
-                                          'seller_blocked'))
-FROM bid_outcomes GROUP BY 1, 2;
-
-INSERT INTO buyer_hourly AS h (buyer_id, hour, posts, accepted)
-SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       count(*) FILTER (WHERE outcome <> 'skipped'), count(*) FILTER (WHERE outcome = 'accepted')
-FROM post_attempts GROUP BY 1, 2
-ON CONFLICT (buyer_id, hour) DO UPDATE SET posts = h.posts + EXCLUDED.posts,
-                                           accepted = h.accepted + EXCLUDED.accepted;
-
-INSERT INTO buyer_latency_hourly (buyer_id, hour, bucket, n)
-SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       width_bucket(latency_us, $1::integer[]), count(*)
-FROM bid_outcomes
-WHERE latency_us > 0 AND outcome IN ('bid', 'no_bid', 'timeout', 'error', 'below_floor')
-GROUP BY 1, 2, 3;
-
-INSERT INTO seller_hourly (seller_id, hour, pings, bids)
-SELECT seller_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       count(*), count(*) FILTER (WHERE status = 'bid')
-FROM pings GROUP BY 1, 2
-"""
-
-
-def _rebuild_args(statement: str) -> tuple[object, ...]:
-    return (list(LATENCY_EDGES_US),) if "$1" in statement else ()

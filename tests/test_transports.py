@@ -619,7 +619,7 @@ async def test_a_late_answer_is_handed_to_the_caller_after_its_timeout(h1: H1Tra
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         await asyncio.sleep(0.2)  # past the client's deadline
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"accepted\":true}")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{"accepted":true}')
         await writer.drain()
         await asyncio.sleep(60)
 
