@@ -51,14 +51,6 @@ _IPAD = bytes(b ^ 0x36 for b in range(256))
 _OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
-def signed_headers(secret: bytes, timestamp: int, body: bytes) -> tuple[tuple[str, str], ...]:
-    """Both signing headers for one request."""
-    return (
-        (TIMESTAMP_HEADER, str(timestamp)),
-        (SIGNATURE_HEADER, sign(secret, timestamp, body)),
-    )
-
-
 def verify(
     secret: bytes,
     timestamp_header: str | None,
