@@ -151,9 +151,11 @@ def _seller_block(buyer: BuyerRules, seller_id: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Bid:
-    """A priced offer for the lead: a real-time bid or a fixed price."""
+    """A priced offer for the lead: a real-time bid or a fixed price. (Made per bid per
+    auction: a plain slots class, as a frozen one costs three times as much to build;
+    nothing mutates a bid once made.)"""
 
     buyer_id: str
     price_cents: int

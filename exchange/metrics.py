@@ -68,6 +68,9 @@ class Metrics:
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._pending_counts: dict[Any, float] = {}
         self._pending_observations: dict[Any, _Tally] = {}
+        # Auctions in progress, counted here and copied to the gauge by apply_pending
+        # (the gauge's own inc/dec take a lock each, twice per ping).
+        self.inflight_now = 0
         r = self.registry
         self.pings = Counter(
             "exchange_pings",
@@ -229,6 +232,7 @@ class Metrics:
         tally.add(value)
 
     def apply_pending(self) -> None:
+        self.inflight.set(self.inflight_now)
         counts, self._pending_counts = self._pending_counts, {}
         observations, self._pending_observations = self._pending_observations, {}
         for child, amount in counts.items():

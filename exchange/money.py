@@ -5,7 +5,7 @@ Floats never take part in arithmetic. A JSON number is parsed from its decimal t
 decimal form) and refused if it has more than two decimals.
 """
 
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 CENTS_PER_DOLLAR = 100
 # Larger amounts are refused before any arithmetic: no lead is worth a trillion dollars,
@@ -51,5 +51,22 @@ def dollars_json(cents: int | None) -> float | None:
 
 
 def payout_cents(price_cents: int, payout_share: Decimal) -> int:
-    """The seller's payout for a sale: price x share, rounded down to the cent."""
-    return int((Decimal(price_cents) * payout_share).to_integral_value(rounding=ROUND_FLOOR))
+    """The seller's payout for a sale: price x share, rounded down to the cent.
+
+    In integers: a finite Decimal is exactly numerator / denominator, and floor division
+    rounds down as ROUND_FLOOR does (several times cheaper than Decimal arithmetic, and
+    this runs for every ping answered)."""
+    numerator, denominator = _ratio(payout_share)
+    return price_cents * numerator // denominator
+
+
+_RATIOS: dict[Decimal, tuple[int, int]] = {}
+
+
+def _ratio(share: Decimal) -> tuple[int, int]:
+    found = _RATIOS.get(share)
+    if found is None:
+        found = share.as_integer_ratio()
+        if len(_RATIOS) < 1024:  # shares come from config: a handful of distinct values
+            _RATIOS[share] = found
+    return found
