@@ -40,6 +40,8 @@ TieBreaker = Literal["company_size", "priority", "latency"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ID = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+# The default overload threshold's floor: lateness below this is ordinary scheduling noise.
+MIN_OVERLOAD_LAG_MS = 20
 
 
 class ConfigError(Exception):
@@ -77,6 +79,11 @@ class ExchangeSettings(_Model):
     # Past this many auctions in flight in one process, new pings are refused at once
     # (503) rather than letting every auction's latency grow past tmax.
     max_inflight_auctions: int = Field(2000, ge=1)
+    # While the process's event loop keeps running more than this late, new auctions are
+    # refused (503): it has more work than CPU, and an auction started now would answer
+    # past its tmax. Default: a fifth of tmax_ms (the most an auction keeps back for
+    # lag), at least 20 ms; 0 turns the check off.
+    overload_lag_ms: int | None = Field(None, ge=0, le=60_000)
     # Key for the HMAC of phones and emails kept for duplicate checks (a plain hash of a
     # phone number is reversible by brute force). Required when any dedupe_days is set.
     dedupe_hash_key: str | None = Field(None, min_length=16, repr=False)
@@ -300,6 +307,14 @@ class LoadedConfig:
     @property
     def settings(self) -> ExchangeSettings:
         return self.config.exchange
+
+    @property
+    def overload_lag_s(self) -> float:
+        """exchange.overload_lag_ms in seconds, its default filled in; 0 is off."""
+        settings = self.config.exchange
+        if settings.overload_lag_ms is not None:
+            return settings.overload_lag_ms / 1000
+        return max(MIN_OVERLOAD_LAG_MS, settings.tmax_ms // 5) / 1000
 
 
 def hash_key(key: str) -> str:

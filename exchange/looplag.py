@@ -20,6 +20,8 @@ HALF_LIFE_S = 2.0
 
 
 _LN2 = math.log(2)
+# The loop's timers have millisecond resolution: lateness under 1 ms is noise.
+_RESOLUTION_S = 0.001
 
 
 class DecayingMax:
@@ -57,11 +59,23 @@ class LagMonitor:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._recent = DecayingMax(half_life_s)
+        self._last = 0.0
 
     @property
     def recent_s(self) -> float:
         """The largest recent lag, decayed (see HALF_LIFE_S)."""
         return self._recent.value(self._clock())
+
+    @property
+    def sustained_s(self) -> float:
+        """How far behind the loop has kept running: the smaller of the last tick's lag
+        and how overdue the next tick is now. A single stall (a garbage collection, one
+        slow callback) makes one tick late, not two in a row, so it does not count; a
+        process with more work than CPU falls behind on every tick."""
+        if self._timer is None:
+            return 0.0
+        overdue = self._clock() - self._due - _RESOLUTION_S
+        return max(0.0, min(self._last, overdue))
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -78,9 +92,9 @@ class LagMonitor:
         self._timer = self._loop.call_later(self._interval_s, self._tick)
 
     def _tick(self) -> None:
-        # The loop's timers have millisecond resolution: lateness under 1 ms is noise.
         now = self._clock()
-        lag = max(0.0, now - self._due - 0.001)
+        lag = max(0.0, now - self._due - _RESOLUTION_S)
+        self._last = lag
         self._recent.observe(lag, now)
         if self._on_lag is not None:
             self._on_lag(lag)

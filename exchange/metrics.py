@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 from exchange.config import Config
-from exchange.outcomes import BidOutcome, Phase, PingStatus, PostOutcome
+from exchange.outcomes import BidOutcome, Overload, Phase, PingStatus, PostOutcome
 
 # Seconds. Dense from 1 ms to 1 s (the default tmax), sparse beyond.
 LATENCY_BUCKETS = (
@@ -167,6 +167,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.overload_refusals = Counter(
+            "exchange_overload_refusals",
+            "Auctions refused with 503 before they started, by reason: inflight (the "
+            "process's max_inflight_auctions reached) or loop_lag (its event loop kept "
+            "running later than overload_lag_ms).",
+            ["reason"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "exchange_http_requests",
             "Seller/operator API answers by route and status code.",
@@ -256,6 +264,8 @@ class Metrics:
             for vertical in seller.verticals or verticals:
                 for status in PingStatus:
                     self.pings.labels(seller.id, vertical, status.value)
+        for reason in Overload:
+            self.overload_refusals.labels(reason.value)
         for vertical in verticals:
             for series in (self.sales, self.unsold, self.deadline_misses):
                 series.labels(vertical)

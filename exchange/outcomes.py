@@ -53,3 +53,12 @@ class Phase(StrEnum):
 
     PING = "ping"
     POST = "post"
+
+
+class Overload(StrEnum):
+    """Why an auction was refused before it started (the `reason` metric label)."""
+
+    # exchange.max_inflight_auctions auctions were already running in this process.
+    INFLIGHT = "inflight"
+    # The process's event loop kept running later than exchange.overload_lag_ms.
+    LOOP_LAG = "loop_lag"

@@ -11,7 +11,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from aiohttp import web
@@ -30,7 +30,7 @@ from exchange.dedupe import ContactHashes, contact_hashes
 from exchange.errors import Conflict, FieldError, Forbidden, Gone, Invalid, NotFound, NotReady
 from exchange.fields import LeadInvalid, LeadSchema
 from exchange.money import MoneyError, dollars_json, parse_dollars
-from exchange.outcomes import PostStatus
+from exchange.outcomes import Overload, PostStatus
 from exchange.pingcache import PingRecord
 from exchange.pinging import PingRequest, run_ping
 from exchange.posting import (
@@ -185,17 +185,33 @@ async def _ping_from_ledger(ctx: ExchangeContext, ping_id: str) -> PingRecord | 
 @contextlib.contextmanager
 def _admitted(ctx: ExchangeContext) -> Iterator[None]:
     """Take one of the process's auction slots for the rest of the request, or refuse at
-    once (503) when none is free. Taken before any await, so a burst cannot overshoot."""
+    once (503) when none is free or the process is overloaded (its event loop keeps
+    running late: an auction started now would answer past tmax). Taken before any
+    await, so a burst cannot overshoot."""
     limit = ctx.loaded.settings.max_inflight_auctions
     if ctx.admitted >= limit:
-        raise NotReady(
-            f"exchange overloaded: {limit} auctions in flight", headers={"Retry-After": "1"}
-        )
+        _refuse(ctx, Overload.INFLIGHT, f"exchange overloaded: {limit} auctions in flight")
+    lag_limit = ctx.loaded.overload_lag_s
+    if lag_limit:
+        behind = ctx.lag.sustained_s
+        if behind > lag_limit:
+            _refuse(
+                ctx,
+                Overload.LOOP_LAG,
+                f"exchange overloaded: running {behind * 1000:.0f} ms behind "
+                f"(limit {lag_limit * 1000:.0f} ms)",
+            )
     ctx.admitted += 1
     try:
         yield
     finally:
         ctx.admitted -= 1
+
+
+def _refuse(ctx: ExchangeContext, reason: Overload, message: str) -> NoReturn:
+    m = ctx.metrics
+    m.inc_later(m.child(m.overload_refusals, reason.value))
+    raise NotReady(message, headers={"Retry-After": "1"})
 
 
 async def _auction(ctx: ExchangeContext, request: PingRequest) -> PingRecord:

@@ -349,3 +349,74 @@ async def test_the_limit_holds_for_pings_with_external_ids(
     statuses = [r[0] for r in results]
     assert statuses.count(200) <= LIMIT, statuses
     assert sim.counters("slow").pings <= LIMIT
+
+
+@pytest.fixture
+async def quick_exchange(database_url: str) -> AsyncIterator[Exchange]:
+    """tmax 250 ms, so the default overload threshold is 50 ms."""
+    specs = [SimulatedBuyerSpec("quick", bid_cents=(1000, 1000), latency_ms=(1, 3))]
+    async with BuyerSimulator(specs) as sim:
+        config = make_config([realtime_buyer(sim, "quick")], exchange={"tmax_ms": 250})
+        async with serve_exchange(config, database_url) as ex:
+            yield ex
+
+
+PING = {"vertical": "auto_insurance", "lead": PING_LEAD}
+
+
+def _refusals(ex: Exchange, reason: str) -> float:
+    ex.ctx.metrics.apply_pending()
+    value = ex.ctx.metrics.registry.get_sample_value(
+        "exchange_overload_refusals_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_a_process_that_keeps_running_late_refuses_new_auctions_then_recovers(
+    quick_exchange: Exchange,
+) -> None:
+    ex = quick_exchange
+    assert ex.ctx.loaded.overload_lag_s == 0.05
+    loop = asyncio.get_running_loop()
+    hog_until = loop.time() + 1.0
+
+    def hog() -> None:  # more work than CPU: the loop holds 80 ms at a time, again and again
+        time.sleep(0.08)
+        if loop.time() < hog_until:
+            loop.call_soon(hog)
+
+    loop.call_soon(hog)
+    answers = []
+    while loop.time() < hog_until:
+        answers.append(await ex.call("POST", "/v1/ping", PING))
+    refused = [(body, headers) for status, body, headers in answers if status == 503]
+    assert refused, [status for status, _, _ in answers]
+    for body, headers in refused:
+        assert body["error"]["code"] == "not_ready"
+        assert "exchange overloaded: running" in body["error"]["message"]
+        assert int(headers["Retry-After"]) >= 1
+    assert _refusals(ex, "loop_lag") == len(refused)
+    await asyncio.sleep(0.05)  # caught up: the next ping runs
+    status, body, _ = await ex.call("POST", "/v1/ping", PING)
+    assert status == 200, body
+
+
+async def test_one_stall_does_not_refuse_the_pings_queued_behind_it(
+    quick_exchange: Exchange,
+) -> None:
+    ex = quick_exchange
+    loop = asyncio.get_running_loop()
+    pings = [loop.create_task(ex.call("POST", "/v1/ping", PING)) for _ in range(5)]
+    # The requests are written, then the loop stalls once (a long garbage collection, say)
+    # while they wait unread.
+    loop.call_soon(time.sleep, 0.15)
+    statuses = [status for status, _, _ in await asyncio.gather(*pings)]
+    assert statuses == [200] * 5
+    assert _refusals(ex, "loop_lag") == 0
+
+
+def test_the_overload_threshold_defaults_to_a_fifth_of_tmax_and_can_be_turned_off() -> None:
+    assert make_config([], exchange={"tmax_ms": 250}).overload_lag_s == 0.05
+    assert make_config([], exchange={"tmax_ms": 60}).overload_lag_s == 0.02  # the floor
+    assert make_config([], exchange={"overload_lag_ms": 30}).overload_lag_s == 0.03
+    assert make_config([], exchange={"overload_lag_ms": 0}).overload_lag_s == 0

@@ -672,6 +672,21 @@ def errors() -> Iterator[PanelBuilder]:
         ],
         width=6,
     )
+    yield graph(
+        "Auctions refused for overload / s",
+        "Pings and direct posts refused with 503 before their auction started, by "
+        "reason: inflight (max_inflight_auctions reached in a process) or loop_lag (a "
+        "process kept running later than overload_lag_ms: more work than CPU). Sellers "
+        "got Retry-After; any of this means the exchange needs more capacity.",
+        "reqps",
+        [
+            query(
+                f"sum by (reason) (rate(exchange_overload_refusals_total[{RATE}]))",
+                "{{reason}}",
+            )
+        ],
+        width=6,
+    )
 
 
 ROWS = (
