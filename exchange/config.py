@@ -81,8 +81,7 @@ class ExchangeSettings(_Model):
     max_inflight_auctions: int = Field(2000, ge=1)
     # While the process's event loop keeps running more than this late, new auctions are
     # refused (503): it has more work than CPU, and an auction started now would answer
-    # past its tmax. Default: a fifth of tmax_ms (the most an auction keeps back for
-    # lag), at least 20 ms; 0 turns the check off.
+    # past its tmax. Default: half of tmax_ms, at least 20 ms; 0 turns the check off.
     overload_lag_ms: int | None = Field(None, ge=0, le=60_000)
     # Key for the HMAC of phones and emails kept for duplicate checks (a plain hash of a
     # phone number is reversible by brute force). Required when any dedupe_days is set.
@@ -314,7 +313,7 @@ class LoadedConfig:
         settings = self.config.exchange
         if settings.overload_lag_ms is not None:
             return settings.overload_lag_ms / 1000
-        return max(MIN_OVERLOAD_LAG_MS, settings.tmax_ms // 5) / 1000
+        return max(MIN_OVERLOAD_LAG_MS, settings.tmax_ms // 2) / 1000
 
 
 def hash_key(key: str) -> str:

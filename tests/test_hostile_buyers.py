@@ -353,10 +353,10 @@ async def test_the_limit_holds_for_pings_with_external_ids(
 
 @pytest.fixture
 async def quick_exchange(database_url: str) -> AsyncIterator[Exchange]:
-    """tmax 250 ms, so the default overload threshold is 50 ms."""
+    """tmax 100 ms, so the default overload threshold is 50 ms."""
     specs = [SimulatedBuyerSpec("quick", bid_cents=(1000, 1000), latency_ms=(1, 3))]
     async with BuyerSimulator(specs) as sim:
-        config = make_config([realtime_buyer(sim, "quick")], exchange={"tmax_ms": 250})
+        config = make_config([realtime_buyer(sim, "quick")], exchange={"tmax_ms": 100})
         async with serve_exchange(config, database_url) as ex:
             yield ex
 
@@ -415,8 +415,8 @@ async def test_one_stall_does_not_refuse_the_pings_queued_behind_it(
     assert _refusals(ex, "loop_lag") == 0
 
 
-def test_the_overload_threshold_defaults_to_a_fifth_of_tmax_and_can_be_turned_off() -> None:
-    assert make_config([], exchange={"tmax_ms": 250}).overload_lag_s == 0.05
-    assert make_config([], exchange={"tmax_ms": 60}).overload_lag_s == 0.02  # the floor
+def test_the_overload_threshold_defaults_to_half_of_tmax_and_can_be_turned_off() -> None:
+    assert make_config([], exchange={"tmax_ms": 250}).overload_lag_s == 0.125
+    assert make_config([], exchange={"tmax_ms": 30}).overload_lag_s == 0.02  # the floor
     assert make_config([], exchange={"overload_lag_ms": 30}).overload_lag_s == 0.03
     assert make_config([], exchange={"overload_lag_ms": 0}).overload_lag_s == 0
