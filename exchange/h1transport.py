@@ -148,6 +148,7 @@ class _Call:
         "retried",
         "status",
         "target",
+        "timer_key",
         "waiter",
     )
 
@@ -168,6 +169,7 @@ class _Call:
         self.retried = False
         self.draining = False
         self.on_late: LateAnswer | None = None
+        self.timer_key: float | None = None  # the _Deadlines group it is in, if any
         self.reset()
 
     def reset(self) -> None:
@@ -343,9 +345,11 @@ class _Connection(asyncio.Protocol):
     def _release_call(self) -> _Call | None:
         """The connection no longer carries its call (answered, failed or dropped)."""
         call, self._call = self._call, None
-        if call is not None and call.draining:
-            call.draining = False
-            self._pool.draining -= 1
+        if call is not None:
+            self._owner._deadlines.settled(call)
+            if call.draining:
+                call.draining = False
+                self._pool.draining -= 1
         return call
 
     def _drop(self) -> None:
@@ -455,11 +459,13 @@ class _HostPool:
 
 class _Deadlines:
     """One timer per distinct deadline: an auction's requests to all its buyers share
-    one, instead of one timer each."""
+    one, instead of one timer each. Once every request of a group has settled (as most
+    do, long before the deadline) its timer is cancelled and the group let go."""
 
     def __init__(self) -> None:
         self._groups: dict[float, list[tuple[_Connection, _Call]]] = {}
         self._timers: dict[float, asyncio.TimerHandle] = {}
+        self._open: dict[float, int] = {}  # requests of each group not settled yet
 
     def add(self, when: float, connection: _Connection, call: _Call) -> None:
         group = self._groups.get(when)
@@ -467,12 +473,32 @@ class _Deadlines:
             group = self._groups[when] = []
             loop = asyncio.get_running_loop()
             self._timers[when] = loop.call_at(when, self._fire, when)
+            self._open[when] = 0
         group.append((connection, call))
+        self._open[when] += 1
+        call.timer_key = when
+
+    def settled(self, call: _Call) -> None:
+        """The call no longer needs its deadline (answered, failed or dropped)."""
+        when = call.timer_key
+        if when is None:
+            return
+        call.timer_key = None
+        left = self._open.get(when)
+        if left is None:  # the group's timer has fired
+            return
+        if left > 1:
+            self._open[when] = left - 1
+            return
+        del self._open[when], self._groups[when]
+        self._timers.pop(when).cancel()
 
     def _fire(self, when: float) -> None:
-        del self._timers[when]
+        del self._timers[when], self._open[when]
         for connection, call in self._groups.pop(when):
-            if connection._call is call:  # else answered in time, as most are
+            if call.timer_key == when:
+                call.timer_key = None
+            if connection._call is call:  # else answered in time
                 connection.deadline_passed(call)
 
     def close(self) -> None:
@@ -480,6 +506,7 @@ class _Deadlines:
             timer.cancel()
         self._timers.clear()
         self._groups.clear()
+        self._open.clear()
 
 
 class H1Transport:

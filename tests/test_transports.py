@@ -583,6 +583,17 @@ async def test_started_requests_settle_by_their_shared_deadline(
     assert settled_at - deadline < 0.1
 
 
+async def test_a_deadline_whose_requests_all_settled_holds_no_timer(
+    h1: H1Transport, base_url: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    answered = [h1.start(post(f"{base_url}/echo", b"%d" % n), deadline) for n in range(5)]
+    assert [(await f).body for f in answered] == [b"%d" % n for n in range(5)]
+    # Let go at once, not 30 s later: the group's timer is cancelled with its last request.
+    assert h1._deadlines._timers == {} and h1._deadlines._groups == {}
+
+
 async def test_starting_an_unusable_request_fails_its_future_not_the_caller(
     transport: Transport,
 ) -> None:
