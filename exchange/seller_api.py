@@ -402,17 +402,33 @@ async def post(request: web.Request) -> web.Response:
         problems.extend(_problems_from(exc))
     if problems:
         raise Invalid("the post is not valid", problems)
+    answer = await _post_matching(
+        ctx, record, seller, schema, lead, min_payout,
+        conflict="the posted lead does not match the pinged lead", differs="differs from the ping",
+    )  # fmt: skip
+    return json_response(_post_answer(answer))
+
+
+async def _post_matching(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    seller: SellerConfig,
+    schema: LeadSchema,
+    lead: dict[str, Any],
+    min_payout: int,
+    conflict: str,
+    differs: str,
+) -> PostAnswer:
+    """Post ``lead`` under ``record``'s auction, once it is the lead that was auctioned
+    (its redacted fields equal the record's; else a 409 naming each field that differs)
+    and its duplicate check is done."""
     mismatched = _mismatch(schema.redact(lead), record.lead)
     if mismatched:
-        raise Conflict(
-            "the posted lead does not match the pinged lead",
-            [{"loc": ["lead", name], "msg": "differs from the ping"} for name in mismatched],
-        )
+        raise Conflict(conflict, [{"loc": ["lead", name], "msg": differs} for name in mismatched])
     duplicates = await check_duplicates(
         ctx, record.vertical, _contacts(ctx, schema, lead), ctx.now()
     )
-    answer = await settle_post(ctx, record, seller, lead, min_payout, duplicates)
-    return json_response(_post_answer(answer))
+    return await settle_post(ctx, record, seller, lead, min_payout, duplicates)
 
 
 def _contacts(
@@ -467,17 +483,10 @@ async def _repeat_lead(
         await asyncio.sleep(LOOKUP_RETRY_S)
     if answer is not None:
         return answer
-    schema = ctx.loaded.schemas[record.vertical]
-    mismatched = _mismatch(schema.redact(lead), record.lead)
-    if mismatched:
-        raise Conflict(
-            "external_id belongs to a different lead",
-            [{"loc": ["lead", name], "msg": "differs from the first lead"} for name in mismatched],
-        )
-    duplicates = await check_duplicates(
-        ctx, record.vertical, _contacts(ctx, schema, lead), ctx.now()
-    )
-    return await settle_post(ctx, record, seller, lead, min_payout, duplicates)
+    return await _post_matching(
+        ctx, record, seller, ctx.loaded.schemas[record.vertical], lead, min_payout,
+        conflict="external_id belongs to a different lead", differs="differs from the first lead",
+    )  # fmt: skip
 
 
 def routes() -> list[web.RouteDef]:
