@@ -335,15 +335,12 @@ async def _bind_id(ctx: ExchangeContext, offer: _Offer) -> tuple[str, PingRecord
     A repeat whose first attempt never recorded its auction (it failed) gets the bound id
     and no record: the auction runs now, under that id."""
     ping_id = ctx.new_id()
-    earlier = None
+    repeat = False
     if offer.external_id is not None:
-        seller_id = offer.seller.id
-        first = await ctx.store.claim_external_id(seller_id, offer.external_id, ping_id)
-        if first != ping_id:
-            ping_id = first
-            _bind_log_context(ping_id, seller_id, offer.schema.vertical)
-            earlier = await find_ping(ctx, first, wait_s=_lookup_wait(ctx))
+        first = await ctx.store.claim_external_id(offer.seller.id, offer.external_id, ping_id)
+        repeat, ping_id = first != ping_id, first
     _bind_log_context(ping_id, offer.seller.id, offer.schema.vertical)
+    earlier = await find_ping(ctx, ping_id, wait_s=_lookup_wait(ctx)) if repeat else None
     return ping_id, earlier
 
 
