@@ -12,7 +12,6 @@ Every attempt is recorded (batched: attempts are not money).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -150,7 +149,7 @@ class _Walk:
             metrics.latency_histogram(bid.buyer_id, "post").observe(latency_us / 1e6)
         await self.ctx.writer.add(
             "post_attempts",
-            (uuid.UUID(self.record.ping_id), self.attempts, bid.buyer_id, reply.outcome.value,
+            (self.record.ping_id, self.attempts, bid.buyer_id, reply.outcome.value,
              bid.price_cents, latency_us, reply.reason, reply.buyer_lead_id, self.ctx.now()),
         )  # fmt: skip
 
