@@ -125,6 +125,10 @@ class Tally:
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
+    @property
+    def fill_rate(self) -> float:
+        return self.sold / self.pings if self.pings else 0.0
+
     def add(self, other: Tally) -> None:
         for name in ("pings", "bids", "posts", "sold", "payout_cents", "errors"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -188,21 +192,19 @@ async def traffic(url: str, rate: float, stop: asyncio.Event, window: Tally) -> 
 
 
 def summary_line(elapsed: float, window: Tally, total: Tally) -> str:
-    fill = total.sold / total.pings if total.pings else 0.0
     bid_rate = total.bids / total.pings if total.pings else 0.0
     return (
         f"t={elapsed:5.0f}s  pings/s={window.pings:5d}  bid rate={bid_rate:6.1%}  "
-        f"fill rate={fill:6.1%}  sold={total.sold:6d}  "
+        f"fill rate={total.fill_rate:6.1%}  sold={total.sold:6d}  "
         f"seller payouts=${cents_to_dollars(total.payout_cents):,}  "
         f"p95 ping={p95(window.latencies_ms):6.1f} ms  errors={total.errors}"
     )
 
 
 def final_line(elapsed: float, total: Tally) -> str:
-    fill = total.sold / total.pings if total.pings else 0.0
     return (
         f"final: {elapsed:.0f}s  {total.pings / elapsed:.1f} pings/s on average  "
-        f"pings={total.pings}  sold={total.sold}  fill rate={fill:.1%}  "
+        f"pings={total.pings}  sold={total.sold}  fill rate={total.fill_rate:.1%}  "
         f"seller payouts=${cents_to_dollars(total.payout_cents):,}  "
         f"p95 ping={p95(total.latencies_ms):.1f} ms  errors={total.errors}"
     )
