@@ -31,7 +31,7 @@ from exchange.auction import (
 from exchange.config import SellerConfig
 from exchange.context import BuyerRuntime, ExchangeContext
 from exchange.outcomes import BidOutcome, PingStatus
-from exchange.pingcache import PingRecord
+from exchange.pingcache import PingRecord, ledger_tree
 from exchange.transport import TransportTimeout
 
 log = structlog.get_logger("exchange.ping")
@@ -312,13 +312,6 @@ async def _record(
         m.inc_later(m.request_counter(row.buyer_id, "ping", row.outcome.value))
         if row.latency_us and row.outcome in _CALLED:
             m.observe_later(m.latency_histogram(row.buyer_id, "ping"), row.latency_us / 1e6)
-    tree_json = [
-        {"buyer_id": b.buyer_id, "price_cents": b.price_cents, "bid_id": b.bid_id,
-         "fixed_price": b.fixed_price, "company_size": b.company_size,
-         "priority": b.priority, "latency_us": b.latency_us, "tier": b.tier,
-         "weight": b.weight}
-        for b in record.tree
-    ]  # fmt: skip
     pid = record.ping_id  # the rows go to the database as JSON text
     await ctx.writer.add_many(
         "bid_outcomes",
@@ -336,7 +329,7 @@ async def _record(
         (
             pid, record.seller_id, record.vertical, record.external_id, mode,
             record.tmax_ms, record.lead, status.value, record.price_cents,
-            record.payout_cents, tree_json, record.created_at, record.expires_at,
+            record.payout_cents, ledger_tree(record.tree), record.created_at, record.expires_at,
             int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
         ),
         give_up_at=max(durable_by, commit_started) + DURABLE_SLACK_S,

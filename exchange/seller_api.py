@@ -31,7 +31,7 @@ from exchange.errors import Conflict, FieldError, Forbidden, Gone, Invalid, NotF
 from exchange.fields import LeadInvalid, LeadSchema
 from exchange.money import MoneyError, dollars_json, parse_dollars
 from exchange.outcomes import Overload, PostStatus
-from exchange.pingcache import PingRecord
+from exchange.pingcache import PingRecord, tree_from_ledger
 from exchange.pinging import PingRequest, run_ping
 from exchange.posting import (
     DuplicateCheck,
@@ -148,25 +148,10 @@ async def find_ping(ctx: ExchangeContext, ping_id: str, wait_s: float = 0.0) -> 
 
 
 async def _ping_from_ledger(ctx: ExchangeContext, ping_id: str) -> PingRecord | None:
-    from exchange.auction import Bid
-
     row = await ctx.store.fetch_ping(ping_id)
     if row is None:
         return None
-    tree = tuple(
-        Bid(
-            buyer_id=b["buyer_id"],
-            price_cents=b["price_cents"],
-            company_size=b.get("company_size", 0),
-            priority=b.get("priority", 0),
-            latency_us=b.get("latency_us", 0),
-            bid_id=b.get("bid_id"),
-            fixed_price=b.get("fixed_price", False),
-            tier=b.get("tier"),
-            weight=b.get("weight", 1),
-        )
-        for b in row["ping_tree"]
-    )
+    tree = tree_from_ledger(row["ping_tree"])
     return PingRecord(
         ping_id=str(row["ping_id"]),
         seller_id=row["seller_id"],
