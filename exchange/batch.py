@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -126,7 +126,7 @@ class BatchWriter:
         if self._queued >= self._batch_rows:
             self._wake.set()
 
-    async def add_many(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+    async def add_many(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
         """Queue several rows at once (one room check, no await when there is room)."""
         while self._queued >= self._max_rows:
             self._room.clear()

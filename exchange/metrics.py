@@ -40,9 +40,10 @@ class _Tally:
     """Observations of one histogram child not yet applied to it: its bucket counts
     (not cumulative, as prometheus_client keeps them) and their sum."""
 
-    __slots__ = ("bounds", "counts", "total")
+    __slots__ = ("bounds", "child", "counts", "total")
 
     def __init__(self, child: Any) -> None:
+        self.child = child
         self.bounds: list[float] = list(child._upper_bounds)
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
@@ -68,6 +69,10 @@ class Metrics:
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._pending_counts: dict[Any, float] = {}
         self._pending_observations: dict[Any, _Tally] = {}
+        # The busiest series, one per buyer per auction (buyer_pinged): keyed by plain
+        # (buyer, outcome) and buyer ids, resolved to their children when applied.
+        self._pending_pings: dict[tuple[str, str], int] = {}
+        self._pending_ping_latency: dict[str, _Tally] = {}
         # Auctions in progress, counted here and copied to the gauge by apply_pending
         # (the gauge's own inc/dec take a lock each, twice per ping).
         self.inflight_now = 0
@@ -239,13 +244,32 @@ class Metrics:
             tally = self._pending_observations[child] = _Tally(child)
         tally.add(value)
 
+    def buyer_pinged(self, buyer: str, outcome: str, latency_us: int | None) -> None:
+        """One buyer's part in one auction: its outcome (``exchange_buyer_requests_total``,
+        phase ping) and, when it was called, its latency (``exchange_buyer_latency``)."""
+        key = (buyer, outcome)
+        pending = self._pending_pings
+        pending[key] = pending.get(key, 0) + 1
+        if latency_us is not None:
+            tally = self._pending_ping_latency.get(buyer)
+            if tally is None:
+                tally = self._pending_ping_latency[buyer] = _Tally(
+                    self.latency_histogram(buyer, "ping")
+                )
+            tally.add(latency_us / 1e6)
+
     def apply_pending(self) -> None:
         self.inflight.set(self.inflight_now)
         counts, self._pending_counts = self._pending_counts, {}
         observations, self._pending_observations = self._pending_observations, {}
+        pings, self._pending_pings = self._pending_pings, {}
+        latencies, self._pending_ping_latency = self._pending_ping_latency, {}
         for child, amount in counts.items():
             child.inc(amount)
-        for child, tally in observations.items():
+        for (buyer, outcome), amount in pings.items():
+            self.request_counter(buyer, "ping", outcome).inc(amount)
+        for tally in (*observations.values(), *latencies.values()):
+            child = tally.child
             # prometheus_client has no bulk observe: add to the child's buckets and sum
             # as observe() would (pinned by tests/test_metrics_batching.py).
             for bucket, count in zip(child._buckets, tally.counts, strict=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -168,14 +168,10 @@ async def _settled(
     return finished
 
 
-@dataclass(slots=True)
-class AuctionRow:
-    buyer_id: str
-    outcome: BidOutcome
-    price_cents: int | None
-    latency_us: int | None
-    rank: int | None
-    reason: str | None
+# One bid_outcomes row, in the ledger's column order (exchange/batch.py COLUMNS): ping_id,
+# buyer_id, outcome, price_cents, latency_us, rank, reason, created_at. Built as the tuple
+# the batch writer sends, since an auction makes one per buyer.
+OutcomeRow = tuple[str, str, BidOutcome, int | None, int | None, int | None, str | None, datetime]
 
 
 async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
@@ -252,18 +248,23 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         expires_at=now + timedelta(seconds=settings.ping_ttl_s),
         tmax_ms=tmax_ms,
     )
-    rows = _rows(tree, below, calls, excluded)
+    rows = _rows(ping_id, now, tree, below, calls, excluded)
     await _record(ctx, record, request.mode, rows, duration, duration - waited, started, deadline)
     ctx.pings.put(record)
     return record
 
 
 def _rows(
-    tree: tuple[Bid, ...], below: list[Bid], calls: list[BuyerCall], excluded: list[Exclusion]
-) -> list[AuctionRow]:
+    ping_id: str,
+    at: datetime,
+    tree: tuple[Bid, ...],
+    below: list[Bid],
+    calls: list[BuyerCall],
+    excluded: list[Exclusion],
+) -> list[OutcomeRow]:
     rank_of = {b.buyer_id: i + 1 for i, b in enumerate(tree)}
     below_ids = {b.buyer_id for b in below}
-    rows: list[AuctionRow] = []
+    rows: list[OutcomeRow] = []
     for call in calls:
         reply = call.reply
         outcome = reply.outcome
@@ -273,24 +274,22 @@ def _rows(
         elif outcome is BidOutcome.BID and not reply.price_cents:
             outcome = BidOutcome.NO_BID
         rows.append(
-            AuctionRow(
-                call.buyer_id, outcome, reply.price_cents, call.latency_us,
-                rank_of.get(call.buyer_id), reason,
-            )
+            (ping_id, call.buyer_id, outcome, reply.price_cents, call.latency_us,
+             rank_of.get(call.buyer_id), reason, at)
         )  # fmt: skip
     for bid in tree:
         if bid.fixed_price:
             rows.append(
-                AuctionRow(bid.buyer_id, BidOutcome.BID, bid.price_cents, 0,
-                           rank_of[bid.buyer_id], "fixed price")
+                (ping_id, bid.buyer_id, BidOutcome.BID, bid.price_cents, 0,
+                 rank_of[bid.buyer_id], "fixed price", at)
             )  # fmt: skip
     for bid in below:
         if bid.fixed_price:
             rows.append(
-                AuctionRow(bid.buyer_id, BidOutcome.BELOW_FLOOR, bid.price_cents, 0, None,
-                           "fixed price under the seller's floor")
+                (ping_id, bid.buyer_id, BidOutcome.BELOW_FLOOR, bid.price_cents, 0, None,
+                 "fixed price under the seller's floor", at)
             )  # fmt: skip
-    rows.extend(AuctionRow(e.buyer_id, e.outcome, None, None, None, e.reason) for e in excluded)
+    rows.extend((ping_id, e.buyer_id, e.outcome, None, None, None, e.reason, at) for e in excluded)
     return rows
 
 
@@ -298,7 +297,7 @@ async def _record(
     ctx: ExchangeContext,
     record: PingRecord,
     mode: str,
-    rows: list[AuctionRow],
+    rows: list[OutcomeRow],
     duration_s: float,
     overhead_s: float,
     started: float,
@@ -308,16 +307,10 @@ async def _record(
     status = PingStatus.BID if record.tree else PingStatus.NO_BID
     if record.tree:
         m.inc_later(m.child(m.wins, record.tree[0].buyer_id))
-    for row in rows:
-        m.inc_later(m.request_counter(row.buyer_id, "ping", row.outcome.value))
-        if row.latency_us and row.outcome in _CALLED:
-            m.observe_later(m.latency_histogram(row.buyer_id, "ping"), row.latency_us / 1e6)
-    pid = record.ping_id  # the rows go to the database as JSON text
-    await ctx.writer.add_many(
-        "bid_outcomes",
-        [(pid, row.buyer_id, row.outcome.value, row.price_cents, row.latency_us,
-          row.rank, row.reason, record.created_at) for row in rows],
-    )  # fmt: skip
+    pinged = m.buyer_pinged
+    for _, buyer_id, outcome, _, latency_us, _, _, _ in rows:
+        pinged(buyer_id, outcome, latency_us if latency_us and outcome in _CALLED else None)
+    await ctx.writer.add_many("bid_outcomes", rows)
     # The ping row commits before the seller hears a price: a quoted ping must survive a
     # crash so its post works, and a sale never lacks its auction. Group commit keeps this
     # to one short write shared by every ping answered meanwhile.
@@ -327,7 +320,7 @@ async def _record(
     await ctx.writer.add_durable(
         "pings",
         (
-            pid, record.seller_id, record.vertical, record.external_id, mode,
+            record.ping_id, record.seller_id, record.vertical, record.external_id, mode,
             record.tmax_ms, record.lead, status.value, record.price_cents,
             record.payout_cents, ledger_tree(record.tree), record.created_at, record.expires_at,
             int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.metrics import LATENCY_BUCKETS, Metrics
+from exchange.outcomes import BidOutcome
 
 # On bucket bounds, between them, below the first, beyond the last (+Inf) and zero.
 VALUES = [0.0, 0.0005, 0.001, 0.0010001, 0.02, 0.25, 0.2500001, 1.0, 9.99, 10.0, 11.0, 500.0]
@@ -58,3 +59,39 @@ def test_exposition_applies_what_is_pending() -> None:
     metrics.inc_later(metrics.child(metrics.wins, "b7"), 3)
     text = metrics.exposition().decode()
     assert 'exchange_buyer_wins_total{buyer="b7"} 3.0' in text
+
+
+def test_a_buyers_ping_outcomes_and_latencies_match_direct_updates() -> None:
+    deferred = Metrics()
+    direct_registry = CollectorRegistry()
+    requests = Counter(
+        "exchange_buyer_requests", "x", ["buyer", "phase", "outcome"], registry=direct_registry
+    )
+    latency = Histogram(
+        "exchange_buyer_latency_seconds", "x", ["buyer", "phase"], buckets=LATENCY_BUCKETS,
+        registry=direct_registry,
+    )  # fmt: skip
+    calls = [
+        ("a", BidOutcome.BID, 5100), ("a", BidOutcome.TIMEOUT, 250_000),
+        ("b", BidOutcome.FILTERED, None), ("a", BidOutcome.BID, 1000), ("b", "no_bid", 20),
+    ]  # fmt: skip
+    for buyer, outcome, latency_us in calls * 2:
+        deferred.buyer_pinged(buyer, outcome, latency_us)
+        requests.labels(buyer, "ping", str(outcome)).inc()
+        if latency_us is not None:
+            latency.labels(buyer, "ping").observe(latency_us / 1e6)
+    deferred.inc_later(deferred.request_counter("a", "ping", "bid"))  # the general path too
+    requests.labels("a", "ping", "bid").inc()
+    deferred.apply_pending()
+    deferred.apply_pending()
+    for name in ("exchange_buyer_requests", "exchange_buyer_latency_seconds"):
+        assert _samples(deferred.registry, name) == _samples(direct_registry, name)
+    assert (
+        _samples(deferred.registry, "exchange_buyer_requests")[
+            (
+                "exchange_buyer_requests_total",
+                (("buyer", "a"), ("outcome", "bid"), ("phase", "ping")),
+            )
+        ]
+        == 5
+    )
