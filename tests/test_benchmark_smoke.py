@@ -5,6 +5,7 @@ this proves the harness, not the numbers. Takes 10-20 s."""
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -67,3 +68,18 @@ def test_client_candidates_measure_every_installed_client() -> None:
     for measured in ("minimal (ceiling)", "h1 (exchange)", "aiohttp"):
         assert float(rows[measured][0]) > 0
     assert set(rows) >= {"pyreqwest", "curl-cffi"}
+
+
+def test_ledger_ids_reports_wal_and_database_cpu_for_both_kinds_of_id(server_dsn: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ledger_ids", "--rows", "2000", "--pings", "100"],
+        capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "DATABASE_URL": server_dsn},
+    )  # fmt: skip
+    rows = [line.strip("|").split("|") for line in done.stdout.splitlines()
+            if line.startswith("| r") or line.startswith("| t")]  # fmt: skip
+    assert sorted(cells[0].strip() for cells in rows) == sorted(
+        ["random (v4)", "time-ordered (v7)"] * 2
+    )
+    for cells in rows:
+        assert float(cells[2].replace(",", "")) > 0  # WAL bytes per ping
