@@ -200,7 +200,10 @@ class _Connection(asyncio.Protocol):
     def __init__(self, owner: H1Transport, pool: _HostPool) -> None:
         self._owner = owner
         self._pool = pool
-        self._parser = httptools.HttpResponseParser(self)
+        # Each holds the other (the parser calls this protocol's methods): connection_lost
+        # lets go of it, and of the transport, so a dropped connection is freed at once
+        # rather than left to the cyclic garbage collector (a pause on the event loop).
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._call: _Call | None = None
         self._reused = False
@@ -225,8 +228,10 @@ class _Connection(asyncio.Protocol):
             self._drop()
             return
         call.received += len(data)
+        parser = self._parser
+        assert parser is not None  # no data after connection_lost
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._fail(call, call.rejection or TransportError("malformed response"))
             return
@@ -236,6 +241,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._parser = self._transport = None
         self._owner._connections.discard(self)
         self._pool.discard(self)
         call = self._release_call()
@@ -267,9 +273,11 @@ class _Connection(asyncio.Protocol):
         if call is None:
             raise TransportError("unsolicited bytes")
         call.headers_complete = True
-        call.status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # called from inside feed_data
+        call.status = parser.get_status_code()
         # Only meaningful inside a callback: llhttp resets it once the message ends.
-        call.keep_alive = self._parser.should_keep_alive()
+        call.keep_alive = parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         call = self._call

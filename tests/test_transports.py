@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import shutil
 import socket
 import ssl
 import subprocess
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -684,5 +686,39 @@ async def test_draining_is_capped_per_host() -> None:
             await asyncio.wait(futures)
             await asyncio.sleep(0.2)
             assert closed == 3  # two drain, the rest are dropped at the deadline
+    finally:
+        await transport.close()
+
+
+async def test_a_dropped_connection_is_freed_without_the_cyclic_garbage_collector() -> None:
+    """A hanging buyer costs a connection per timed-out request: each must be freed as
+    soon as it is dropped, not left in reference cycles for a collection that pauses the
+    event loop (which is when auctions with hanging buyers can least afford one)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    loop = asyncio.get_running_loop()
+    transport = H1Transport(drain_s=0.0)
+    dropped: list[weakref.ref[object]] = []
+    try:
+        async with raw_server(handle) as url:
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(5):
+                    future = transport.start(post(url), loop.time() + 0.05)
+                    await asyncio.sleep(0.02)  # connected and sent
+                    dropped.extend(weakref.ref(c) for c in transport._connections)
+                    await asyncio.wait([future])
+                    assert isinstance(future.exception(), TransportTimeout)
+                    del future
+                await asyncio.sleep(0.05)  # every connection_lost has run
+                assert len(dropped) == 5
+                assert [ref() for ref in dropped] == [None] * 5
+            finally:
+                gc.enable()
     finally:
         await transport.close()
