@@ -113,6 +113,16 @@ def _lat(run: dict[str, Any] | None) -> str:
     return f"{lat['p50'] / 1000:.1f} / {lat['p99'] / 1000:.1f} / {lat['p99.9'] / 1000:.1f}"
 
 
+def _own_connections(run: dict[str, Any]) -> str:
+    """The exchange's own count of new buyer connections per 1k requests, from its
+    exchange_buyer_connections_total (empty for the baselines, which do not count)."""
+    counts = run.get("exchange_buyer_connections")
+    if not counts:
+        return ""
+    sent = counts.get("opened", 0) + counts.get("reused", 0)
+    return f" ({1000 * counts.get('opened', 0) / sent:.1f})" if sent else ""
+
+
 def _num(value: float | None, fmt: str = "{:.0f}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -133,7 +143,8 @@ def markdown(results: dict[str, Any]) -> str:
     out.append(
         "| N | server | pings/s at saturation | x (a) | x (b) | pings/s per core "
         "| x (b) per core | p50 / p99 / p99.9 ms at 50% | p50 / p99 / p99.9 ms at 80% "
-        "| CPU us / ping / buyer | DB CPU us / ping | new buyer conns / 1k requests |"
+        "| CPU us / ping / buyer | DB CPU us / ping | new buyer conns / 1k requests "
+        "(the exchange's own count) |"
     )
     out.append("|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|")
     for entry in results["runs"]:
@@ -153,7 +164,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {_lat(entry.get('load50'))} | {_lat(entry.get('load80'))} "
             f"| {_num(cost.get('cpu_us_per_ping_per_buyer'), '{:.1f}')} "
             f"| {_num(cost.get('db_cpu_us_per_ping') or None, '{:.0f}')} "
-            f"| {_num(cost.get('buyer_new_connections_per_1k_requests'), '{:.1f}')} |"
+            f"| {_num(cost.get('buyer_new_connections_per_1k_requests'), '{:.1f}')}"
+            f"{_own_connections(entry.get('load50', {}))} |"
         )
     for same in results.get("same_rate", []):
         if "targets" not in same:

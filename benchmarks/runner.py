@@ -423,7 +423,17 @@ def _measure_target(bench: Bench, target: Target, fleet: Buyers) -> dict[str, An
         ] else ""  # fmt: skip
         say(f"  {target.name:<22} N={fleet.count:<3} saturation {saturation:7.0f} pings/s"
             f"{corrected}")  # fmt: skip
+        before = _scrape(server) if target.kind == "exchange" else {}
         entry["load50"] = _fixed(bench, server, fleet, 0.5 * saturation)
+        if target.kind == "exchange":
+            # The exchange's own count of its buyer connections (the transport's stats;
+            # aiohttp's request tracing for the aiohttp transport), beside the buyers'.
+            after = _scrape(server)
+            entry["load50"]["exchange_buyer_connections"] = {
+                event: after.get(f"{_CONNECTIONS}:{event}", 0.0)
+                - before.get(f"{_CONNECTIONS}:{event}", 0.0)
+                for event in ("opened", "reused")
+            }
         entry["load80"] = load80
         if fleet.count == plan.deadline_n and target.name in plan.deadline_targets:
             entry["deadline"] = _deadline_run(bench, server, fleet, 0.5 * saturation)
@@ -519,10 +529,12 @@ def _deadline_run(
 
 
 _SCRAPED = ("exchange_deadline_misses_total", "exchange_auction_duration_seconds_count")
+_CONNECTIONS = "exchange_buyer_connections_total"
 
 
 def _scrape(server: RunningServer) -> dict[str, float]:
-    """Sums of a few of the exchange's own metrics, from its /metrics."""
+    """Sums of a few of the exchange's own metrics, from its /metrics; the buyer
+    connection counts by event, as ``exchange_buyer_connections_total:<event>``."""
     import urllib.request
 
     url = f"http://127.0.0.1:{server.port}/metrics"
@@ -536,6 +548,10 @@ def _scrape(server: RunningServer) -> dict[str, float]:
         name = line.split("{", 1)[0].split(" ", 1)[0]
         if name in _SCRAPED:
             sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif name == _CONNECTIONS and 'event="' in line:
+            event = line.split('event="', 1)[1].split('"', 1)[0]
+            key = f"{_CONNECTIONS}:{event}"
+            sums[key] = sums.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return sums
 
 

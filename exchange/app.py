@@ -173,6 +173,7 @@ def create_app(
                              on_flush=metrics.record_flush)  # fmt: skip
         writer.start()
         transport = build_transport(loaded)
+        metrics.watch_transport(transport.stats)
         store = Store(pool, _db_timeout_s(loaded))
         ctx = ExchangeContext(loaded=loaded, store=store, writer=writer, transport=transport,
                               metrics=metrics, lag=LagMonitor(metrics.record_lag))  # fmt: skip

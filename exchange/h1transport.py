@@ -52,6 +52,7 @@ from exchange.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     LateAnswer,
     TransportError,
+    TransportStats,
     TransportTimeout,
 )
 
@@ -69,17 +70,6 @@ _POOL_KEY = tuple[str, str, int]
 _HEAD_KEY = tuple[str, str, tuple[tuple[str, str], ...]]
 
 log = structlog.get_logger("exchange.transport")
-
-
-@dataclass(slots=True)
-class TransportStats:
-    """Counters a benchmark reads to see connection reuse."""
-
-    connections_opened: int = 0
-    requests_sent: int = 0
-    stale_retries: int = 0
-    drained: int = 0  # late answers read to the end, so their connection was kept
-    drain_expired: int = 0  # late answers that never came: the connection was dropped
 
 
 @dataclass(frozen=True, slots=True)

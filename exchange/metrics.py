@@ -22,6 +22,7 @@ from prometheus_client import (
 
 from exchange.config import Config
 from exchange.outcomes import BidOutcome, Overload, Phase, PingStatus, PostOutcome
+from exchange.transport import TransportStats
 
 # Seconds. Dense from 1 ms to 1 s (the default tmax), sparse beyond.
 LATENCY_BUCKETS = (
@@ -73,6 +74,10 @@ class Metrics:
         # (buyer, outcome) and buyer ids, resolved to their children when applied.
         self._pending_pings: dict[tuple[str, str], int] = {}
         self._pending_ping_latency: dict[str, _Tally] = {}
+        # The buyer transport's own counters (watch_transport), and what of them the
+        # series already hold.
+        self._transport_stats: TransportStats | None = None
+        self._transport_seen = (0, 0)
         # Auctions in progress, counted here and copied to the gauge by apply_pending
         # (the gauge's own inc/dec take a lock each, twice per ping).
         self.inflight_now = 0
@@ -180,6 +185,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.buyer_connections = Counter(
+            "exchange_buyer_connections",
+            "Requests sent to buyer endpoints, by the connection each went out on: opened "
+            "for it, or reused (kept alive from an earlier request). A buyer that closes "
+            "keep-alive connections shows as opened.",
+            ["event"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "exchange_http_requests",
             "Seller/operator API answers by route and status code.",
@@ -258,8 +271,29 @@ class Metrics:
                 )
             tally.add(latency_us / 1e6)
 
+    def watch_transport(self, stats: TransportStats) -> None:
+        """Report the buyer transport's requests and opened connections (as
+        exchange_buyer_connections_total) whenever pending updates are applied."""
+        self._transport_stats = stats
+        self._transport_seen = (0, 0)
+
+    def _apply_transport(self) -> None:
+        stats = self._transport_stats
+        if stats is None:
+            return
+        sent, opened = stats.requests_sent, stats.connections_opened
+        seen_sent, seen_opened = self._transport_seen
+        self._transport_seen = (sent, opened)
+        new_opened = opened - seen_opened
+        reused = (sent - seen_sent) - new_opened
+        if new_opened > 0:
+            self.child(self.buyer_connections, "opened").inc(new_opened)
+        if reused > 0:
+            self.child(self.buyer_connections, "reused").inc(reused)
+
     def apply_pending(self) -> None:
         self.inflight.set(self.inflight_now)
+        self._apply_transport()
         counts, self._pending_counts = self._pending_counts, {}
         observations, self._pending_observations = self._pending_observations, {}
         pings, self._pending_pings = self._pending_pings, {}
@@ -290,6 +324,8 @@ class Metrics:
                     self.pings.labels(seller.id, vertical, status.value)
         for reason in Overload:
             self.overload_refusals.labels(reason.value)
+        for event in ("opened", "reused"):
+            self.buyer_connections.labels(event)
         for vertical in verticals:
             for series in (self.sales, self.unsold, self.deadline_misses):
                 series.labels(vertical)

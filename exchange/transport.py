@@ -25,6 +25,18 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024
 LateAnswer = Callable[[HttpResponse], None]
 
 
+@dataclass(slots=True)
+class TransportStats:
+    """What a transport has done, counted as it goes: the connection reuse operators see
+    as exchange_buyer_connections_total, and the benchmark reads."""
+
+    requests_sent: int = 0
+    connections_opened: int = 0
+    stale_retries: int = 0  # h1: sent again on a new connection after a stale one failed
+    drained: int = 0  # h1: late answers read to the end, so their connection was kept
+    drain_expired: int = 0  # h1: late answers that never came: the connection was dropped
+
+
 class TransportError(Exception):
     """The request failed: connection refused or reset, bad HTTP, body too large."""
 
@@ -64,6 +76,8 @@ async def deliver(
 
 
 class Transport(Protocol):
+    stats: TransportStats
+
     async def send(
         self, request: HttpRequest, timeout_s: float, on_late: LateAnswer | None = None
     ) -> HttpResponse:
@@ -91,6 +105,7 @@ class AiohttpTransport:
     ) -> None:
         self._max_response_bytes = max_response_bytes
         self._started: set[asyncio.Task[HttpResponse]] = set()
+        self.stats = TransportStats()
         self._connector = aiohttp.TCPConnector(
             limit=0, limit_per_host=limit_per_host, keepalive_timeout=30, ttl_dns_cache=300
         )
@@ -98,7 +113,24 @@ class AiohttpTransport:
             connector=self._connector,
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
+            trace_configs=[self._tracing()],
         )
+
+    def _tracing(self) -> aiohttp.TraceConfig:
+        """aiohttp's request tracing, counting requests and the connections it opened
+        for them (every other request went out on a kept-alive one)."""
+        stats = self.stats
+
+        async def request_started(*_: object) -> None:
+            stats.requests_sent += 1
+
+        async def connection_opened(*_: object) -> None:
+            stats.connections_opened += 1
+
+        tracing = aiohttp.TraceConfig()
+        tracing.on_request_start.append(request_started)
+        tracing.on_connection_create_end.append(connection_opened)
+        return tracing
 
     def start(self, request: HttpRequest, deadline: float) -> asyncio.Future[HttpResponse]:
         loop = asyncio.get_running_loop()

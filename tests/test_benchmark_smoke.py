@@ -33,6 +33,9 @@ def test_smoke_benchmark_measures_every_server_and_writes_results(tmp_path: Path
             assert run[key]["cost"]["buyer_requests"] > 0, (name, key)
     exchange = runs["exchange-h1"]
     assert exchange["load80"]["cost"]["db_cpu_us_per_ping"] >= 0
+    # The exchange's own count of its buyer connections: kept alive across the run.
+    own = exchange["load50"]["exchange_buyer_connections"]
+    assert own["reused"] > 0 and own["opened"] <= own["reused"]
     deadline = exchange["deadline"]
     assert deadline["cost"]["buyer_hangs"] > 0  # the faulty buyers really hung
     assert deadline["outcome"]["posts_sent"] > 0  # and posts were made (and some rejected)

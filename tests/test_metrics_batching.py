@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.metrics import LATENCY_BUCKETS, Metrics
 from exchange.outcomes import BidOutcome
+from exchange.transport import TransportStats
 
 # On bucket bounds, between them, below the first, beyond the last (+Inf) and zero.
 VALUES = [0.0, 0.0005, 0.001, 0.0010001, 0.02, 0.25, 0.2500001, 1.0, 9.99, 10.0, 11.0, 500.0]
@@ -95,3 +96,19 @@ def test_a_buyers_ping_outcomes_and_latencies_match_direct_updates() -> None:
         ]
         == 5
     )
+
+
+def test_buyer_connection_counts_come_from_the_transport_once_each() -> None:
+    metrics = Metrics()
+    stats = TransportStats()
+    metrics.watch_transport(stats)
+    stats.requests_sent, stats.connections_opened = 10, 2
+    metrics.apply_pending()
+    stats.requests_sent, stats.connections_opened = 15, 3
+    metrics.apply_pending()
+    metrics.apply_pending()  # nothing new
+    samples = _samples(metrics.registry, "exchange_buyer_connections")
+    assert samples == {
+        ("exchange_buyer_connections_total", (("event", "opened"),)): 3,
+        ("exchange_buyer_connections_total", (("event", "reused"),)): 12,
+    }

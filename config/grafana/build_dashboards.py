@@ -502,6 +502,20 @@ def buyers() -> Iterator[PanelBuilder]:
             )
         ],
     )
+    yield graph(
+        "Buyer requests by connection / s",
+        "Requests sent to buyer endpoints (pings and posts, every buyer), by the "
+        "connection each went out on: reused (kept alive) or opened for it. Opened "
+        "connections cost a TCP (and TLS) handshake inside the buyer's time; a rise "
+        "means a buyer closes keep-alive connections or answers past its deadline.",
+        "reqps",
+        [
+            query(
+                f"sum by (event) (rate(exchange_buyer_connections_total[{RATE}]))",
+                "{{event}}",
+            )
+        ],
+    )
 
 
 def sellers() -> Iterator[PanelBuilder]:
