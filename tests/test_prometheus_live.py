@@ -520,3 +520,17 @@ def test_promtool_accepts_the_compose_prometheus_config(promtool: str) -> None:
         [promtool, "check", "config", str(COMPOSE_PROMETHEUS)], capture_output=True, timeout=30
     )
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+
+
+def test_buyer_connections_are_mostly_reused_and_the_hanging_buyers_are_reopened(
+    live: LiveStack,
+) -> None:
+    opened = live.prometheus.value('sum(exchange_buyer_connections_total{event="opened"})')
+    reused = live.prometheus.value('sum(exchange_buyer_connections_total{event="reused"})')
+    # Every request to the hanging buyer times out and its connection is dropped after
+    # the drain, so its next request opens another; the other buyers keep theirs alive
+    # once each has as many as the six auctions run at once need.
+    hanging = live.exchange.sim.counters("hanging").pings
+    assert hanging >= 10
+    assert opened >= hanging / 2
+    assert reused > opened
