@@ -5,17 +5,19 @@ tables that already hold millions of rows.
     python -m benchmarks.ledger_ids [--rows 3000000] [--pings 5000]
 
 Fills ``bid_outcomes`` with ``--rows`` rows (and ``pings`` with a tenth of that) on an
-embedded PostgreSQL (or DATABASE_URL's server, in a database of its own), then, after a
-CHECKPOINT each time, writes ``--pings`` auctions of ten buyers the way the batch writer
-does (outcome rows in batches of 25 auctions, each ping row on its own) with each kind of
-id, twice in turns. It reports PostgreSQL's CPU and WAL bytes per ping. WAL is the
-steady figure: after a checkpoint, the first change to an index page writes the whole
-page to WAL, and random keys touch a different page almost every insert.
+embedded PostgreSQL (or DATABASE_URL's server, in a database of its own; its CPU is then
+not measured, as in the main benchmark), then, after a CHECKPOINT each time, writes
+``--pings`` auctions of ten buyers the way the batch writer does (outcome rows in batches
+of 25 auctions, each ping row on its own) with each kind of id, twice in turns. It
+reports PostgreSQL's CPU and WAL bytes per ping. WAL is the steady figure: after a
+checkpoint, the first change to an index page writes the whole page to WAL, and random
+keys touch a different page almost every insert.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import tempfile
 import time
@@ -27,14 +29,13 @@ from typing import Any
 
 import asyncpg
 import orjson
-import psutil
 import uvloop
 
+from benchmarks.processes import cpu_seconds
+from benchmarks.runner import Database
 from exchange.context import new_ping_id
-from exchange.embedded import EmbeddedPostgres
 from exchange.rollups import INSERT_SQL, ROLLUP_ARGS
 from exchange.store import _init_connection, create_pool, migrate
-from tests.harness import with_database
 
 AUCTIONS_PER_BATCH = 25
 BUYERS = 10
@@ -42,18 +43,6 @@ KINDS: dict[str, Callable[[], str]] = {
     "random (v4)": lambda: str(uuid.uuid4()),
     "time-ordered (v7)": new_ping_id,
 }
-
-
-def _postgres_cpu_s() -> float:
-    total = 0.0
-    for process in psutil.process_iter(["name"]):
-        try:
-            if "postgres" in (process.info["name"] or ""):
-                times = process.cpu_times()
-                total += times.user + times.system
-        except psutil.Error:
-            continue
-    return total
 
 
 async def _prefill(conn: asyncpg.Connection, rows: int) -> None:
@@ -90,11 +79,15 @@ def _batch(make_id: Callable[[], str]) -> tuple[list[tuple[Any, ...]], list[tupl
 
 
 async def _measure(
-    conn: asyncpg.Connection, make_id: Callable[[], str], pings: int
-) -> dict[str, float]:
+    conn: asyncpg.Connection,
+    make_id: Callable[[], str],
+    pings: int,
+    database: Database,
+) -> dict[str, float | None]:
     await conn.execute("CHECKPOINT")
+    postgres = database.processes()  # the postmaster's children now: this backend too
     wal_start = await conn.fetchval("SELECT pg_current_wal_lsn()")
-    cpu_start = _postgres_cpu_s()
+    cpu_start = cpu_seconds(postgres)
     written = 0
     while written < pings:
         outcomes, ping_rows = _batch(make_id)
@@ -105,18 +98,15 @@ async def _measure(
         for row in ping_rows:  # the ping lane commits each ping row as it comes
             await conn.execute(INSERT_SQL["pings"], orjson.Fragment(orjson.dumps([row])))
         written += len(ping_rows)
-    cpu = _postgres_cpu_s() - cpu_start
+    cpu = cpu_seconds(postgres) - cpu_start
     wal = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", wal_start)
-    return {"wal_bytes_per_ping": float(wal) / written, "pg_cpu_us_per_ping": cpu / written * 1e6}
+    return {
+        "wal_bytes_per_ping": float(wal) / written,
+        "pg_cpu_us_per_ping": cpu / written * 1e6 if postgres else None,
+    }
 
 
-async def _run(server_dsn: str, rows: int, pings: int) -> None:
-    name = f"ledger_ids_{os.getpid()}"
-    admin = await asyncpg.connect(server_dsn)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    url = with_database(server_dsn, name)
+async def _run(url: str, database: Database, rows: int, pings: int) -> None:
     pool = await create_pool(url)
     await migrate(pool)
     await pool.close()
@@ -134,13 +124,19 @@ async def _run(server_dsn: str, rows: int, pings: int) -> None:
         print("|---|---:|---:|---:|")
         for round_no in (1, 2):
             for kind, make_id in KINDS.items():
-                found = await _measure(conn, make_id, pings)
+                found = await _measure(conn, make_id, pings, database)
+                cpu = found["pg_cpu_us_per_ping"]
                 print(f"| {kind} | {round_no} | {found['wal_bytes_per_ping']:,.0f} | "
-                      f"{found['pg_cpu_us_per_ping']:.0f} |")  # fmt: skip
+                      f"{'-' if cpu is None else f'{cpu:.0f}'} |")  # fmt: skip
     finally:
         await conn.close()
-        admin = await asyncpg.connect(server_dsn)
+
+
+async def _drop(server_url: str, name: str) -> None:
+    admin = await asyncpg.connect(server_url)
+    try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
         await admin.close()
 
 
@@ -151,17 +147,17 @@ def main() -> None:
     )
     parser.add_argument("--pings", type=int, default=5000, help="auctions written per measurement")
     args = parser.parse_args()
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        uvloop.run(_run(url, args.rows, args.pings))
-        return
-    parent = Path(tempfile.mkdtemp(prefix="ledger-ids-"))
-    parent.chmod(0o755)  # pgserver run as root hands the cluster to its own user
-    embedded = EmbeddedPostgres(parent)
+    server_url = os.environ.get("DATABASE_URL")
+    database = Database(Path(tempfile.mkdtemp(prefix="ledger-ids-")), server_url)
+    database.start()
+    name = f"ledger_ids_{os.getpid()}"
     try:
-        uvloop.run(_run(embedded.start(), args.rows, args.pings))
+        url = database.create(name)
+        uvloop.run(_run(url, database, args.rows, args.pings))
     finally:
-        embedded.stop()
+        if server_url:  # an embedded server goes with its data directory
+            asyncio.run(_drop(server_url, name))
+        database.stop()
 
 
 if __name__ == "__main__":
