@@ -123,9 +123,14 @@ def _exclusion(
     cap_counts: CapCounts | None,
     duplicates: Mapping[str, str] | None,
 ) -> Exclusion | None:
-    reason = _seller_block(buyer, seller_id)
-    if reason is not None:
-        return Exclusion(buyer.buyer_id, BidOutcome.SELLER_BLOCKED, reason)
+    if seller_id in buyer.sellers_deny:
+        return Exclusion(
+            buyer.buyer_id, BidOutcome.SELLER_BLOCKED, "seller on the buyer's deny list"
+        )
+    if buyer.sellers_allow is not None and seller_id not in buyer.sellers_allow:
+        return Exclusion(
+            buyer.buyer_id, BidOutcome.SELLER_BLOCKED, "seller not on the buyer's allow list"
+        )
     if buyer.schedule is not None:
         reason = buyer.schedule.closed_reason(now)
         if reason is not None:
@@ -140,14 +145,6 @@ def _exclusion(
         reason = cap_reached(buyer.buyer_id, buyer.caps, cap_counts, now, price_cents=1)
         if reason is not None:
             return Exclusion(buyer.buyer_id, BidOutcome.CAPPED, reason)
-    return None
-
-
-def _seller_block(buyer: BuyerRules, seller_id: str) -> str | None:
-    if seller_id in buyer.sellers_deny:
-        return "seller on the buyer's deny list"
-    if buyer.sellers_allow is not None and seller_id not in buyer.sellers_allow:
-        return "seller not on the buyer's allow list"
     return None
 
 

@@ -126,7 +126,7 @@ class _Call:
         "connection",
         "deadline",
         "draining",
-        "head_bytes",
+        "group",
         "headers_complete",
         "keep_alive",
         "on_late",
@@ -138,7 +138,6 @@ class _Call:
         "retried",
         "status",
         "target",
-        "timer_key",
         "waiter",
     )
 
@@ -159,14 +158,13 @@ class _Call:
         self.retried = False
         self.draining = False
         self.on_late: LateAnswer | None = None
-        self.timer_key: float | None = None  # the _Deadlines group it is in, if any
+        self.group: _DeadlineGroup | None = None  # the deadline it waits for, if any
         self.reset()
 
     def reset(self) -> None:
         """Ready for a (new) response: on sending, and after an interim 1xx one."""
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
         self.headers_complete = False
         self.keep_alive = False
         self.chunks: list[bytes] = []
@@ -251,17 +249,22 @@ class _Connection(asyncio.Protocol):
         call = self._call
         if call is None:
             raise TransportError("unsolicited bytes")
+        # Bounded when the head is complete (on_headers_complete), or, for a head still
+        # incomplete, by data_received: at most one read's worth of headers piles up.
         call.raw_headers.append((name, value))
-        call.head_bytes += len(name) + len(value)
-        if len(call.raw_headers) > MAX_HEADER_COUNT:
-            self._reject(call, "too many response headers")
-        if call.head_bytes > MAX_HEADER_BYTES:
-            self._reject(call, "response headers too large")
 
     def on_headers_complete(self) -> None:
         call = self._call
         if call is None:
             raise TransportError("unsolicited bytes")
+        headers = call.raw_headers
+        if len(headers) > MAX_HEADER_COUNT:
+            self._reject(call, "too many response headers")
+        # Every byte read so far bounds the head's size: only a large read needs counting.
+        if call.received > MAX_HEADER_BYTES and (
+            sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES
+        ):
+            self._reject(call, "response headers too large")
         call.headers_complete = True
         parser = self._parser
         assert parser is not None  # called from inside feed_data
@@ -455,56 +458,61 @@ class _HostPool:
             self._timer = self._loop.call_at(when, self._expire)
 
 
+class _DeadlineGroup:
+    """The requests sharing one deadline, its timer, and how many have not settled."""
+
+    __slots__ = ("fired", "members", "open", "timer", "when")
+
+    def __init__(self, when: float, timer: asyncio.TimerHandle) -> None:
+        self.when = when
+        self.timer = timer
+        self.members: list[tuple[_Connection, _Call]] = []
+        self.open = 0
+        self.fired = False
+
+
 class _Deadlines:
     """One timer per distinct deadline: an auction's requests to all its buyers share
     one, instead of one timer each. Once every request of a group has settled (as most
     do, long before the deadline) its timer is cancelled and the group let go."""
 
     def __init__(self) -> None:
-        self._groups: dict[float, list[tuple[_Connection, _Call]]] = {}
-        self._timers: dict[float, asyncio.TimerHandle] = {}
-        self._open: dict[float, int] = {}  # requests of each group not settled yet
+        self._groups: dict[float, _DeadlineGroup] = {}
 
     def add(self, when: float, connection: _Connection, call: _Call) -> None:
         group = self._groups.get(when)
         if group is None:
-            group = self._groups[when] = []
-            loop = asyncio.get_running_loop()
-            self._timers[when] = loop.call_at(when, self._fire, when)
-            self._open[when] = 0
-        group.append((connection, call))
-        self._open[when] += 1
-        call.timer_key = when
+            timer = asyncio.get_running_loop().call_at(when, self._fire, when)
+            group = self._groups[when] = _DeadlineGroup(when, timer)
+        group.members.append((connection, call))
+        group.open += 1
+        call.group = group
 
     def settled(self, call: _Call) -> None:
         """The call no longer needs its deadline (answered, failed or dropped)."""
-        when = call.timer_key
-        if when is None:
+        group = call.group
+        if group is None:
             return
-        call.timer_key = None
-        left = self._open.get(when)
-        if left is None:  # the group's timer has fired
+        call.group = None
+        group.open -= 1
+        if group.open or group.fired:
             return
-        if left > 1:
-            self._open[when] = left - 1
-            return
-        del self._open[when], self._groups[when]
-        self._timers.pop(when).cancel()
+        group.timer.cancel()
+        del self._groups[group.when]
 
     def _fire(self, when: float) -> None:
-        del self._timers[when], self._open[when]
-        for connection, call in self._groups.pop(when):
-            if call.timer_key == when:
-                call.timer_key = None
+        group = self._groups.pop(when)
+        group.fired = True
+        for connection, call in group.members:
+            if call.group is group:
+                call.group = None
             if connection._call is call:  # else answered in time
                 connection.deadline_passed(call)
 
     def close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        for group in self._groups.values():
+            group.timer.cancel()
         self._groups.clear()
-        self._open.clear()
 
 
 class H1Transport:

@@ -7,9 +7,7 @@ shape the answer. Every rejection names what is wrong.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -167,30 +165,37 @@ async def _ping_from_ledger(ctx: ExchangeContext, ping_id: str) -> PingRecord | 
     )
 
 
-@contextlib.contextmanager
-def _admitted(ctx: ExchangeContext) -> Iterator[None]:
+class _Admitted:
     """Take one of the process's auction slots for the rest of the request, or refuse at
     once (503) when none is free or the process is overloaded (its event loop keeps
     running late: an auction started now would answer past tmax). Taken before any
-    await, so a burst cannot overshoot."""
-    limit = ctx.loaded.settings.max_inflight_auctions
-    if ctx.admitted >= limit:
-        _refuse(ctx, Overload.INFLIGHT, f"exchange overloaded: {limit} auctions in flight")
-    lag_limit = ctx.loaded.overload_lag_s
-    if lag_limit:
-        behind = ctx.lag.sustained_s
-        if behind > lag_limit:
-            _refuse(
-                ctx,
-                Overload.LOOP_LAG,
-                f"exchange overloaded: running {behind * 1000:.0f} ms behind "
-                f"(limit {lag_limit * 1000:.0f} ms)",
-            )
-    ctx.admitted += 1
-    try:
-        yield
-    finally:
-        ctx.admitted -= 1
+    await, so a burst cannot overshoot. (A class, not a generator context manager: it
+    runs once per ping, and costs a quarter as much.)"""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: ExchangeContext) -> None:
+        self._ctx = ctx
+
+    def __enter__(self) -> None:
+        ctx = self._ctx
+        limit = ctx.loaded.settings.max_inflight_auctions
+        if ctx.admitted >= limit:
+            _refuse(ctx, Overload.INFLIGHT, f"exchange overloaded: {limit} auctions in flight")
+        lag_limit = ctx.loaded.overload_lag_s
+        if lag_limit:
+            behind = ctx.lag.sustained_s
+            if behind > lag_limit:
+                _refuse(
+                    ctx,
+                    Overload.LOOP_LAG,
+                    f"exchange overloaded: running {behind * 1000:.0f} ms behind "
+                    f"(limit {lag_limit * 1000:.0f} ms)",
+                )
+        ctx.admitted += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._ctx.admitted -= 1
 
 
 def _refuse(ctx: ExchangeContext, reason: Overload, message: str) -> NoReturn:
@@ -332,7 +337,7 @@ async def _bind_id(ctx: ExchangeContext, offer: _Offer) -> tuple[str, PingRecord
 async def ping(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     offer = await _read_offer(request, ctx, PING_KEYS, full=False)
-    with _admitted(ctx):
+    with _Admitted(ctx):
         ping_id, earlier = await _bind_id(ctx, offer)
         if earlier is not None:
             return json_response(_ping_answer(earlier))
@@ -429,7 +434,7 @@ async def leads(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     offer = await _read_offer(request, ctx, LEADS_KEYS, full=True)
     seller, schema, lead = offer.seller, offer.schema, offer.lead
-    with _admitted(ctx):
+    with _Admitted(ctx):
         ping_id, earlier = await _bind_id(ctx, offer)
         if earlier is not None:
             answer = await _repeat_lead(ctx, earlier, seller, lead, offer.min_payout)

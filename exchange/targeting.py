@@ -46,7 +46,10 @@ def compile_filter(name: str, rule: FieldFilter) -> list[Rule]:
         allowed = frozenset(_key(v) for v in rule.in_)
 
         def in_(lead: Mapping[str, Any]) -> str | None:
-            if _key(lead.get(name)) not in allowed:
+            value = lead.get(name)
+            if isinstance(value, str):
+                value = value.casefold()  # as _key, inline: this runs per buyer per ping
+            if value not in allowed:
                 return f"{name} not in filter list"
             return None
 
@@ -87,7 +90,10 @@ def _key(value: Any) -> Any:
 
 def _bound(name: str, op: str, bound: Decimal) -> Rule:
     def check(lead: Mapping[str, Any]) -> str | None:
-        number = _number(lead.get(name))
+        value = lead.get(name)
+        # An int compares exactly with the Decimal bound as it is; anything else is read
+        # as a Decimal first (a float by its shortest repr, as the lead's JSON wrote it).
+        number = value if type(value) is int else _number(value)
         if number is None:
             return f"{name} missing or not a number (filter {op} {bound})"
         if (op == "gte" and number < bound) or (op == "lte" and number > bound):
