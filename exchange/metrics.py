@@ -179,9 +179,10 @@ class Metrics:
         )
         self.overload_refusals = Counter(
             "exchange_overload_refusals",
-            "Auctions refused with 503 before they started, by reason: inflight (the "
+            "Pings and direct posts answered 503 for overload, by reason: inflight (the "
             "process's max_inflight_auctions reached) or loop_lag (its event loop kept "
-            "running later than overload_lag_ms).",
+            "running later than overload_lag_ms), both before the auction started; "
+            "ledger_late (the auction ran but its ping row had not committed by tmax).",
             ["reason"],
             registry=r,
         )

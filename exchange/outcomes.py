@@ -56,9 +56,14 @@ class Phase(StrEnum):
 
 
 class Overload(StrEnum):
-    """Why an auction was refused before it started (the `reason` metric label)."""
+    """Why a ping or direct post was answered 503 for overload (the `reason` metric
+    label): refused before its auction started, or at its deadline."""
 
     # exchange.max_inflight_auctions auctions were already running in this process.
     INFLIGHT = "inflight"
     # The process's event loop kept running later than exchange.overload_lag_ms.
     LOOP_LAG = "loop_lag"
+    # The auction ran, but its ping row had not committed by tmax: the answer could not
+    # carry a price by its deadline. The row commits later; a retry with the same
+    # external_id gets the auction's answer.
+    LEDGER_LATE = "ledger_late"

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -30,7 +30,8 @@ from exchange.auction import (
 )
 from exchange.config import SellerConfig
 from exchange.context import BuyerRuntime, ExchangeContext
-from exchange.outcomes import BidOutcome, PingStatus
+from exchange.errors import NotReady
+from exchange.outcomes import BidOutcome, Overload, PingStatus
 from exchange.pingcache import PingRecord, ledger_tree
 from exchange.transport import TransportTimeout
 
@@ -45,10 +46,14 @@ SETTLE_SLACK_S = 0.001
 # At most this share of tmax is kept back for answering: ranking, committing the ping row
 # and the event loop's own lag (exchange.looplag).
 MAX_KEPT_SHARE = 0.2
-# How far past tmax an answer may wait for its ping row to commit before it is a 503:
-# enough for a commit behind a busy loop (a late price beats an error), short enough that
-# a frozen database is a prompt 503.
-DURABLE_SLACK_S = 0.1
+# How far past tmax an answer may wait for its ping row to commit before it is a 503
+# (Overload.LEDGER_LATE). tmax is the seller's deadline: a price later than that is one
+# the seller may no longer be waiting for, so the answer is due by tmax +
+# DEADLINE_SLACK_S whatever the ledger does, and the rest of that slack is for writing it.
+ANSWER_SLACK_S = 0.003
+# An auction already past that when its commit starts (its process ran late) is late
+# whatever it answers, and a late price beats a late error: its commit gets this long.
+LATE_COMMIT_S = 0.1
 
 
 class AdapterError(Exception):
@@ -315,18 +320,21 @@ async def _record(
     # crash so its post works, and a sale never lacks its auction. Group commit keeps this
     # to one short write shared by every ping answered meanwhile.
     loop = asyncio.get_running_loop()
-    durable_by = started + record.tmax_ms / 1000
+    answer_by = started + record.tmax_ms / 1000 + ANSWER_SLACK_S
     commit_started = loop.time()
-    await ctx.writer.add_durable(
-        "pings",
-        (
-            record.ping_id, record.seller_id, record.vertical, record.external_id, mode,
-            record.tmax_ms, record.lead, status.value, record.price_cents,
-            record.payout_cents, ledger_tree(record.tree), record.created_at, record.expires_at,
-            int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
-        ),
-        give_up_at=max(durable_by, commit_started) + DURABLE_SLACK_S,
-    )  # fmt: skip
+    try:
+        await ctx.writer.add_durable(
+            "pings",
+            (
+                record.ping_id, record.seller_id, record.vertical, record.external_id, mode,
+                record.tmax_ms, record.lead, status.value, record.price_cents,
+                record.payout_cents, ledger_tree(record.tree), record.created_at,
+                record.expires_at, int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
+            ),
+            give_up_at=answer_by if commit_started < answer_by else commit_started + LATE_COMMIT_S,
+        )  # fmt: skip
+    except TimeoutError:
+        _ledger_late(ctx, record, started, deadline, duration_s, commit_started)
     answered = loop.time()
     # A decaying maximum of recent commit times: the next auctions stop that much earlier.
     ctx.commit_time.observe(answered - commit_started, answered)
@@ -358,6 +366,43 @@ async def _record(
         status=status.value,
         bids=len(record.tree),
         duration_ms=round(duration_s * 1000, 2),
+    )
+
+
+def _ledger_late(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    started: float,
+    deadline: float,
+    duration_s: float,
+    commit_started: float,
+) -> NoReturn:
+    """The ping row is still uncommitted at the answer's deadline: answer 503 now rather
+    than a price late. The row stays queued and commits when the ledger catches up (its
+    auction is then on record and a repeat of its external_id gets that answer); the
+    next auctions keep back at least this long for their commit."""
+    now = asyncio.get_running_loop().time()
+    ctx.commit_time.observe(now - commit_started, now)
+    m = ctx.metrics
+    m.inc_later(m.child(m.overload_refusals, Overload.LEDGER_LATE.value))
+    log.warning(
+        "ping_record_late",
+        ping_id=record.ping_id,
+        vertical=record.vertical,
+        buyers_cut_off_at_ms=round((deadline - started) * 1000, 1),
+        ranked_at_ms=round(duration_s * 1000, 1),
+        commit_waited_ms=round((now - commit_started) * 1000, 1),
+        loop_lag_ms=round(ctx.lag.recent_s * 1000, 1),
+    )
+    retry = (
+        "a retry with the same external_id gets its answer"
+        if record.external_id is not None
+        else "retry; with an external_id a retry gets this auction's answer"
+    )
+    raise NotReady(
+        f"the auction ran but the ledger had not recorded it by tmax ({record.tmax_ms} ms); "
+        + retry,
+        headers={"Retry-After": "1"},
     )
 
 

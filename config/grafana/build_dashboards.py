@@ -688,10 +688,12 @@ def errors() -> Iterator[PanelBuilder]:
     )
     yield graph(
         "Auctions refused for overload / s",
-        "Pings and direct posts refused with 503 before their auction started, by "
-        "reason: inflight (max_inflight_auctions reached in a process) or loop_lag (a "
-        "process kept running later than overload_lag_ms: more work than CPU). Sellers "
-        "got Retry-After; any of this means the exchange needs more capacity.",
+        "Pings and direct posts answered 503 for overload, by reason: inflight "
+        "(max_inflight_auctions reached in a process) or loop_lag (a process kept running "
+        "later than overload_lag_ms: more work than CPU), both before the auction "
+        "started; ledger_late (the auction ran but its ping row had not committed by "
+        "tmax: the ledger database is slow). Sellers got Retry-After; any of this means "
+        "the exchange or its database needs more capacity.",
         "reqps",
         [
             query(
