@@ -6,6 +6,11 @@ from typing import Any
 
 from benchmarks.plans import BASELINE, CEILING, PRIMARY
 
+# The exchange's overload refusals, scraped by reason (benchmarks.runner._scrape).
+_REFUSALS = "exchange_overload_refusals_total"
+# The deadline runs of a server's entry (benchmarks.runner.DEADLINE_LOADS): key, load.
+DEADLINE_RUNS = (("deadline", "50%"), ("deadline_light", "25%"))
+
 THROUGHPUT_GOAL = 0.8  # exchange >= 0.8 x ceiling at N = 10
 ADDED_P99_GOAL_MS = 2.0  # at 50% load, over the ceiling at the same rate
 TARGET_N = 10
@@ -51,15 +56,17 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
 
     deadline: list[dict[str, Any]] = []
     for (name, n), entry in runs.items():
-        run = entry.get("deadline")
-        if run is None:
-            continue
-        outcome = run["outcome"]
-        sent = max(1, outcome["sent"])
-        misses = outcome["late"] + run["unanswered"] + outcome["errors"]
-        deadline.append({"target": name, "n": n, "answers": outcome["completed"],
-                         "late": outcome["late"], "unanswered": run["unanswered"],
-                         "errors": outcome["errors"], "late_share": misses / sent})  # fmt: skip
+        for key, load in DEADLINE_RUNS:
+            run = entry.get(key)
+            if run is None:
+                continue
+            outcome = run["outcome"]
+            sent = max(1, outcome["sent"])
+            misses = outcome["late"] + run["unanswered"] + outcome["errors"]
+            deadline.append({"target": name, "n": n, "load": load,
+                             "answers": outcome["completed"], "late": outcome["late"],
+                             "unanswered": run["unanswered"], "errors": outcome["errors"],
+                             "late_share": misses / sent})  # fmt: skip
 
     targets: list[dict[str, Any]] = []
     primary_ratio = next(
@@ -80,7 +87,8 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
                                lambda v: v <= ADDED_P99_GOAL_MS))  # fmt: skip
     for row in deadline:
         if row["target"].startswith("exchange"):
-            targets.append(_target(f"answers past tmax + 5 ms, {row['target']}",
+            targets.append(_target(f"answers past tmax + 5 ms, {row['target']}, "
+                                   f"{row['load']} load",
                                    row["late"] + row["unanswered"] + row["errors"], "0",
                                    lambda v: v == 0))  # fmt: skip
     return {"ratios": ratios, "added_latency": added, "deadline": deadline, "targets": targets}
@@ -185,24 +193,30 @@ def markdown(results: dict[str, Any]) -> str:
                 f"\nAdded by {PRIMARY} over {CEILING}: p50 {added['added_p50_ms']} ms, "
                 f"p99 {added['added_p99_ms']} ms, p99.9 {added['added_p99.9_ms']} ms."
             )
-    deadline_runs = [e for e in results["runs"] if "deadline" in e]
+    deadline_runs = [(e, key, load) for e in results["runs"] for key, load in DEADLINE_RUNS
+                     if key in e]  # fmt: skip
     if deadline_runs:
         out.append("\n### Deadline adherence: buyers hang, answer late, fail; posts rejected\n")
         out.append(
-            "| server | N | rate pings/s | answers | past tmax+5 ms | of which the exchange "
-            "saw | unanswered | p99 ms | p99.9 ms | max ms | new buyer conns / requests "
-            "| posts sold / unsold |"
+            "| server | N | load | rate pings/s | machine busy cores | answers "
+            "| past tmax+5 ms | of which the exchange "
+            "saw | not 200 (of which ledger_late 503) | unanswered | p99 ms | p99.9 ms "
+            "| max ms | new buyer conns / requests | posts sold / unsold |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
-        for entry in deadline_runs:
-            run = entry["deadline"]
+        out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+        for entry, key, load in deadline_runs:
+            run = entry[key]
             lat, outcome, cost = run["latency_us"], run["outcome"], run["cost"]
             posts = (f"{outcome['sold']} / {outcome['unsold']}" if outcome["posts_sent"]
                      else "-")  # fmt: skip
-            seen = run.get("exchange_metrics", {}).get("exchange_deadline_misses_total")
+            scraped = run.get("exchange_metrics", {})
+            seen = scraped.get("exchange_deadline_misses_total")
+            ledger_late = scraped.get(f"{_REFUSALS}:ledger_late")
             out.append(
-                f"| {entry['target']} | {entry['n']} | {run['options']['rate']:.0f} "
+                f"| {entry['target']} | {entry['n']} | {load} | {run['options']['rate']:.0f} "
+                f"| {cost['machine_busy_cores']:.2f} "
                 f"| {outcome['completed']} | {outcome['late']} | {_num(seen)} "
+                f"| {outcome['completed'] - outcome['ok']} ({_num(ledger_late)}) "
                 f"| {run['unanswered']} "
                 f"| {_num(_ms(lat.get('p99')), '{:.1f}')} "
                 f"| {_num(_ms(lat.get('p99.9')), '{:.1f}')} "
