@@ -80,6 +80,9 @@ class PingRequest:
     tmax_ms: int
     external_id: str | None
     mode: str  # "ping" or "direct"
+    # When the request reached its handler (loop time): tmax counts from here, so the
+    # checks and ledger reads before the auction are inside the seller's deadline.
+    received_at: float
     duplicates: Mapping[str, str] = field(default_factory=dict)  # buyer -> why (direct posts)
     offer_to_buyers: bool = True  # False: record the lead, ask nobody (a known duplicate)
 
@@ -182,7 +185,7 @@ OutcomeRow = tuple[str, str, BidOutcome, int | None, int | None, int | None, str
 async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     """Run the auction for one redacted lead and record it; returns the ping's record."""
     loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = request.received_at
     now = ctx.now()
     settings = ctx.loaded.settings
     tmax_ms = min(request.tmax_ms, settings.tmax_ms)

@@ -335,6 +335,7 @@ async def _bind_id(ctx: ExchangeContext, offer: _Offer) -> tuple[str, PingRecord
 
 
 async def ping(request: web.Request) -> web.Response:
+    received_at = asyncio.get_running_loop().time()
     ctx = request.app[CTX]
     offer = await _read_offer(request, ctx, PING_KEYS, full=False)
     with _Admitted(ctx):
@@ -343,7 +344,7 @@ async def ping(request: web.Request) -> web.Response:
             return json_response(_ping_answer(earlier))
         record = await _auction(
             ctx, PingRequest(ping_id, offer.seller, offer.schema.vertical, offer.lead,
-                             offer.tmax_ms, offer.external_id, "ping"),
+                             offer.tmax_ms, offer.external_id, "ping", received_at),
         )  # fmt: skip
         return json_response(_ping_answer(record))
 
@@ -431,6 +432,7 @@ def _mismatch(posted: dict[str, Any], pinged: dict[str, Any]) -> list[str]:
 
 
 async def leads(request: web.Request) -> web.Response:
+    received_at = asyncio.get_running_loop().time()
     ctx = request.app[CTX]
     offer = await _read_offer(request, ctx, LEADS_KEYS, full=True)
     seller, schema, lead = offer.seller, offer.schema, offer.lead
@@ -444,7 +446,7 @@ async def leads(request: web.Request) -> web.Response:
         )
         ping_request = PingRequest(
             ping_id, seller, schema.vertical, schema.redact(lead), offer.tmax_ms,
-            offer.external_id, "direct", duplicates=duplicates.buyers,
+            offer.external_id, "direct", received_at, duplicates=duplicates.buyers,
             offer_to_buyers=not duplicates.sold_in_vertical,
         )  # fmt: skip
         record = await _auction(ctx, ping_request)

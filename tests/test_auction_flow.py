@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
+
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import FULL_LEAD, make_config, realtime_buyer, running_exchange
 
@@ -70,6 +72,35 @@ async def test_deadline_holds_when_a_buyer_hangs(database_url: str) -> None:
             story = await ex.story(answer["ping_id"])
             outcomes = {b["buyer"]: b["outcome"] for b in story["buyers"]}
             assert outcomes == {"hangs": "timeout", "quick": "bid"}
+
+
+async def test_time_before_the_auction_counts_against_tmax(database_url: str) -> None:
+    """Binding the ping's external_id waits 150 ms on a lock; a buyer answering after
+    200 ms then misses the 300 ms deadline, which counts from the request, not from the
+    start of the fan-out (that would answer after 350 ms, with its bid)."""
+    specs = [spec("steady", 2000, latency_ms=(200, 200)), spec("quick", 1500)]
+    async with BuyerSimulator(specs) as sim:
+        config = make_config([realtime_buyer(sim, s.buyer_id) for s in specs],
+                             exchange={"tmax_ms": 300})  # fmt: skip
+        async with running_exchange(config, database_url) as ex:
+            await ex.ping()  # connections and statements warm
+            blocker = await asyncpg.connect(database_url)
+            try:
+                held = blocker.transaction()
+                await held.start()
+                await blocker.execute("LOCK TABLE external_ids IN SHARE MODE")
+                loop = asyncio.get_running_loop()
+                loop.call_later(0.15, lambda: asyncio.ensure_future(held.rollback()))
+                started = loop.time()
+                answer = await ex.ping(external_id="held-150ms")
+                elapsed = loop.time() - started
+            finally:
+                await blocker.close()
+            story = await ex.story(answer["ping_id"])
+    outcomes = {b["buyer"]: b["outcome"] for b in story["buyers"]}
+    assert outcomes == {"steady": "timeout", "quick": "bid"}
+    assert answer["price"] == 12.75
+    assert elapsed < 0.3 + 0.04, f"{elapsed * 1000:.0f} ms"
 
 
 async def test_a_ping_may_ask_for_a_shorter_deadline(database_url: str) -> None:
