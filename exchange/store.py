@@ -141,6 +141,31 @@ class SaleRow:
     email_hash: bytes | None = None
 
 
+# One sale in one statement (one round trip, atomic on its own): the post's claim is
+# locked first, so a claim declared interrupted meanwhile (its seller may have been told
+# "unsold") gains no sale; the sale goes in only while the claim is in progress, and a
+# taken slot (the same sequence number or buyer) inserts nothing; with $13 the post's
+# "sold" result is written with it. ``sold`` says whether the sale went in.
+_RECORD_SALE = """
+WITH claim AS (
+    SELECT status FROM posts WHERE ping_id = $1 FOR UPDATE
+), sale AS (
+    INSERT INTO sales (ping_id, sale_seq, seller_id, buyer_id, vertical, price_cents,
+                       payout_cents, bid_id, buyer_lead_id, created_at, phone_hash, email_hash)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+    FROM claim WHERE status = 'in_progress'
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), closed AS (
+    UPDATE posts SET status = 'sold', price_cents = $14, payout_cents = $15, reason = NULL,
+                     finished_at = $16
+    WHERE ping_id = $1 AND $13 AND EXISTS (SELECT 1 FROM sale)
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM sale) AS sold
+"""
+
+
 class SaleConflict(Exception):
     """The sale slot was already taken, or the post's claim is no longer held."""
 
@@ -247,46 +272,28 @@ class Store:
         self, sale: SaleRow, finished_at: datetime, totals: PostTotals | None
     ) -> None:
         """Commit one sale, and with ``totals`` the post's final "sold" result in the same
-        transaction; raise SaleConflict if the slot is taken or the claim was given up."""
-        pid = uuid.UUID(sale.ping_id)
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Lock the claim: a claim declared interrupted meanwhile must not gain a sale,
-            # since its seller may have been told "unsold".
-            status = await conn.fetchval(
-                "SELECT status FROM posts WHERE ping_id = $1 FOR UPDATE", pid
-            )
-            if status != "in_progress":
-                raise SaleConflict(sale.ping_id)
-            try:
-                await conn.execute(
-                    "INSERT INTO sales (ping_id, sale_seq, seller_id, buyer_id, vertical,"
-                    " price_cents, payout_cents, bid_id, buyer_lead_id, created_at,"
-                    " phone_hash, email_hash)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                    pid,
-                    sale.sale_seq,
-                    sale.seller_id,
-                    sale.buyer_id,
-                    sale.vertical,
-                    sale.price_cents,
-                    sale.payout_cents,
-                    sale.bid_id,
-                    sale.buyer_lead_id,
-                    sale.created_at,
-                    sale.phone_hash,
-                    sale.email_hash,
-                )
-            except asyncpg.UniqueViolationError:
-                raise SaleConflict(sale.ping_id) from None
-            if totals is not None:
-                await conn.execute(
-                    "UPDATE posts SET status = 'sold', price_cents = $2, payout_cents = $3,"
-                    " reason = NULL, finished_at = $4 WHERE ping_id = $1",
-                    pid,
-                    totals.price_cents,
-                    totals.payout_cents,
-                    finished_at,
-                )
+        statement; raise SaleConflict if the slot is taken or the claim was given up."""
+        row = await self.pool.fetchrow(
+            _RECORD_SALE,
+            uuid.UUID(sale.ping_id),
+            sale.sale_seq,
+            sale.seller_id,
+            sale.buyer_id,
+            sale.vertical,
+            sale.price_cents,
+            sale.payout_cents,
+            sale.bid_id,
+            sale.buyer_lead_id,
+            sale.created_at,
+            sale.phone_hash,
+            sale.email_hash,
+            totals is not None,
+            totals.price_cents if totals is not None else None,
+            totals.payout_cents if totals is not None else None,
+            finished_at,
+        )
+        if row is None or not row["sold"]:
+            raise SaleConflict(sale.ping_id)
 
     @_bounded
     async def finish_sold(self, ping_id: str, totals: PostTotals, finished_at: datetime) -> None:

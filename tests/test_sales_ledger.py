@@ -1,0 +1,137 @@
+"""Recording a sale (exchange.store.Store.record_sale) against a real ledger: it goes in
+only while its post's claim is held, never twice into one slot, and writes the post's
+"sold" result with the last sale, all in one statement."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from exchange.store import PostTotals, SaleConflict, SaleRow, Store, create_pool, migrate
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        await migrate(pool)
+        yield Store(pool, timeout_s=5.0)
+    finally:
+        await pool.close()
+
+
+def _sale(ping_id: str, buyer_id: str = "b1", seq: int = 1, price: int = 2000) -> SaleRow:
+    return SaleRow(
+        ping_id=ping_id, seller_id="s1", buyer_id=buyer_id, vertical="auto", price_cents=price,
+        payout_cents=price * 85 // 100, bid_id="bid-7", buyer_lead_id="lead-9", created_at=NOW,
+        sale_seq=seq, phone_hash=b"\x01" * 32, email_hash=None,
+    )  # fmt: skip
+
+
+async def _claimed(store: Store) -> str:
+    ping_id = str(uuid.uuid4())
+    assert await store.claim_post(ping_id, "s1", NOW) is None
+    return ping_id
+
+
+async def _sales(store: Store, ping_id: str) -> list[asyncpg.Record]:
+    return list(
+        await store.pool.fetch(
+            "SELECT sale_seq, buyer_id, price_cents, payout_cents, bid_id, buyer_lead_id,"
+            " phone_hash, email_hash FROM sales WHERE ping_id = $1 ORDER BY sale_seq",
+            uuid.UUID(ping_id),
+        )
+    )
+
+
+async def test_the_last_sale_closes_the_post_as_sold_with_its_totals(store: Store) -> None:
+    ping_id = await _claimed(store)
+    await store.record_sale(_sale(ping_id), NOW, PostTotals(2000, 1700))
+    post = await store.fetch_post(ping_id)
+    assert post is not None
+    assert (post.status, post.price_cents, post.payout_cents) == ("sold", 2000, 1700)
+    (sale,) = await _sales(store, ping_id)
+    assert tuple(sale) == (1, "b1", 2000, 1700, "bid-7", "lead-9", b"\x01" * 32, None)
+
+
+async def test_a_shared_lead_stays_in_progress_until_its_last_sale(store: Store) -> None:
+    ping_id = await _claimed(store)
+    await store.record_sale(_sale(ping_id, "b1", 1, 2000), NOW, None)
+    post = await store.fetch_post(ping_id)
+    assert post is not None and post.status == "in_progress"
+    await store.record_sale(_sale(ping_id, "b2", 2, 1500), NOW, PostTotals(3500, 2975))
+    post = await store.fetch_post(ping_id)
+    assert post is not None
+    assert (post.status, post.price_cents, post.payout_cents) == ("sold", 3500, 2975)
+    assert [(s["sale_seq"], s["buyer_id"]) for s in await _sales(store, ping_id)] == [
+        (1, "b1"),
+        (2, "b2"),
+    ]
+
+
+@pytest.mark.parametrize("taken", ["sequence number", "buyer"])
+async def test_a_taken_sale_slot_is_a_conflict_and_changes_nothing(
+    store: Store, taken: str
+) -> None:
+    ping_id = await _claimed(store)
+    await store.record_sale(_sale(ping_id, "b1", 1), NOW, None)
+    again = _sale(ping_id, "b2", 1) if taken == "sequence number" else _sale(ping_id, "b1", 2)
+    with pytest.raises(SaleConflict):
+        await store.record_sale(again, NOW, PostTotals(4000, 3400))
+    post = await store.fetch_post(ping_id)
+    assert post is not None and post.status == "in_progress"  # not closed by the refused sale
+    assert len(await _sales(store, ping_id)) == 1
+
+
+async def test_a_claim_closed_as_interrupted_gains_no_sale(store: Store) -> None:
+    ping_id = await _claimed(store)
+    await store.close_interrupted(ping_id, "post_interrupted", NOW)
+    with pytest.raises(SaleConflict):
+        await store.record_sale(_sale(ping_id), NOW, PostTotals(2000, 1700))
+    post = await store.fetch_post(ping_id)
+    assert post is not None
+    assert (post.status, post.reason, post.price_cents) == ("unsold", "post_interrupted", None)
+    assert await _sales(store, ping_id) == []
+
+
+async def test_a_sale_without_a_claim_is_a_conflict(store: Store) -> None:
+    ping_id = str(uuid.uuid4())
+    with pytest.raises(SaleConflict):
+        await store.record_sale(_sale(ping_id), NOW, PostTotals(2000, 1700))
+    assert await _sales(store, ping_id) == []
+
+
+async def test_a_claim_closed_while_the_sale_waits_for_its_lock_gains_no_sale(
+    store: Store, database_url: str
+) -> None:
+    """The closer holds the claim's row when the sale arrives: the sale waits, then sees
+    the claim closed, and inserts nothing."""
+    ping_id = await _claimed(store)
+    closer = await asyncpg.connect(database_url)
+    try:
+        held = closer.transaction()
+        await held.start()
+        await closer.execute(
+            "UPDATE posts SET status = 'unsold', reason = 'post_interrupted', finished_at = $2"
+            " WHERE ping_id = $1",
+            uuid.UUID(ping_id),
+            NOW,
+        )
+        sale = asyncio.ensure_future(store.record_sale(_sale(ping_id), NOW, PostTotals(2000, 1700)))
+        await asyncio.sleep(0.2)
+        assert not sale.done()  # waiting on the claim's lock
+        await held.commit()
+        with pytest.raises(SaleConflict):
+            await sale
+    finally:
+        await closer.close()
+    post = await store.fetch_post(ping_id)
+    assert post is not None and post.status == "unsold"
+    assert await _sales(store, ping_id) == []
