@@ -146,7 +146,10 @@ class _BuyerProtocol(asyncio.Protocol):
             return
         timers = self._timers
         if len(timers) > 8:
-            self._timers = timers = [t for t in timers if not t.cancelled()]
+            # Keep only the timers still to fire: a fired one is not "cancelled", and
+            # keeping those made this list (and its scan) grow with every request.
+            now = self._loop.time()
+            self._timers = timers = [t for t in timers if not t.cancelled() and t.when() > now]
         timers.append(self._loop.call_later(delay, self._answer, answer))
 
     def _answer(self, answer: bytes) -> None:
