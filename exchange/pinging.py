@@ -44,8 +44,12 @@ DEADLINE_SLACK_S = 0.005
 # auction still waits for that verdict before calling a buyer timed out itself.
 SETTLE_SLACK_S = 0.001
 # At most this share of tmax is kept back for answering: ranking, committing the ping row
-# and the event loop's own lag (exchange.looplag).
+# and the event loop's own lag (exchange.looplag)...
 MAX_KEPT_SHARE = 0.2
+# ...except that the ping row's recent commit time is kept back in full up to this share:
+# an answer cannot carry a price before its row commits, so a ledger slower than a fifth
+# of tmax takes buyers' time rather than turn every answer into a 503 at the deadline.
+MAX_COMMIT_SHARE = 0.5
 # How far past tmax an answer may wait for its ping row to commit before it is a 503
 # (Overload.LEDGER_LATE). tmax is the seller's deadline: a price later than that is one
 # the seller may no longer be waiting for, so the answer is due by tmax +
@@ -182,6 +186,16 @@ async def _settled(
 OutcomeRow = tuple[str, str, BidOutcome, int | None, int | None, int | None, str | None, datetime]
 
 
+def kept_back_s(tmax_s: float, commit_s: float, lag_s: float) -> float:
+    """How long before tmax the auction stops waiting on buyers: enough to rank
+    (ANSWER_MARGIN_S), commit the ping row (its recent commit time) and absorb the event
+    loop's recent lag, within MAX_KEPT_SHARE of tmax; the commit alone may take up to
+    MAX_COMMIT_SHARE."""
+    wanted = ANSWER_MARGIN_S + commit_s + lag_s
+    cap = max(tmax_s * MAX_KEPT_SHARE, min(ANSWER_MARGIN_S + commit_s, tmax_s * MAX_COMMIT_SHARE))
+    return min(wanted, cap)
+
+
 async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     """Run the auction for one redacted lead and record it; returns the ping's record."""
     loop = asyncio.get_running_loop()
@@ -191,10 +205,7 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     tmax_ms = min(request.tmax_ms, settings.tmax_ms)
     # Stop waiting on buyers early enough to rank, commit the ping row and answer by tmax
     # even when the loop runs the deadline late.
-    kept_back = min(
-        ANSWER_MARGIN_S + ctx.commit_time.value(started) + ctx.lag.recent_s,
-        tmax_ms / 1000 * MAX_KEPT_SHARE,
-    )
+    kept_back = kept_back_s(tmax_ms / 1000, ctx.commit_time.value(started), ctx.lag.recent_s)
     deadline = started + tmax_ms / 1000 - kept_back
     ping_id = request.ping_id
     seller = request.seller

@@ -1,11 +1,15 @@
-"""The event-loop lag monitor sees a blocked loop, and forgets it again."""
+"""The event-loop lag monitor sees a blocked loop, and forgets it again; the auction keeps
+back what the lag and the ledger's commits need (exchange.pinging.kept_back_s)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+import pytest
+
 from exchange.looplag import DecayingMax, LagMonitor
+from exchange.pinging import kept_back_s
 
 
 async def test_a_blocked_loop_shows_as_lag_and_then_fades() -> None:
@@ -86,3 +90,20 @@ async def test_one_stall_is_not_sustained_lag() -> None:
         assert monitor.sustained_s < 0.02
     finally:
         monitor.stop()
+
+
+def test_the_kept_back_time_covers_ranking_commit_and_lag_within_a_fifth_of_tmax() -> None:
+    # 2 ms to rank + 5 ms of recent commit time + 3 ms of loop lag, well under 50 ms.
+    assert kept_back_s(0.25, 0.005, 0.003) == pytest.approx(0.010)
+    # A long loop stall is capped at a fifth of tmax: buyers keep 80% of it.
+    assert kept_back_s(0.25, 0.005, 0.2) == pytest.approx(0.05)
+
+
+def test_a_slow_ledger_keeps_its_commit_time_back_up_to_half_of_tmax() -> None:
+    """A 60 ms ping against a ledger committing in 15 ms: the fifth of tmax (12 ms) would
+    leave the answer waiting past tmax on every ping (a 503 at the deadline); the commit
+    time is kept back in full instead, lag still within the fifth."""
+    assert kept_back_s(0.06, 0.015, 0.0) == pytest.approx(0.017)
+    assert kept_back_s(0.06, 0.015, 0.02) == pytest.approx(0.017)
+    # A ledger slower than half of tmax cannot be waited for: half is the most kept back.
+    assert kept_back_s(0.06, 0.05, 0.0) == pytest.approx(0.03)
