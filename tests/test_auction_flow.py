@@ -85,22 +85,39 @@ async def test_time_before_the_auction_counts_against_tmax(database_url: str) ->
         async with running_exchange(config, database_url) as ex:
             await ex.ping()  # connections and statements warm
             blocker = await asyncpg.connect(database_url)
+            watcher = await asyncpg.connect(database_url)
             try:
                 held = blocker.transaction()
                 await held.start()
                 await blocker.execute("LOCK TABLE external_ids IN SHARE MODE")
                 loop = asyncio.get_running_loop()
-                loop.call_later(0.15, lambda: asyncio.ensure_future(held.rollback()))
                 started = loop.time()
-                answer = await ex.ping(external_id="held-150ms")
+                ping = asyncio.ensure_future(ex.ping(external_id="held-150ms"))
+                await _until_a_statement_waits_on_a_lock(watcher)
+                await asyncio.sleep(0.15)  # the binding's wait, inside the ping's tmax
+                await held.rollback()
+                answer = await ping
                 elapsed = loop.time() - started
             finally:
                 await blocker.close()
+                await watcher.close()
             story = await ex.story(answer["ping_id"])
     outcomes = {b["buyer"]: b["outcome"] for b in story["buyers"]}
     assert outcomes == {"steady": "timeout", "quick": "bid"}
     assert answer["price"] == 12.75
     assert elapsed < 0.3 + 0.04, f"{elapsed * 1000:.0f} ms"
+
+
+async def _until_a_statement_waits_on_a_lock(conn: asyncpg.Connection) -> None:
+    for _ in range(1000):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("the external_id binding never waited on the lock")
 
 
 async def test_a_ping_may_ask_for_a_shorter_deadline(database_url: str) -> None:
