@@ -170,10 +170,6 @@ class SaleConflict(Exception):
     """The sale slot was already taken, or the post's claim is no longer held."""
 
 
-class _CapReached(Exception):
-    """Raised inside a reservation transaction to roll it back."""
-
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -332,53 +328,35 @@ class Store:
         self, buyer_id: str, windows: Sequence[CapWindow], price_cents: int
     ) -> str | None:
         """Count one sale at ``price_cents`` in every window, atomically and only if no
-        limit breaks; returns None when reserved, else the cap that is reached."""
-        try:
-            await self._reserve(buyer_id, windows, price_cents)
-        except _CapReached as reached:
-            return str(reached)
-        return None
-
-    async def _reserve(self, buyer_id: str, windows: Sequence[CapWindow], price_cents: int) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            for window in windows:
-                limit = window.limit
-                row = await conn.fetchval(
-                    "INSERT INTO cap_counters AS c (buyer_id, period, period_start, sales,"
-                    " spent_cents) VALUES ($1, $2, $3, 1, $4)"
-                    " ON CONFLICT (buyer_id, period, period_start) DO UPDATE"
-                    " SET sales = c.sales + 1, spent_cents = c.spent_cents + $4"
-                    " WHERE ($5::integer IS NULL OR c.sales + 1 <= $5)"
-                    " AND ($6::bigint IS NULL OR c.spent_cents + $4 <= $6)"
-                    " RETURNING sales",
-                    buyer_id,
-                    limit.period,
-                    window.start,
-                    price_cents,
-                    limit.max_count,
-                    limit.max_spend_cents,
-                )
-                fits_alone = (limit.max_count is None or limit.max_count >= 1) and (
-                    limit.max_spend_cents is None or price_cents <= limit.max_spend_cents
-                )
-                if row is None or not fits_alone:
-                    # Leaving the block with an exception rolls back every increment.
-                    raise _CapReached(f"{limit.describe()} reached")
+        limit breaks; returns None when reserved, else the cap that is reached. One
+        round trip (the ledger's ``reserve_cap_windows``, migration 0005)."""
+        limits = [w.limit for w in windows]
+        reached = await self.pool.fetchval(
+            "SELECT reserve_cap_windows($1, $2::text[], $3::timestamptz[], $4::integer[],"
+            " $5::bigint[], $6)",
+            buyer_id,
+            [limit.period for limit in limits],
+            [w.start for w in windows],
+            [limit.max_count for limit in limits],
+            [limit.max_spend_cents for limit in limits],
+            price_cents,
+        )
+        return f"{limits[reached - 1].describe()} reached" if reached else None
 
     @_bounded
     async def release_caps(
         self, buyer_id: str, windows: Sequence[CapWindow], price_cents: int
     ) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            for window in windows:
-                await conn.execute(
-                    "UPDATE cap_counters SET sales = sales - 1, spent_cents = spent_cents - $4"
-                    " WHERE buyer_id = $1 AND period = $2 AND period_start = $3",
-                    buyer_id,
-                    window.limit.period,
-                    window.start,
-                    price_cents,
-                )
+        """Take back a reserved sale from every window, in one statement."""
+        await self.pool.execute(
+            "UPDATE cap_counters c SET sales = c.sales - 1, spent_cents = c.spent_cents - $4"
+            " FROM unnest($2::text[], $3::timestamptz[]) AS w (period, period_start)"
+            " WHERE c.buyer_id = $1 AND c.period = w.period AND c.period_start = w.period_start",
+            buyer_id,
+            [w.limit.period for w in windows],
+            [w.start for w in windows],
+            price_cents,
+        )
 
     async def cap_counts(self, since: datetime) -> dict[tuple[str, str, datetime], tuple[int, int]]:
         rows = await self.pool.fetch(
