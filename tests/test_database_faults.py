@@ -112,7 +112,15 @@ async def test_database_stopped_under_load_503s_fast_recovers_and_the_ledger_hol
         await asyncio.to_thread(pg.start)
         up_at = time.monotonic()
         ready_after = await _wait_for_readyz(ex.http, ex.url, 200)
+        # A second of traffic, and at least one ping started after the recovery: a post
+        # whose walk the outage cut short waits out its claim (post_deadline_ms + 5 s)
+        # before its seller pings again, and every seller may be in one.
+        recovered_at = up_at + ready_after
         await asyncio.sleep(1.0)
+        for _ in range(90):
+            if any(a.kind == "ping" and a.started > recovered_at for a in traffic.answers):
+                break
+            await asyncio.sleep(0.1)
     finally:
         stop.set()
         await asyncio.gather(*sellers)
