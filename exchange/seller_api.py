@@ -240,7 +240,7 @@ async def settle_post(
         if existing is None:
             answer = await post_lead(ctx, record, seller, lead, min_payout_cents, duplicates)
         else:
-            answer = await _await_result(ctx, record.ping_id)
+            answer = await _await_result(ctx, record.ping_id, future)
         future.set_result(answer)
         return answer
     except BaseException as exc:
@@ -251,10 +251,15 @@ async def settle_post(
         del ctx.posts_inflight[record.ping_id]
 
 
-async def _await_result(ctx: ExchangeContext, ping_id: str) -> PostAnswer:
+async def _await_result(
+    ctx: ExchangeContext, ping_id: str, mine: asyncio.Future[PostAnswer] | None = None
+) -> PostAnswer:
     """Wait for a post claimed elsewhere to finish. A claim older than the post deadline
     (plus slack) belongs to a process that died: it is closed as interrupted, and a sale
-    it may have started cannot commit any more (exchange.store.record_sale)."""
+    it may have started cannot commit any more (exchange.store.record_sale). So is, at
+    once, a claim of this process whose walk is not running any more (it failed, e.g.
+    when the ledger went away midway): no walk here is registered for the ping but the
+    caller's own (``mine``), and only one runs per ping in a process."""
     settings = ctx.loaded.settings
     while True:
         result = await ctx.store.fetch_post(ping_id)
@@ -264,8 +269,10 @@ async def _await_result(ctx: ExchangeContext, ping_id: str) -> PostAnswer:
                 ping_id, PostStatus(result.status), result.price_cents, result.payout_cents,
                 result.reason,
             )  # fmt: skip
+        walking = ctx.posts_inflight.get(ping_id)
+        abandoned = result.claimed_by == ctx.store.owner and walking in (None, mine)
         age_s = (ctx.now() - result.claimed_at).total_seconds()
-        if age_s > settings.post_deadline_ms / 1000 + 5:
+        if abandoned or age_s > settings.post_deadline_ms / 1000 + 5:
             await ctx.store.close_interrupted(ping_id, UnsoldReason.INTERRUPTED, ctx.now())
             continue
         await asyncio.sleep(LOOKUP_RETRY_S)

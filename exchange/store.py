@@ -115,6 +115,7 @@ class PostResult:
     payout_cents: int | None
     reason: str | None
     claimed_at: datetime
+    claimed_by: str | None = None  # the claiming process's Store.owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,8 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, timeout_s: float = 1.0) -> None:
         self.pool = pool
         self.timeout_s = timeout_s
+        # This process in the post claims it makes (posts.claimed_by).
+        self.owner = uuid.uuid4().hex
 
     async def ping(self) -> None:
         async with self.pool.acquire(timeout=1) as conn:
@@ -246,11 +249,12 @@ class Store:
         pid = uuid.UUID(ping_id)
         async with self.pool.acquire() as conn:
             claimed = await conn.fetchval(
-                "INSERT INTO posts (ping_id, seller_id, status, claimed_at)"
-                " VALUES ($1, $2, 'in_progress', $3) ON CONFLICT DO NOTHING RETURNING 1",
+                "INSERT INTO posts (ping_id, seller_id, status, claimed_at, claimed_by)"
+                " VALUES ($1, $2, 'in_progress', $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
                 pid,
                 seller_id,
                 now,
+                self.owner,
             )
             if claimed:
                 return None
@@ -521,6 +525,7 @@ def _post_result(row: asyncpg.Record) -> PostResult:
         payout_cents=row["payout_cents"],
         reason=row["reason"],
         claimed_at=row["claimed_at"],
+        claimed_by=row["claimed_by"],
     )
 
 

@@ -1,10 +1,12 @@
 """Recording a sale (exchange.store.Store.record_sale) against a real ledger: it goes in
 only while its post's claim is held, never twice into one slot, and writes the post's
-"sold" result with the last sale, all in one statement."""
+"sold" result with the last sale, all in one statement. And what a retried post does
+with a claim whose walk is gone."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -12,7 +14,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
 from exchange.store import PostTotals, SaleConflict, SaleRow, Store, create_pool, migrate
+from tests.harness import FULL_LEAD, make_config, realtime_buyer, running_exchange
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
@@ -135,3 +139,56 @@ async def test_a_claim_closed_while_the_sale_waits_for_its_lock_gains_no_sale(
     post = await store.fetch_post(ping_id)
     assert post is not None and post.status == "unsold"
     assert await _sales(store, ping_id) == []
+
+
+# -- a claim whose walk is gone ------------------------------------------------------------
+
+
+async def test_a_post_claimed_by_a_failed_walk_of_this_process_is_closed_at_once(
+    database_url: str,
+) -> None:
+    """A walk of this process that failed midway (its ledger went away) leaves its claim in
+    progress; the seller's retry closes it at once as interrupted instead of waiting
+    post_deadline_ms + 5 s as for a claim of a process that died."""
+    specs = [SimulatedBuyerSpec("steady", bid_cents=(2000, 2000), latency_ms=(1, 3))]
+    async with BuyerSimulator(specs, record=False) as sim:
+        config = make_config([realtime_buyer(sim, "steady")])
+        async with running_exchange(config, database_url) as ex:
+            bid = await ex.ping()
+            # What the failed walk left: this process's claim, no walk running.
+            assert await ex.ctx.store.claim_post(bid["ping_id"], "acme-media", ex.ctx.now()) is None
+            started = asyncio.get_running_loop().time()
+            status, answer, _ = await ex.call(
+                "POST", "/v1/post", {"ping_id": bid["ping_id"], "lead": FULL_LEAD}
+            )
+            elapsed = asyncio.get_running_loop().time() - started
+            posted_to_buyer = sim.counters("steady").posts
+    assert status == 200, answer
+    assert answer["status"] == "unsold" and answer["reason"] == "post_interrupted"
+    assert elapsed < 2.0, f"{elapsed:.1f} s"
+    assert posted_to_buyer == 0  # the lead was not walked twice
+
+
+async def test_a_post_claimed_by_another_process_is_waited_for(database_url: str) -> None:
+    specs = [SimulatedBuyerSpec("steady", bid_cents=(2000, 2000), latency_ms=(1, 3))]
+    async with BuyerSimulator(specs, record=False) as sim:
+        config = make_config([realtime_buyer(sim, "steady")])
+        async with running_exchange(config, database_url) as ex:
+            bid = await ex.ping()
+            await ex.ctx.store.pool.execute(
+                "INSERT INTO posts (ping_id, seller_id, status, claimed_at, claimed_by)"
+                " VALUES ($1, 'acme-media', 'in_progress', now(), 'another-process')",
+                uuid.UUID(bid["ping_id"]),
+            )
+            post = asyncio.ensure_future(
+                ex.call("POST", "/v1/post", {"ping_id": bid["ping_id"], "lead": FULL_LEAD})
+            )
+            done, _ = await asyncio.wait({post}, timeout=1.0)
+            post.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await post
+            claim = await ex.ctx.store.fetch_post(bid["ping_id"])
+            # Let the handler's wait end now rather than when the claim ages out.
+            await ex.ctx.store.close_interrupted(bid["ping_id"], "post_interrupted", ex.ctx.now())
+    assert not done  # still waiting on the other process's walk
+    assert claim is not None and claim.status == "in_progress"
