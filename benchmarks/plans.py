@@ -39,6 +39,11 @@ TARGETS = {
 PRIMARY = "exchange-h1"
 CEILING = "ceiling-b"
 BASELINE = "baseline-a"
+# The deadline runs of a server, by their key in its results entry: the share of its
+# saturation each runs at.
+DEADLINE_LOADS = {"deadline": 0.5, "deadline_light": 0.25}
+# The exchange's overload refusals, scraped by reason (``<name>:<reason>``).
+REFUSALS_METRIC = "exchange_overload_refusals_total"
 
 
 @dataclass(frozen=True)

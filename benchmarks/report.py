@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.plans import BASELINE, CEILING, PRIMARY
+from benchmarks.plans import BASELINE, CEILING, DEADLINE_LOADS, PRIMARY, REFUSALS_METRIC
 
-# The exchange's overload refusals, scraped by reason (benchmarks.runner._scrape).
-_REFUSALS = "exchange_overload_refusals_total"
-# The deadline runs of a server's entry (benchmarks.runner.DEADLINE_LOADS): key, load.
-DEADLINE_RUNS = (("deadline", "50%"), ("deadline_light", "25%"))
+# The deadline runs of a server's entry: key, load as shown.
+DEADLINE_RUNS = tuple((key, f"{share:.0%}") for key, share in DEADLINE_LOADS.items())
 
 THROUGHPUT_GOAL = 0.8  # exchange >= 0.8 x ceiling at N = 10
 ADDED_P99_GOAL_MS = 2.0  # at 50% load, over the ceiling at the same rate
@@ -211,7 +209,7 @@ def markdown(results: dict[str, Any]) -> str:
                      else "-")  # fmt: skip
             scraped = run.get("exchange_metrics", {})
             seen = scraped.get("exchange_deadline_misses_total")
-            ledger_late = scraped.get(f"{_REFUSALS}:ledger_late")
+            ledger_late = scraped.get(f"{REFUSALS_METRIC}:ledger_late")
             out.append(
                 f"| {entry['target']} | {entry['n']} | {load} | {run['options']['rate']:.0f} "
                 f"| {cost['machine_busy_cores']:.2f} "

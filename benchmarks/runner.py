@@ -29,7 +29,15 @@ import orjson
 import psutil
 
 from benchmarks import profile as profiling
-from benchmarks.plans import CEILING, PRIMARY, TARGETS, Plan, Target
+from benchmarks.plans import (
+    CEILING,
+    DEADLINE_LOADS,
+    PRIMARY,
+    REFUSALS_METRIC,
+    TARGETS,
+    Plan,
+    Target,
+)
 from benchmarks.processes import (
     HarnessError,
     ProcessGroup,
@@ -511,10 +519,6 @@ def _same_rate(bench: Bench, fleet: Buyers, rate: float) -> dict[str, Any]:
     return out
 
 
-# The deadline runs of one server: the entry's key and the share of its saturation.
-DEADLINE_LOADS = {"deadline": 0.5, "deadline_light": 0.25}
-
-
 def _deadline_run(
     bench: Bench, server: RunningServer, fleet: Buyers, rate: float
 ) -> dict[str, Any]:
@@ -538,9 +542,8 @@ def _deadline_run(
 
 _SCRAPED = ("exchange_deadline_misses_total", "exchange_auction_duration_seconds_count")
 _CONNECTIONS = "exchange_buyer_connections_total"
-_REFUSALS = "exchange_overload_refusals_total"
 # Counters kept by one label, as ``name:value``.
-_BY_LABEL = {_CONNECTIONS: "event", _REFUSALS: "reason"}
+_BY_LABEL = {_CONNECTIONS: "event", REFUSALS_METRIC: "reason"}
 
 
 def _scrape(server: RunningServer) -> dict[str, float]:
