@@ -1,5 +1,5 @@
 """Shared fixtures: a real PostgreSQL (embedded pgserver, or DATABASE_URL when set) with a
-fresh database per test, and the loopback exchange harness."""
+fresh database per test, the ledger store on it, and the loopback exchange harness."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from exchange.embedded import EmbeddedPostgres
 from exchange.logs import configure_logging
+from exchange.store import Store, create_pool, migrate
 from tests.harness import with_database
 
 configure_logging(json=False, level="debug")
@@ -51,3 +52,14 @@ async def database_url(server_dsn: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """The ledger store on a migrated fresh database, without an exchange around it."""
+    pool = await create_pool(database_url, min_size=1, max_size=8)
+    try:
+        await migrate(pool)
+        yield Store(pool, timeout_s=5.0)
+    finally:
+        await pool.close()

@@ -5,26 +5,13 @@ concurrency, and a release takes the sale back from every window."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
-
 from exchange.caps import DAY, HOUR, CapLimit, CapWindow
-from exchange.store import Store, create_pool, migrate
+from exchange.store import Store
 
 HOUR_START = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 DAY_START = datetime(2026, 12, 5, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    pool = await create_pool(database_url, min_size=1, max_size=8)
-    try:
-        await migrate(pool)
-        yield Store(pool, timeout_s=5.0)
-    finally:
-        await pool.close()
 
 
 def _windows(

@@ -8,27 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.store import PostTotals, SaleConflict, SaleRow, Store, create_pool, migrate
+from exchange.store import PostTotals, SaleConflict, SaleRow, Store
 from tests.harness import FULL_LEAD, make_config, realtime_buyer, running_exchange
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    pool = await create_pool(database_url, min_size=1, max_size=4)
-    try:
-        await migrate(pool)
-        yield Store(pool, timeout_s=5.0)
-    finally:
-        await pool.close()
 
 
 def _sale(ping_id: str, buyer_id: str = "b1", seq: int = 1, price: int = 2000) -> SaleRow:
