@@ -200,6 +200,12 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # Claims of failed walks still being closed get a moment before the pool goes
+            # (else they age out: another process closes them after post_deadline_ms + 5 s).
+            if ctx.claim_closers:
+                _, pending = await asyncio.wait(set(ctx.claim_closers), timeout=1.0)
+                for task in pending:
+                    task.cancel()
             await writer.close()
             await transport.close()
             await ledger_pool.close()

@@ -119,6 +119,8 @@ class ExchangeContext:
     # Work in flight in this process, so a concurrent retry waits on it instead of polling.
     pings_inflight: dict[str, asyncio.Future[PingRecord]] = field(default_factory=dict)
     posts_inflight: dict[str, asyncio.Future[PostAnswer]] = field(default_factory=dict)
+    # Closing the claims of this process's failed walks (seller_api._close_abandoned).
+    claim_closers: set[asyncio.Task[None]] = field(default_factory=set)
     buyers: Mapping[str, BuyerRuntime] = field(init=False)
     by_vertical: Mapping[str, tuple[BuyerRules, ...]] = field(init=False)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NoReturn
 
 import structlog
@@ -39,6 +40,8 @@ from exchange.posting import (
     post_lead,
 )
 
+log = structlog.get_logger("exchange.seller_api")
+
 MAX_EXTERNAL_ID = 128
 PING_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id"})
 POST_KEYS = frozenset({"ping_id", "lead", "min_price"})
@@ -48,6 +51,10 @@ LOOKUP_RETRY_S = 0.05
 # How long a post waits for a ping it cannot find yet: another process may still hold it
 # in its batch queue (flushed every 50 ms).
 POST_LOOKUP_WAIT_S = 0.5
+# A post claim older than post_deadline_ms plus this belongs to a walk that is gone.
+CLAIM_AGE_SLACK_S = 5.0
+# How often a failed walk's process tries again to close its claim.
+CLOSE_RETRY_S = 0.5
 
 
 def _problems_from(exc: LeadInvalid) -> list[FieldError]:
@@ -235,20 +242,59 @@ async def settle_post(
     loop = asyncio.get_running_loop()
     future: asyncio.Future[PostAnswer] = loop.create_future()
     ctx.posts_inflight[record.ping_id] = future
+    claimed_at = ctx.now()
+    walked = False
     try:
-        existing = await ctx.store.claim_post(record.ping_id, seller.id, ctx.now())
+        existing = await ctx.store.claim_post(record.ping_id, seller.id, claimed_at)
         if existing is None:
+            walked = True
             answer = await post_lead(ctx, record, seller, lead, min_payout_cents, duplicates)
         else:
             answer = await _await_result(ctx, record.ping_id, future)
         future.set_result(answer)
         return answer
     except BaseException as exc:
+        if walked:
+            _close_later(ctx, record.ping_id, claimed_at, exc)
         future.set_exception(exc)
         future.exception()
         raise
     finally:
         del ctx.posts_inflight[record.ping_id]
+
+
+def _close_later(
+    ctx: ExchangeContext, ping_id: str, claimed_at: datetime, error: BaseException
+) -> None:
+    log.warning("post_walk_failed", ping_id=ping_id, error=repr(error))
+    task = asyncio.get_running_loop().create_task(_close_abandoned(ctx, ping_id, claimed_at))
+    ctx.claim_closers.add(task)
+    task.add_done_callback(ctx.claim_closers.discard)
+
+
+async def _close_abandoned(ctx: ExchangeContext, ping_id: str, claimed_at: datetime) -> None:
+    """A walk of this process failed midway (typically: the ledger went away) and left its
+    claim in progress. Close it the way an aged-out claim is closed (sold with its committed
+    sales, else unsold ``post_interrupted``) as soon as the ledger takes the write, so that
+    a retry on any process, not only this one, gets the answer at once instead of waiting
+    for the claim to age out. Only that very claim is closed (this process's, made at
+    ``claimed_at``). Past the age-out time any process closes it, so the tries stop."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + ctx.loaded.settings.post_deadline_ms / 1000 + CLAIM_AGE_SLACK_S
+    while True:
+        try:
+            closed = await ctx.store.close_interrupted(
+                ping_id, UnsoldReason.INTERRUPTED, ctx.now(), claimed_at=claimed_at
+            )
+        except Exception as exc:  # the ledger is still away: try again shortly
+            if loop.time() + CLOSE_RETRY_S >= give_up_at:
+                log.warning("post_claim_left_to_age_out", ping_id=ping_id, error=repr(exc))
+                return
+            await asyncio.sleep(CLOSE_RETRY_S)
+            continue
+        if closed:
+            log.info("post_claim_closed", ping_id=ping_id)
+        return
 
 
 async def _await_result(
@@ -272,7 +318,7 @@ async def _await_result(
         walking = ctx.posts_inflight.get(ping_id)
         abandoned = result.claimed_by == ctx.store.owner and walking in (None, mine)
         age_s = (ctx.now() - result.claimed_at).total_seconds()
-        if abandoned or age_s > settings.post_deadline_ms / 1000 + 5:
+        if abandoned or age_s > settings.post_deadline_ms / 1000 + CLAIM_AGE_SLACK_S:
             await ctx.store.close_interrupted(ping_id, UnsoldReason.INTERRUPTED, ctx.now())
             continue
         await asyncio.sleep(LOOKUP_RETRY_S)

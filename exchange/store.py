@@ -308,10 +308,16 @@ class Store:
         )
 
     @_bounded
-    async def close_interrupted(self, ping_id: str, reason: str, finished_at: datetime) -> None:
+    async def close_interrupted(
+        self, ping_id: str, reason: str, finished_at: datetime, claimed_at: datetime | None = None
+    ) -> bool:
         """Close a post whose walker died: sold if it made sales (with their sums, which is
-        what the ledger owes), else unsold."""
-        await self.pool.execute(
+        what the ledger owes), else unsold. With ``claimed_at``, only this process's claim
+        made at that moment is closed (a walk of its own that failed). True if it closed
+        one."""
+        mine = " AND p.claimed_by = $4 AND p.claimed_at = $5" if claimed_at is not None else ""
+        args = (self.owner, claimed_at) if claimed_at is not None else ()
+        status = await self.pool.execute(
             "UPDATE posts p SET"
             " status = CASE WHEN s.n > 0 THEN 'sold' ELSE 'unsold' END,"
             " price_cents = CASE WHEN s.n > 0 THEN s.price END,"
@@ -319,11 +325,13 @@ class Store:
             " reason = CASE WHEN s.n > 0 THEN NULL ELSE $2 END, finished_at = $3"
             " FROM (SELECT count(*) AS n, sum(price_cents) AS price, sum(payout_cents) AS payout"
             "       FROM sales WHERE ping_id = $1) s"
-            " WHERE p.ping_id = $1 AND p.status = 'in_progress'",
+            " WHERE p.ping_id = $1 AND p.status = 'in_progress'" + mine,
             uuid.UUID(ping_id),
             reason,
             finished_at,
+            *args,
         )
+        return bool(status.endswith(" 1"))
 
     # -- caps ----------------------------------------------------------------------------
 

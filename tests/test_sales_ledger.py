@@ -181,3 +181,51 @@ async def test_a_post_claimed_by_another_process_is_waited_for(database_url: str
             await ex.ctx.store.close_interrupted(bid["ping_id"], "post_interrupted", ex.ctx.now())
     assert not done  # still waiting on the other process's walk
     assert claim is not None and claim.status == "in_progress"
+
+
+async def test_a_walk_failed_by_the_ledger_has_its_claim_closed_so_another_process_answers(
+    database_url: str,
+) -> None:
+    """A walk that fails midway because its ledger went away (here: its sale waits on a
+    locked table past db_timeout_ms) leaves its claim in progress. Its process closes the
+    claim as soon as the ledger takes the write again, so the seller's retry reaching
+    another process answers at once, not after the claim ages out (post_deadline_ms + 5 s,
+    20 s here)."""
+    specs = [SimulatedBuyerSpec("steady", bid_cents=(2000, 2000), latency_ms=(1, 3))]
+    async with BuyerSimulator(specs, record=False) as sim:
+        config = make_config([realtime_buyer(sim, "steady")], exchange={"db_timeout_ms": 300})
+        async with (
+            running_exchange(config, database_url) as first,
+            running_exchange(config, database_url) as second,
+        ):
+            bid = await first.ping()
+            ping_id = bid["ping_id"]
+            locker = await asyncpg.connect(database_url)
+            try:
+                async with locker.transaction():
+                    await locker.execute("LOCK TABLE sales IN ACCESS EXCLUSIVE MODE")
+                    failed, _, _ = await first.call(
+                        "POST", "/v1/post", {"ping_id": ping_id, "lead": FULL_LEAD}
+                    )
+                    left = await second.ctx.store.fetch_post(ping_id)
+            finally:
+                await locker.close()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            retry = second.call("POST", "/v1/post", {"ping_id": ping_id, "lead": FULL_LEAD})
+            status, answer, _ = await asyncio.wait_for(retry, timeout=5.0)
+            elapsed = loop.time() - started
+            post = await second.ctx.store.fetch_post(ping_id)
+            sales = await _sales(second.ctx.store, ping_id)
+    assert failed == 503
+    assert left is not None and left.status == "in_progress"
+    assert left.claimed_by == first.ctx.store.owner != second.ctx.store.owner
+    assert status == 200, answer
+    assert elapsed < 3.0, f"{elapsed:.1f} s"
+    # The ledger's answer: the sale waiting on the lock was called off (unsold,
+    # interrupted), or committed before that (sold); either way the seller hears it.
+    assert post is not None and answer["status"] == post.status
+    if post.status == "unsold":
+        assert answer["reason"] == "post_interrupted" and sales == []
+    else:
+        assert post.status == "sold" and len(sales) == 1
