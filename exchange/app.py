@@ -69,7 +69,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     ctx.metrics.db_queue_depth.set(ctx.writer.queued)
     _set_cap_gauges(ctx)
     return web.Response(
-        body=ctx.metrics.exposition(),
+        body=await ctx.metrics.exposition(),
         headers={"Content-Type": CONTENT_TYPE_LATEST},
     )
 

@@ -7,8 +7,10 @@ bounded by the config. Buckets are fine-grained under the auction deadline.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import os
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -16,13 +18,24 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 
 from exchange.config import Config
 from exchange.outcomes import BidOutcome, Overload, Phase, PingStatus, PostOutcome
 from exchange.transport import TransportStats
+
+# No `_created` series: a gauge beside every counter and histogram series that nothing
+# here reads, a fifth of every scrape's lines (and of its time on the event loop).
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+# A scrape is rendered on the event loop in slices of this many samples, each a fraction
+# of a millisecond, so a scrape of a few thousand series never holds auctions up for the
+# whole rendering (some 20 ms at 30 buyers, in one go).
+EXPOSITION_SLICE = 200
 
 # Seconds. Dense from 1 ms to 1 s (the default tmax), sparse beyond.
 LATENCY_BUCKETS = (
@@ -343,15 +356,30 @@ class Metrics:
             self.buyer_latency.labels(buyer.id, Phase.PING.value)
             self.buyer_latency.labels(buyer.id, Phase.POST.value)
 
-    def exposition(self) -> bytes:
-        """The text format of every metric. With several worker processes
-        (PROMETHEUS_MULTIPROC_DIR set) it sums what every live worker recorded."""
+    async def exposition(self) -> bytes:
+        """The text format of every metric, as prometheus_client renders it, but in slices
+        of EXPOSITION_SLICE samples with the event loop free to run auctions in between:
+        each metric family is read at once (a histogram's buckets agree with its count),
+        and formatted a slice at a time. With several worker processes
+        (PROMETHEUS_MULTIPROC_DIR set) it sums what every live worker recorded; reading
+        their files runs in a thread."""
         self.apply_pending()
+        families: Iterable[Metric]
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            combined = CollectorRegistry()
-            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
-            return generate_latest(combined)
-        return generate_latest(self.registry)
+            families = await asyncio.to_thread(_read_workers)
+        else:
+            families = self.registry.collect()
+        parts: list[bytes] = []
+        for family in families:
+            samples = family.samples
+            for start in range(0, max(1, len(samples)), EXPOSITION_SLICE):
+                part = Metric(family.name, family.documentation, family.type, family.unit)
+                part.samples = samples[start : start + EXPOSITION_SLICE]
+                text = generate_latest(_Families(part))
+                # A family's HELP and TYPE lines come once, before its first slice.
+                parts.append(text.split(b"\n", 2)[2] if start else text)
+                await asyncio.sleep(0)
+        return b"".join(parts)
 
     def record_lag(self, seconds: float) -> None:
         self.observe_later(self.loop_lag, seconds)
@@ -359,3 +387,19 @@ class Metrics:
     def record_flush(self, table: str, rows: int, seconds: float) -> None:
         self.observe_later(self.child(self.db_write_latency, table), seconds)
         self.inc_later(self.child(self.db_rows_written, table), rows)
+
+
+class _Families:
+    """A collector of given metric families (what generate_latest renders)."""
+
+    def __init__(self, *families: Metric) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def _read_workers() -> list[Metric]:
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    return list(combined.collect())

@@ -3,10 +3,12 @@ prometheus_client updates would: same buckets, counts and sums on the exposition
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exchange.metrics import LATENCY_BUCKETS, Metrics
+from exchange.metrics import EXPOSITION_SLICE, LATENCY_BUCKETS, Metrics
 from exchange.outcomes import BidOutcome
 from exchange.transport import TransportStats
 
@@ -55,11 +57,56 @@ def test_deferred_increments_add_up_and_apply_once() -> None:
     assert _samples(deferred.registry, name) == _samples(direct_registry, name)
 
 
-def test_exposition_applies_what_is_pending() -> None:
+async def test_exposition_applies_what_is_pending() -> None:
     metrics = Metrics()
     metrics.inc_later(metrics.child(metrics.wins, "b7"), 3)
-    text = metrics.exposition().decode()
+    text = (await metrics.exposition()).decode()
     assert 'exchange_buyer_wins_total{buyer="b7"} 3.0' in text
+
+
+def _busy_metrics(buyers: int) -> Metrics:
+    """Every series of ``buyers`` buyers, with values in them (and a label value that
+    needs escaping)."""
+    metrics = Metrics()
+    ids = [f"buyer-{i}" for i in range(buyers)] + ['odd "quoted" \\ buyer']
+    for i, buyer in enumerate(ids):
+        for outcome in BidOutcome:
+            metrics.buyer_pinged(buyer, outcome, VALUES[i % len(VALUES)])
+        metrics.inc_later(metrics.child(metrics.wins, buyer), i)
+    metrics.apply_pending()
+    return metrics
+
+
+async def test_the_sliced_exposition_is_byte_for_byte_the_librarys() -> None:
+    metrics = _busy_metrics(40)
+    sliced = await metrics.exposition()
+    assert sliced == generate_latest(metrics.registry)
+    assert sliced.count(b"# TYPE exchange_buyer_latency_seconds ") == 1
+    assert b"_created" not in sliced  # not exported at all
+
+
+async def test_a_large_scrape_lets_the_event_loop_run_between_slices() -> None:
+    """A scrape of thousands of series must not hold every auction in flight for the
+    whole rendering: other tasks run between its slices, several times."""
+    metrics = _busy_metrics(100)
+    ran_meanwhile = 0
+    scraping = True
+
+    async def other_work() -> None:
+        nonlocal ran_meanwhile
+        while scraping:
+            ran_meanwhile += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_work())
+    await asyncio.sleep(0)
+    start = ran_meanwhile
+    text = await metrics.exposition()
+    scraping = False
+    await other
+    lines = text.count(b"\n")
+    assert lines > 10 * EXPOSITION_SLICE
+    assert ran_meanwhile - start >= lines // EXPOSITION_SLICE
 
 
 def test_a_buyers_ping_outcomes_and_latencies_match_direct_updates() -> None:
