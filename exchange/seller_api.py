@@ -266,7 +266,7 @@ async def settle_post(
 def _close_later(
     ctx: ExchangeContext, ping_id: str, claimed_at: datetime, error: BaseException
 ) -> None:
-    log.warning("post_walk_failed", ping_id=ping_id, error=repr(error))
+    log.warning("post_walk_failed", ping_id=ping_id, error=type(error).__name__)
     task = asyncio.get_running_loop().create_task(_close_abandoned(ctx, ping_id, claimed_at))
     ctx.claim_closers.add(task)
     task.add_done_callback(ctx.claim_closers.discard)
@@ -288,7 +288,7 @@ async def _close_abandoned(ctx: ExchangeContext, ping_id: str, claimed_at: datet
             )
         except Exception as exc:  # the ledger is still away: try again shortly
             if loop.time() + CLOSE_RETRY_S >= give_up_at:
-                log.warning("post_claim_left_to_age_out", ping_id=ping_id, error=repr(exc))
+                log.warning("post_claim_left_to_age_out", ping_id=ping_id, error=type(exc).__name__)
                 return
             await asyncio.sleep(CLOSE_RETRY_S)
             continue

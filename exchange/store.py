@@ -167,6 +167,24 @@ SELECT EXISTS (SELECT 1 FROM sale) AS sold
 """
 
 
+# Closing a claim whose walk is gone (Store.close_interrupted): lock it while in progress,
+# then, in the next statement, close it with what its committed sales add up to.
+_LOCK_CLAIM = "SELECT true FROM posts WHERE ping_id = $1 AND status = 'in_progress' FOR UPDATE"
+_LOCK_OWN_CLAIM = (
+    "SELECT true FROM posts WHERE ping_id = $1 AND status = 'in_progress'"
+    " AND claimed_by = $2 AND claimed_at = $3 FOR UPDATE"
+)
+_CLOSE_CLAIM = """
+UPDATE posts p SET status = CASE WHEN s.n > 0 THEN 'sold' ELSE 'unsold' END,
+                   price_cents = CASE WHEN s.n > 0 THEN s.price END,
+                   payout_cents = CASE WHEN s.n > 0 THEN s.payout END,
+                   reason = CASE WHEN s.n > 0 THEN NULL ELSE $2 END, finished_at = $3
+FROM (SELECT count(*) AS n, sum(price_cents) AS price, sum(payout_cents) AS payout
+      FROM sales WHERE ping_id = $1) s
+WHERE p.ping_id = $1
+"""
+
+
 class SaleConflict(Exception):
     """The sale slot was already taken, or the post's claim is no longer held."""
 
@@ -314,24 +332,22 @@ class Store:
         """Close a post whose walker died: sold if it made sales (with their sums, which is
         what the ledger owes), else unsold. With ``claimed_at``, only this process's claim
         made at that moment is closed (a walk of its own that failed). True if it closed
-        one."""
-        mine = " AND p.claimed_by = $4 AND p.claimed_at = $5" if claimed_at is not None else ""
-        args = (self.owner, claimed_at) if claimed_at is not None else ()
-        status = await self.pool.execute(
-            "UPDATE posts p SET"
-            " status = CASE WHEN s.n > 0 THEN 'sold' ELSE 'unsold' END,"
-            " price_cents = CASE WHEN s.n > 0 THEN s.price END,"
-            " payout_cents = CASE WHEN s.n > 0 THEN s.payout END,"
-            " reason = CASE WHEN s.n > 0 THEN NULL ELSE $2 END, finished_at = $3"
-            " FROM (SELECT count(*) AS n, sum(price_cents) AS price, sum(payout_cents) AS payout"
-            "       FROM sales WHERE ping_id = $1) s"
-            " WHERE p.ping_id = $1 AND p.status = 'in_progress'" + mine,
-            uuid.UUID(ping_id),
-            reason,
-            finished_at,
-            *args,
-        )
-        return bool(status.endswith(" 1"))
+        one.
+
+        The claim is locked first, in a statement of its own: a sale still holding it (a
+        shared lead's, in flight) is waited for, and the sales are then counted in a
+        fresh snapshot that has it. (In one statement the count would come from before
+        the wait, and the post could close unsold beside a sale.)"""
+        pid = uuid.UUID(ping_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if claimed_at is None:
+                held = await conn.fetchval(_LOCK_CLAIM, pid)
+            else:
+                held = await conn.fetchval(_LOCK_OWN_CLAIM, pid, self.owner, claimed_at)
+            if not held:
+                return False
+            await conn.execute(_CLOSE_CLAIM, pid, reason, finished_at)
+        return True
 
     # -- caps ----------------------------------------------------------------------------
 

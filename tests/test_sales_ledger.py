@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange import store as store_module
 from exchange.store import PostTotals, SaleConflict, SaleRow, Store
 from tests.harness import FULL_LEAD, make_config, realtime_buyer, running_exchange
 
@@ -229,3 +230,44 @@ async def test_a_walk_failed_by_the_ledger_has_its_claim_closed_so_another_proce
         assert answer["reason"] == "post_interrupted" and sales == []
     else:
         assert post.status == "sold" and len(sales) == 1
+
+
+async def _until_a_statement_waits_on_a_lock(store: Store) -> None:
+    for _ in range(2000):
+        waiting = await store.pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("the close never waited on the claim's lock")
+
+
+async def test_a_close_waiting_on_a_shared_leads_sale_in_flight_counts_that_sale(
+    store: Store,
+) -> None:
+    """A claim is closed (its walk is gone) while a sale of a shared lead, not its last,
+    still holds the claim's lock: the close waits for it and counts it. The post ends
+    sold with that sale, never unsold beside a sale row."""
+    ping_id = await _claimed(store)
+    sale = _sale(ping_id)
+    async with store.pool.acquire() as conn:
+        # The sale statement in flight: the claim locked and the sale row written, not
+        # yet committed.
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.fetchrow(
+            store_module._RECORD_SALE, uuid.UUID(ping_id), sale.sale_seq, sale.seller_id,
+            sale.buyer_id, sale.vertical, sale.price_cents, sale.payout_cents, sale.bid_id,
+            sale.buyer_lead_id, sale.created_at, sale.phone_hash, sale.email_hash, False,
+            None, None, NOW,
+        )  # fmt: skip
+        closing = asyncio.ensure_future(store.close_interrupted(ping_id, "post_interrupted", NOW))
+        await _until_a_statement_waits_on_a_lock(store)
+        await transaction.commit()
+        await closing
+    post = await store.fetch_post(ping_id)
+    assert post is not None
+    assert (post.status, post.price_cents, post.payout_cents) == ("sold", 2000, 1700)
+    assert len(await _sales(store, ping_id)) == 1
