@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import sys
+import time
 from pathlib import Path
 
 from exchange.config import ConfigError, LoadedConfig, load_config
@@ -15,6 +16,10 @@ DEFAULT_DATA_DIR = "./.lead-exchange"
 # Bursts of new seller connections must not overflow the accept queue (128 by default):
 # an overflow costs the client a SYN retry, a second or more.
 LISTEN_BACKLOG = 1024
+# With --workers: a worker that exits is replaced, unless more than RESTART_LIMIT exits
+# come within RESTART_WINDOW_S (a worker that cannot start: then the server stops).
+RESTART_LIMIT = 5
+RESTART_WINDOW_S = 60.0
 
 
 def _load_or_exit(path: str) -> LoadedConfig:
@@ -68,12 +73,24 @@ def _serve_worker(args: argparse.Namespace, database_url: str, reuse_port: bool)
 
 
 def _run_workers(args: argparse.Namespace, database_url: str) -> int:
+    """Start ``args.workers`` processes on one port and keep that many running: a worker
+    that exits on its own (a crash, an out-of-memory kill) is replaced at once, unless
+    workers keep exiting (more than RESTART_LIMIT within RESTART_WINDOW_S: then the
+    server stops, exit code 1, rather than spin). SIGTERM or SIGINT stops every worker
+    and restarts none."""
     import multiprocessing
+    import multiprocessing.connection
     import signal
     import tempfile
+    from collections import deque
 
+    import structlog
     from prometheus_client import multiprocess
 
+    from exchange.logs import configure_logging
+
+    configure_logging(json=not args.console_logs, level=args.log_level)
+    log = structlog.get_logger("exchange.workers")
     # Every worker writes its metrics to files here; /metrics of any worker sums them all.
     metrics_dir = os.environ.setdefault(
         "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="lead-exchange-metrics-")
@@ -81,26 +98,57 @@ def _run_workers(args: argparse.Namespace, database_url: str) -> int:
     for stale in Path(metrics_dir).glob("*.db"):
         stale.unlink()
     spawn = multiprocessing.get_context("spawn")
-    workers = [
-        spawn.Process(target=_serve_worker, args=(args, database_url, True), name=f"worker-{n}")
-        for n in range(args.workers)
-    ]
-    for worker in workers:
-        worker.start()
+    stopping = False
 
-    def forward(signum: int, frame: object) -> None:
-        for worker in workers:
+    def start(name: str) -> multiprocessing.process.BaseProcess:
+        worker = spawn.Process(target=_serve_worker, args=(args, database_url, True), name=name)
+        worker.start()
+        log.info("worker_started", worker=name, pid=worker.pid)
+        return worker
+
+    workers: dict[str, multiprocessing.process.BaseProcess] = {}
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers.values():
             if worker.is_alive() and worker.pid is not None:
                 os.kill(worker.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for n in range(args.workers):
+        if not stopping:
+            workers[f"worker-{n}"] = start(f"worker-{n}")
+    exits: deque[float] = deque()
     code = 0
-    for worker in workers:
-        worker.join()
-        if worker.pid is not None:
-            multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
-        code = code or (worker.exitcode or 0)
+    while workers:
+        ended = multiprocessing.connection.wait([w.sentinel for w in workers.values()])
+        for name, worker in list(workers.items()):
+            if worker.sentinel not in ended:
+                continue
+            worker.join()
+            del workers[name]
+            if worker.pid is not None:
+                # Its live gauges leave the sums; its counters stay in them.
+                multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+            if stopping:
+                # Stopped by the SIGTERM sent to it (before its handler was set up, if it
+                # was still starting), or it finished its work and exited 0.
+                if worker.exitcode not in (0, -signal.SIGTERM):
+                    code = 1
+                continue
+            log.warning("worker_exited", worker=name, pid=worker.pid, exitcode=worker.exitcode)
+            now = time.monotonic()
+            exits.append(now)
+            while exits[0] < now - RESTART_WINDOW_S:
+                exits.popleft()
+            if len(exits) > RESTART_LIMIT:
+                log.error("workers_keep_exiting", exits=len(exits), window_s=RESTART_WINDOW_S)
+                code = 1
+                stop(signal.SIGTERM, None)
+                continue
+            workers[name] = start(name)
     return code
 
 

@@ -428,6 +428,10 @@ class ExchangeProcess:
                 self.command(), stdout=log, stderr=log, env=env, start_new_session=True
             )
 
+    def launch(self) -> None:
+        """Start the process without waiting for it to be ready."""
+        self.process = self._spawn()
+
     async def start(self, timeout_s: float = 30.0) -> None:
         self.process = self._spawn()
         give_up = time.monotonic() + timeout_s

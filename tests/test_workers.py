@@ -1,9 +1,13 @@
-"""`lead-exchange serve --workers 2`: two processes on one port, one ledger, and one
-/metrics that sums what every worker recorded, whichever worker a scrape reaches."""
+"""`lead-exchange serve --workers 2`: two processes on one port, one ledger, one /metrics
+that sums what every worker recorded, whichever worker a scrape reaches; a worker that
+dies is replaced, and workers that cannot start stop the server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from tests.faults import ExchangeProcess
+from exchange.cli import RESTART_LIMIT
+from tests.faults import ExchangeProcess, free_port
 from tests.harness import PING_LEAD, SELLER_KEY, config_text, realtime_buyer
 
 PINGS = 40
@@ -71,3 +76,91 @@ async def test_every_workers_metrics_add_up_on_each_scrape(
         exchange.signal(15)
         await exchange.wait(30)
     assert counted[-5:] == [PINGS] * 5, (counted, exchange.log_tail())
+
+
+def _events(log_path: Path, event: str) -> list[dict[str, object]]:
+    found = []
+    for line in log_path.read_text().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == event:
+                found.append(record)
+    return found
+
+
+async def _wait_for(log_path: Path, event: str, count: int, timeout_s: float = 30.0) -> list[int]:
+    """The pids of the first ``count`` such events, once there are that many."""
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up:
+        records = _events(log_path, event)
+        if len(records) >= count:
+            return [int(str(r["pid"])) for r in records[:count]]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {count} {event} within {timeout_s} s")
+
+
+async def _ping_until_answered(url: str, timeout_s: float = 30.0) -> int:
+    give_up = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        while time.monotonic() < give_up:
+            try:
+                async with http.post(
+                    url + "/v1/ping",
+                    json={"vertical": "auto_insurance", "lead": PING_LEAD},
+                    headers={"Authorization": f"Bearer {SELLER_KEY}"},
+                ) as response:
+                    if response.status == 200:
+                        return 200
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    return 0
+
+
+async def test_a_killed_worker_is_replaced_and_the_replacements_serve(
+    tmp_path: Path, buyers: BuyerSimulator, database_url: str
+) -> None:
+    config = tmp_path / "exchange.yaml"
+    config.write_text(config_text([realtime_buyer(buyers, b) for b in buyers.buyer_ids()]))
+    log = tmp_path / "exchange.log"
+    exchange = ExchangeProcess(config, database_url, log, extra_args=["--workers", "2"])
+    await exchange.start()
+    try:
+        first, second = await _wait_for(log, "worker_started", 2)
+        os.kill(first, signal.SIGKILL)
+        *_, replacement = await _wait_for(log, "worker_started", 3)
+        # With the second original gone too, only replacements can answer.
+        os.kill(second, signal.SIGKILL)
+        *_, other_replacement = await _wait_for(log, "worker_started", 4)
+        answered = await _ping_until_answered(exchange.url)
+        exited = {int(str(r["pid"])) for r in _events(log, "worker_exited")}
+    finally:
+        exchange.signal(signal.SIGTERM)
+        try:
+            code = await exchange.wait(30)
+        finally:
+            exchange.kill()
+    assert answered == 200, exchange.log_tail()
+    assert exited == {first, second}
+    assert len({first, second, replacement, other_replacement}) == 4
+    assert code == 0, exchange.log_tail()
+
+
+async def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
+    """No database to reach: each worker exits at start; after RESTART_LIMIT replacements
+    in a row the server gives up with exit code 1 instead of restarting forever."""
+    config = tmp_path / "exchange.yaml"
+    buyer = {"id": "b1", "verticals": ["auto_insurance"], "ping_url": "http://127.0.0.1:9/ping",
+             "post_url": "http://127.0.0.1:9/post", "secret": "s" * 32}  # fmt: skip
+    config.write_text(config_text([buyer]))
+    nowhere = f"postgresql://exchange@127.0.0.1:{free_port()}/ledger"
+    log = tmp_path / "exchange.log"
+    exchange = ExchangeProcess(config, nowhere, log, extra_args=["--workers", "2"])
+    exchange.launch()
+    try:
+        code = await exchange.wait(60)
+    finally:
+        exchange.kill()
+    assert code == 1, exchange.log_tail()
+    assert len(_events(log, "workers_keep_exiting")) == 1
+    assert len(_events(log, "worker_started")) == 2 + RESTART_LIMIT
