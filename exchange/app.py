@@ -37,6 +37,8 @@ HEALTH_INTERVAL_S = 1.0
 class AppOptions:
     database_url: str
     batch_interval_s: float = 0.05
+    # This process's name in the post claims it makes (Store.owner); None: a random one.
+    owner: str | None = None
 
 
 def _db_timeout_s(loaded: LoadedConfig) -> float:
@@ -174,7 +176,7 @@ def create_app(
         writer.start()
         transport = build_transport(loaded)
         metrics.watch_transport(transport.stats)
-        store = Store(pool, _db_timeout_s(loaded))
+        store = Store(pool, _db_timeout_s(loaded), owner=options.owner)
         ctx = ExchangeContext(loaded=loaded, store=store, writer=writer, transport=transport,
                               metrics=metrics, lag=LagMonitor(metrics.record_lag))  # fmt: skip
         ctx.lag.start()

@@ -7,10 +7,17 @@ import asyncio
 import gc
 import os
 import sys
+import threading
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exchange.config import ConfigError, LoadedConfig, load_config
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
 
 DEFAULT_DATA_DIR = "./.lead-exchange"
 # Bursts of new seller connections must not overflow the accept queue (128 by default):
@@ -50,9 +57,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_worker(args: argparse.Namespace, database_url: str, reuse_port: bool) -> None:
+def _serve_worker(
+    args: argparse.Namespace, database_url: str, reuse_port: bool, owner: str | None = None
+) -> None:
     """One exchange process: its own event loop, pool and transport; the port is shared
-    with its siblings through SO_REUSEPORT."""
+    with its siblings through SO_REUSEPORT. ``owner`` names it in its post claims."""
     from aiohttp import web
 
     from exchange.app import AppOptions, create_app
@@ -61,7 +70,7 @@ def _serve_worker(args: argparse.Namespace, database_url: str, reuse_port: bool)
     loaded = _load_or_exit(args.config)
     configure_logging(json=not args.console_logs, level=args.log_level)
     _install_uvloop()
-    app = create_app(loaded, AppOptions(database_url=database_url))
+    app = create_app(loaded, AppOptions(database_url=database_url, owner=owner))
     # Fewer young-generation collections: the hot path allocates many short-lived objects
     # and each collection is a pause in every auction in flight.
     gc.set_threshold(10_000, 20, 20)
@@ -100,10 +109,17 @@ def _run_workers(args: argparse.Namespace, database_url: str) -> int:
     spawn = multiprocessing.get_context("spawn")
     stopping = False
 
+    owners: dict[str, tuple[str, datetime]] = {}  # worker name -> its owner, started at
+    closers: list[threading.Thread] = []
+
     def start(name: str) -> multiprocessing.process.BaseProcess:
-        worker = spawn.Process(target=_serve_worker, args=(args, database_url, True), name=name)
+        owner = uuid.uuid4().hex
+        owners[name] = (owner, datetime.now(UTC))
+        worker = spawn.Process(
+            target=_serve_worker, args=(args, database_url, True, owner), name=name
+        )
         worker.start()
-        log.info("worker_started", worker=name, pid=worker.pid)
+        log.info("worker_started", worker=name, pid=worker.pid, owner=owner)
         return worker
 
     workers: dict[str, multiprocessing.process.BaseProcess] = {}
@@ -132,6 +148,13 @@ def _run_workers(args: argparse.Namespace, database_url: str) -> int:
             if worker.pid is not None:
                 # Its live gauges leave the sums; its counters stay in them.
                 multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+            # Posts it was walking are closed now, not when their claims age out.
+            closer = threading.Thread(
+                target=_close_claims_of_dead, args=(database_url, *owners[name], log),
+                name=f"close-claims-{name}", daemon=True,
+            )  # fmt: skip
+            closer.start()
+            closers.append(closer)
             if stopping:
                 # Stopped by the SIGTERM sent to it (before its handler was set up, if it
                 # was still starting), or it finished its work and exited 0.
@@ -149,7 +172,39 @@ def _run_workers(args: argparse.Namespace, database_url: str) -> int:
                 stop(signal.SIGTERM, None)
                 continue
             workers[name] = start(name)
+    for closer in closers:
+        closer.join(timeout=5.0)
     return code
+
+
+def _close_claims_of_dead(
+    database_url: str, owner: str, started: datetime, log: FilteringBoundLogger
+) -> None:
+    """Close the post claims a dead worker left in progress (exchange.store.close_claims_of):
+    sold with their committed sales, else unsold post_interrupted, so that the sellers'
+    retries get their answer now. If the ledger cannot be reached, they age out as usual
+    (post_deadline_ms + 5 s, closed by the next retry)."""
+    import asyncpg
+
+    from exchange.posting import UnsoldReason
+    from exchange.store import close_claims_of
+
+    async def close() -> int:
+        conn = await asyncpg.connect(database_url, timeout=5)
+        try:
+            since = started - timedelta(seconds=1)
+            now = datetime.now(UTC)
+            return await close_claims_of(conn, owner, since, UnsoldReason.INTERRUPTED, now)
+        finally:
+            await conn.close()
+
+    try:
+        closed = asyncio.run(asyncio.wait_for(close(), timeout=30))
+    except Exception as exc:  # the ledger away: the claims age out instead
+        log.warning("worker_claims_left_to_age_out", owner=owner, error=type(exc).__name__)
+        return
+    if closed:
+        log.info("worker_claims_closed", owner=owner, posts=closed)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

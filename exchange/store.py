@@ -170,6 +170,10 @@ SELECT EXISTS (SELECT 1 FROM sale) AS sold
 # Closing a claim whose walk is gone (Store.close_interrupted): lock it while in progress,
 # then, in the next statement, close it with what its committed sales add up to.
 _LOCK_CLAIM = "SELECT true FROM posts WHERE ping_id = $1 AND status = 'in_progress' FOR UPDATE"
+_LOCK_OWN_CLAIM_OF = (
+    "SELECT true FROM posts WHERE ping_id = $1 AND status = 'in_progress'"
+    " AND claimed_by = $2 FOR UPDATE"
+)
 _LOCK_OWN_CLAIM = (
     "SELECT true FROM posts WHERE ping_id = $1 AND status = 'in_progress'"
     " AND claimed_by = $2 AND claimed_at = $3 FOR UPDATE"
@@ -183,6 +187,41 @@ FROM (SELECT count(*) AS n, sum(price_cents) AS price, sum(payout_cents) AS payo
       FROM sales WHERE ping_id = $1) s
 WHERE p.ping_id = $1
 """
+
+
+async def _close_claim(
+    conn: asyncpg.Connection,
+    ping_id: uuid.UUID,
+    reason: str,
+    finished_at: datetime,
+    lock: str,
+    *lock_args: object,
+) -> bool:
+    async with conn.transaction():
+        if not await conn.fetchval(lock, ping_id, *lock_args):
+            return False
+        await conn.execute(_CLOSE_CLAIM, ping_id, reason, finished_at)
+    return True
+
+
+async def close_claims_of(
+    conn: asyncpg.Connection, owner: str, since: datetime, reason: str, finished_at: datetime
+) -> int:
+    """Close every post claim still in progress that the process ``owner`` made since
+    ``since``, as Store.close_interrupted does: for a process known to be dead (a worker
+    its supervisor saw exit), so nothing of it is walking them any more. Returns how many
+    it closed."""
+    ping_ids = await conn.fetch(
+        "SELECT ping_id FROM posts"
+        " WHERE claimed_at >= $2 AND claimed_by = $1 AND status = 'in_progress'",
+        owner,
+        since,
+    )
+    closed = 0
+    for row in ping_ids:
+        if await _close_claim(conn, row["ping_id"], reason, finished_at, _LOCK_OWN_CLAIM_OF, owner):
+            closed += 1
+    return closed
 
 
 class SaleConflict(Exception):
@@ -218,11 +257,14 @@ def _bounded(
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, timeout_s: float = 1.0, owner: str | None = None
+    ) -> None:
         self.pool = pool
         self.timeout_s = timeout_s
-        # This process in the post claims it makes (posts.claimed_by).
-        self.owner = uuid.uuid4().hex
+        # This process in the post claims it makes (posts.claimed_by); unique per process
+        # start (serve --workers names each worker's, to close its claims when it dies).
+        self.owner = owner or uuid.uuid4().hex
 
     async def ping(self) -> None:
         async with self.pool.acquire(timeout=1) as conn:
@@ -339,15 +381,12 @@ class Store:
         fresh snapshot that has it. (In one statement the count would come from before
         the wait, and the post could close unsold beside a sale.)"""
         pid = uuid.UUID(ping_id)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:
             if claimed_at is None:
-                held = await conn.fetchval(_LOCK_CLAIM, pid)
-            else:
-                held = await conn.fetchval(_LOCK_OWN_CLAIM, pid, self.owner, claimed_at)
-            if not held:
-                return False
-            await conn.execute(_CLOSE_CLAIM, pid, reason, finished_at)
-        return True
+                return await _close_claim(conn, pid, reason, finished_at, _LOCK_CLAIM)
+            return await _close_claim(
+                conn, pid, reason, finished_at, _LOCK_OWN_CLAIM, self.owner, claimed_at
+            )
 
     # -- caps ----------------------------------------------------------------------------
 

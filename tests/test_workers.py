@@ -5,21 +5,24 @@ dies is replaced, and workers that cannot start stop the server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
 from exchange.cli import RESTART_LIMIT
 from tests.faults import ExchangeProcess, free_port
-from tests.harness import PING_LEAD, SELLER_KEY, config_text, realtime_buyer
+from tests.harness import FULL_LEAD, PING_LEAD, SELLER_KEY, config_text, realtime_buyer
 
 PINGS = 40
 
@@ -164,3 +167,69 @@ async def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None
     assert code == 1, exchange.log_tail()
     assert len(_events(log, "workers_keep_exiting")) == 1
     assert len(_events(log, "worker_started")) == 2 + RESTART_LIMIT
+
+
+async def test_a_killed_workers_post_claims_are_closed_at_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A worker killed while it walks a post leaves the post's claim in progress. Its
+    supervisor closes that claim as soon as it sees the worker gone, so the seller's retry
+    answers at once instead of after the claim ages out (post_deadline_ms + 5 s, 20 s
+    here)."""
+    specs = [
+        SimulatedBuyerSpec(
+            "slow-poster", bid_cents=(2000, 2000), latency_ms=(1, 3), post_latency_ms=(5000, 5000)
+        )
+    ]
+    async with BuyerSimulator(specs, record=False) as sim:
+        config = tmp_path / "exchange.yaml"
+        config.write_text(config_text([realtime_buyer(sim, "slow-poster")]))
+        log = tmp_path / "exchange.log"
+        exchange = ExchangeProcess(config, database_url, log, extra_args=["--workers", "2"])
+        await exchange.start()
+        ledger = await asyncpg.connect(database_url)
+        try:
+            await _wait_for(log, "worker_started", 2)
+            pid_of = {str(r["owner"]): int(str(r["pid"])) for r in _events(log, "worker_started")}
+            headers = {"Authorization": f"Bearer {SELLER_KEY}"}
+            connector = aiohttp.TCPConnector(force_close=True)
+            async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+                async with http.post(
+                    exchange.url + "/v1/ping",
+                    json={"vertical": "auto_insurance", "lead": PING_LEAD},
+                ) as response:
+                    ping_id = (await response.json())["ping_id"]
+                post = {"ping_id": ping_id, "lead": FULL_LEAD}
+                walking = asyncio.ensure_future(http.post(exchange.url + "/v1/post", json=post))
+                claimed_by = None
+                for _ in range(200):
+                    claimed_by = await ledger.fetchval(
+                        "SELECT claimed_by FROM posts WHERE ping_id = $1", uuid.UUID(ping_id)
+                    )
+                    if claimed_by is not None:
+                        break
+                    await asyncio.sleep(0.02)
+                assert claimed_by in pid_of
+                os.kill(pid_of[claimed_by], signal.SIGKILL)
+                with contextlib.suppress(aiohttp.ClientError):
+                    (await walking).release()
+                status = "in_progress"
+                give_up = time.monotonic() + 5
+                while status == "in_progress" and time.monotonic() < give_up:
+                    await asyncio.sleep(0.1)
+                    status = await ledger.fetchval(
+                        "SELECT status FROM posts WHERE ping_id = $1", uuid.UUID(ping_id)
+                    )
+                async with http.post(exchange.url + "/v1/post", json=post) as response:
+                    retried = response.status, await response.json()
+        finally:
+            await ledger.close()
+            exchange.signal(signal.SIGTERM)
+            try:
+                await exchange.wait(30)
+            finally:
+                exchange.kill()
+    assert status == "unsold", exchange.log_tail()
+    assert retried[0] == 200 and retried[1]["status"] == "unsold", retried
+    assert retried[1]["reason"] == "post_interrupted"
+    assert len(_events(log, "worker_claims_closed")) == 1
