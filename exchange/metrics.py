@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import copy
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
 from exchange.config import Config
@@ -243,6 +245,8 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        # Every metric above, in the order the registry renders them (exposition).
+        self._collectors = [v for v in vars(self).values() if isinstance(v, MetricWrapperBase)]
 
     def request_counter(self, buyer: str, phase: str, outcome: str) -> Any:
         return self.child(self.buyer_requests, buyer, phase, outcome)
@@ -358,27 +362,26 @@ class Metrics:
 
     async def exposition(self) -> bytes:
         """The text format of every metric, as prometheus_client renders it, but in slices
-        of EXPOSITION_SLICE samples with the event loop free to run auctions in between:
-        each metric family is read at once (a histogram's buckets agree with its count),
-        and formatted a slice at a time. With several worker processes
-        (PROMETHEUS_MULTIPROC_DIR set) it sums what every live worker recorded; reading
-        their files runs in a thread."""
+        of about EXPOSITION_SLICE samples with the event loop free to run auctions in
+        between: a labelled metric is read and formatted a few series at a time (each
+        series at once, so a histogram's buckets agree with its count). With several
+        worker processes (PROMETHEUS_MULTIPROC_DIR set) it sums what every live worker
+        recorded; reading their files runs in a thread, and the result is formatted in
+        slices the same way."""
         self.apply_pending()
         families: Iterable[Metric]
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            families = await asyncio.to_thread(_read_workers)
+            families = _sample_slices(await asyncio.to_thread(_read_workers))
         else:
-            families = self.registry.collect()
+            families = _series_slices(self._collectors)
         parts: list[bytes] = []
+        last_name = None
         for family in families:
-            samples = family.samples
-            for start in range(0, max(1, len(samples)), EXPOSITION_SLICE):
-                part = Metric(family.name, family.documentation, family.type, family.unit)
-                part.samples = samples[start : start + EXPOSITION_SLICE]
-                text = generate_latest(_Families(part))
-                # A family's HELP and TYPE lines come once, before its first slice.
-                parts.append(text.split(b"\n", 2)[2] if start else text)
-                await asyncio.sleep(0)
+            text = generate_latest(_Families(family))
+            # A family's HELP and TYPE lines come once, before its first slice.
+            parts.append(text.split(b"\n", 2)[2] if family.name == last_name else text)
+            last_name = family.name
+            await asyncio.sleep(0)
         return b"".join(parts)
 
     def record_lag(self, seconds: float) -> None:
@@ -403,3 +406,35 @@ def _read_workers() -> list[Metric]:
     combined = CollectorRegistry()
     multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
     return list(combined.collect())
+
+
+def _series_slices(collectors: Iterable[MetricWrapperBase]) -> Iterator[Metric]:
+    """Each metric's family, in parts of a few series (about EXPOSITION_SLICE samples):
+    a part is the metric's own collect() over some of its labelled children."""
+    for collector in collectors:
+        children: dict[Any, Any] = getattr(collector, "_metrics", {})
+        if not children:
+            yield from collector.collect()
+            continue
+        with collector._lock:
+            series = list(children.items())
+        per_part = 1
+        start = 0
+        while start < len(series):
+            part = copy.copy(collector)
+            part._metrics = dict(series[start : start + per_part])
+            start += per_part
+            for family in part.collect():
+                if per_part == 1:
+                    per_part = max(1, EXPOSITION_SLICE // max(1, len(family.samples)))
+                yield family
+
+
+def _sample_slices(families: Iterable[Metric]) -> Iterator[Metric]:
+    """Each family in parts of EXPOSITION_SLICE samples."""
+    for family in families:
+        samples = family.samples
+        for start in range(0, max(1, len(samples)), EXPOSITION_SLICE):
+            part = Metric(family.name, family.documentation, family.type, family.unit)
+            part.samples = samples[start : start + EXPOSITION_SLICE]
+            yield part

@@ -73,6 +73,17 @@ def test_client_candidates_measure_every_installed_client() -> None:
     assert set(rows) >= {"pyreqwest", "curl-cffi"}
 
 
+def test_metrics_exposition_reports_the_loop_hold_of_both_renderings() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.metrics_exposition", "--buyers", "3", "--repeat", "1"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| 3 |")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert int(cells[1].replace(",", "")) > 100  # lines
+    assert all(float(cell) > 0 for cell in cells[2:])
+
+
 def test_ledger_ids_reports_wal_and_database_cpu_for_both_kinds_of_id(server_dsn: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.ledger_ids", "--rows", "2000", "--pings", "100"],
