@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -37,6 +38,52 @@ async def buyers() -> AsyncIterator[BuyerSimulator]:
         yield sim
 
 
+@pytest.fixture
+async def workers(
+    tmp_path: Path, buyers: BuyerSimulator, database_url: str
+) -> AsyncIterator[ExchangeProcess]:
+    """`serve --workers 2` with the two buyers, started; stopped at the end if it runs."""
+    exchange = _two_workers(
+        tmp_path, database_url, [realtime_buyer(buyers, b) for b in buyers.buyer_ids()]
+    )
+    await exchange.start()
+    try:
+        yield exchange
+    finally:
+        await _stop(exchange)
+
+
+def _two_workers(
+    tmp_path: Path, database_url: str, buyers: list[dict[str, object]]
+) -> ExchangeProcess:
+    config = tmp_path / "exchange.yaml"
+    config.write_text(config_text(buyers))
+    return ExchangeProcess(
+        config, database_url, tmp_path / "exchange.log", extra_args=["--workers", "2"]
+    )
+
+
+async def _stop(exchange: ExchangeProcess) -> int:
+    exchange.signal(signal.SIGTERM)
+    try:
+        return await exchange.wait(30)
+    finally:
+        exchange.kill()
+
+
+def _seller() -> aiohttp.ClientSession:
+    """A seller's client with a connection per request, so that the kernel spreads the
+    requests over both workers."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True),
+        headers={"Authorization": f"Bearer {SELLER_KEY}"},
+    )
+
+
+def _ping(http: aiohttp.ClientSession, url: str) -> Any:
+    return http.post(url + "/v1/ping", json={"vertical": "auto_insurance", "lead": PING_LEAD})
+
+
 def _pings_counted(text: str) -> float:
     for family in text_string_to_metric_families(text):
         if family.name == "exchange_pings":
@@ -44,41 +91,23 @@ def _pings_counted(text: str) -> float:
     return 0.0
 
 
-async def test_every_workers_metrics_add_up_on_each_scrape(
-    tmp_path: Path, buyers: BuyerSimulator, database_url: str
-) -> None:
-    config = tmp_path / "exchange.yaml"
-    config.write_text(config_text([realtime_buyer(buyers, b) for b in buyers.buyer_ids()]))
-    exchange = ExchangeProcess(
-        config, database_url, tmp_path / "exchange.log", extra_args=["--workers", "2"]
-    )
-    await exchange.start()
-    try:
-        # A connection each, so the kernel spreads them over both workers.
-        connector = aiohttp.TCPConnector(force_close=True)
-        async with aiohttp.ClientSession(connector=connector) as http:
-            for _ in range(PINGS):
-                async with http.post(
-                    exchange.url + "/v1/ping",
-                    json={"vertical": "auto_insurance", "lead": PING_LEAD},
-                    headers={"Authorization": f"Bearer {SELLER_KEY}"},
-                ) as response:
-                    assert response.status == 200, await response.text()
-            # Workers hand their counts over at least every second; then every scrape,
-            # whichever worker answers it, has them all.
-            give_up = time.monotonic() + 10
-            counted: list[float] = []
-            while time.monotonic() < give_up:
-                async with http.get(exchange.url + "/metrics") as response:
-                    assert response.status == 200
-                    counted.append(_pings_counted(await response.text()))
-                if counted[-5:] == [PINGS] * 5:
-                    break
-                await asyncio.sleep(0.2)
-    finally:
-        exchange.signal(15)
-        await exchange.wait(30)
-    assert counted[-5:] == [PINGS] * 5, (counted, exchange.log_tail())
+async def test_every_workers_metrics_add_up_on_each_scrape(workers: ExchangeProcess) -> None:
+    async with _seller() as http:
+        for _ in range(PINGS):
+            async with _ping(http, workers.url) as response:
+                assert response.status == 200, await response.text()
+        # Workers hand their counts over at least every second; then every scrape,
+        # whichever worker answers it, has them all.
+        give_up = time.monotonic() + 10
+        counted: list[float] = []
+        while time.monotonic() < give_up:
+            async with http.get(workers.url + "/metrics") as response:
+                assert response.status == 200
+                counted.append(_pings_counted(await response.text()))
+            if counted[-5:] == [PINGS] * 5:
+                break
+            await asyncio.sleep(0.2)
+    assert counted[-5:] == [PINGS] * 5, (counted, workers.log_tail())
 
 
 def _events(log_path: Path, event: str) -> list[dict[str, object]]:
@@ -104,14 +133,10 @@ async def _wait_for(log_path: Path, event: str, count: int, timeout_s: float = 3
 
 async def _ping_until_answered(url: str, timeout_s: float = 30.0) -> int:
     give_up = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+    async with _seller() as http:
         while time.monotonic() < give_up:
             try:
-                async with http.post(
-                    url + "/v1/ping",
-                    json={"vertical": "auto_insurance", "lead": PING_LEAD},
-                    headers={"Authorization": f"Bearer {SELLER_KEY}"},
-                ) as response:
+                async with _ping(http, url) as response:
                     if response.status == 200:
                         return 200
             except aiohttp.ClientError:
@@ -121,52 +146,39 @@ async def _ping_until_answered(url: str, timeout_s: float = 30.0) -> int:
 
 
 async def test_a_killed_worker_is_replaced_and_the_replacements_serve(
-    tmp_path: Path, buyers: BuyerSimulator, database_url: str
+    workers: ExchangeProcess,
 ) -> None:
-    config = tmp_path / "exchange.yaml"
-    config.write_text(config_text([realtime_buyer(buyers, b) for b in buyers.buyer_ids()]))
-    log = tmp_path / "exchange.log"
-    exchange = ExchangeProcess(config, database_url, log, extra_args=["--workers", "2"])
-    await exchange.start()
-    try:
-        first, second = await _wait_for(log, "worker_started", 2)
-        os.kill(first, signal.SIGKILL)
-        *_, replacement = await _wait_for(log, "worker_started", 3)
-        # With the second original gone too, only replacements can answer.
-        os.kill(second, signal.SIGKILL)
-        *_, other_replacement = await _wait_for(log, "worker_started", 4)
-        answered = await _ping_until_answered(exchange.url)
-        exited = {int(str(r["pid"])) for r in _events(log, "worker_exited")}
-    finally:
-        exchange.signal(signal.SIGTERM)
-        try:
-            code = await exchange.wait(30)
-        finally:
-            exchange.kill()
-    assert answered == 200, exchange.log_tail()
+    log = workers.log_path
+    first, second = await _wait_for(log, "worker_started", 2)
+    os.kill(first, signal.SIGKILL)
+    *_, replacement = await _wait_for(log, "worker_started", 3)
+    # With the second original gone too, only replacements can answer.
+    os.kill(second, signal.SIGKILL)
+    *_, other_replacement = await _wait_for(log, "worker_started", 4)
+    answered = await _ping_until_answered(workers.url)
+    exited = {int(str(r["pid"])) for r in _events(log, "worker_exited")}
+    code = await _stop(workers)
+    assert answered == 200, workers.log_tail()
     assert exited == {first, second}
     assert len({first, second, replacement, other_replacement}) == 4
-    assert code == 0, exchange.log_tail()
+    assert code == 0, workers.log_tail()
 
 
 async def test_workers_that_cannot_start_stop_the_server(tmp_path: Path) -> None:
     """No database to reach: each worker exits at start; after RESTART_LIMIT replacements
     in a row the server gives up with exit code 1 instead of restarting forever."""
-    config = tmp_path / "exchange.yaml"
     buyer = {"id": "b1", "verticals": ["auto_insurance"], "ping_url": "http://127.0.0.1:9/ping",
              "post_url": "http://127.0.0.1:9/post", "secret": "s" * 32}  # fmt: skip
-    config.write_text(config_text([buyer]))
     nowhere = f"postgresql://exchange@127.0.0.1:{free_port()}/ledger"
-    log = tmp_path / "exchange.log"
-    exchange = ExchangeProcess(config, nowhere, log, extra_args=["--workers", "2"])
+    exchange = _two_workers(tmp_path, nowhere, [buyer])
     exchange.launch()
     try:
         code = await exchange.wait(60)
     finally:
         exchange.kill()
     assert code == 1, exchange.log_tail()
-    assert len(_events(log, "workers_keep_exiting")) == 1
-    assert len(_events(log, "worker_started")) == 2 + RESTART_LIMIT
+    assert len(_events(exchange.log_path, "workers_keep_exiting")) == 1
+    assert len(_events(exchange.log_path, "worker_started")) == 2 + RESTART_LIMIT
 
 
 async def test_a_killed_workers_post_claims_are_closed_at_once(
@@ -182,22 +194,15 @@ async def test_a_killed_workers_post_claims_are_closed_at_once(
         )
     ]
     async with BuyerSimulator(specs, record=False) as sim:
-        config = tmp_path / "exchange.yaml"
-        config.write_text(config_text([realtime_buyer(sim, "slow-poster")]))
-        log = tmp_path / "exchange.log"
-        exchange = ExchangeProcess(config, database_url, log, extra_args=["--workers", "2"])
+        exchange = _two_workers(tmp_path, database_url, [realtime_buyer(sim, "slow-poster")])
+        log = exchange.log_path
         await exchange.start()
         ledger = await asyncpg.connect(database_url)
         try:
             await _wait_for(log, "worker_started", 2)
             pid_of = {str(r["owner"]): int(str(r["pid"])) for r in _events(log, "worker_started")}
-            headers = {"Authorization": f"Bearer {SELLER_KEY}"}
-            connector = aiohttp.TCPConnector(force_close=True)
-            async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
-                async with http.post(
-                    exchange.url + "/v1/ping",
-                    json={"vertical": "auto_insurance", "lead": PING_LEAD},
-                ) as response:
+            async with _seller() as http:
+                async with _ping(http, exchange.url) as response:
                     ping_id = (await response.json())["ping_id"]
                 post = {"ping_id": ping_id, "lead": FULL_LEAD}
                 walking = asyncio.ensure_future(http.post(exchange.url + "/v1/post", json=post))
@@ -224,11 +229,7 @@ async def test_a_killed_workers_post_claims_are_closed_at_once(
                     retried = response.status, await response.json()
         finally:
             await ledger.close()
-            exchange.signal(signal.SIGTERM)
-            try:
-                await exchange.wait(30)
-            finally:
-                exchange.kill()
+            await _stop(exchange)
     assert status == "unsold", exchange.log_tail()
     assert retried[0] == 200 and retried[1]["status"] == "unsold", retried
     assert retried[1]["reason"] == "post_interrupted"
