@@ -82,7 +82,7 @@ async def _watch_database(ctx: ExchangeContext) -> None:
     while True:
         try:
             async with asyncio.timeout(HEALTH_INTERVAL_S):
-                await ctx.store.ping()
+                await ctx.store.heartbeat()
             ready = True
         except (*DATABASE_DOWN, asyncpg.PostgresError):
             ready = False
@@ -179,6 +179,9 @@ def create_app(
         store = Store(pool, _db_timeout_s(loaded), owner=options.owner)
         ctx = ExchangeContext(loaded=loaded, store=store, writer=writer, transport=transport,
                               metrics=metrics, lag=LagMonitor(metrics.record_lag))  # fmt: skip
+        # On record as alive before the first claim: a claim whose process has no
+        # heartbeat is taken as abandoned.
+        await store.heartbeat()
         ctx.lag.start()
         metrics.db_up.set(1)
         app[CTX] = ctx
@@ -209,6 +212,8 @@ def create_app(
                 for task in pending:
                     task.cancel()
             await writer.close()
+            with contextlib.suppress(Exception):  # else the row ages: claims wait 5 s more
+                await store.leave()
             await transport.close()
             await ledger_pool.close()
             await pool.close()

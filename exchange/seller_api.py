@@ -300,12 +300,14 @@ async def _close_abandoned(ctx: ExchangeContext, ping_id: str, claimed_at: datet
 async def _await_result(
     ctx: ExchangeContext, ping_id: str, mine: asyncio.Future[PostAnswer] | None = None
 ) -> PostAnswer:
-    """Wait for a post claimed elsewhere to finish. A claim older than the post deadline
-    (plus slack) belongs to a process that died: it is closed as interrupted, and a sale
-    it may have started cannot commit any more (exchange.store.record_sale). So is, at
-    once, a claim of this process whose walk is not running any more (it failed, e.g.
-    when the ledger went away midway): no walk here is registered for the ping but the
-    caller's own (``mine``), and only one runs per ping in a process."""
+    """Wait for a post claimed elsewhere to finish. A claim whose walk is gone is closed
+    as interrupted, and a sale that walk may have started cannot commit any more
+    (exchange.store.record_sale). A walk is gone when its claim is older than the post
+    deadline (plus slack); at once when the claim is another process's and that process
+    has stopped writing its heartbeat (PostResult.owner_silent: it died); and at once
+    when the claim is this process's and no walk of it runs here any more (it failed,
+    e.g. when the ledger went away midway): no walk here is registered for the ping but
+    the caller's own (``mine``), and only one runs per ping in a process."""
     settings = ctx.loaded.settings
     while True:
         result = await ctx.store.fetch_post(ping_id)
@@ -316,7 +318,10 @@ async def _await_result(
                 result.reason,
             )  # fmt: skip
         walking = ctx.posts_inflight.get(ping_id)
-        abandoned = result.claimed_by == ctx.store.owner and walking in (None, mine)
+        if result.claimed_by == ctx.store.owner:
+            abandoned = walking in (None, mine)
+        else:  # another process's: abandoned if that process has stopped beating
+            abandoned = result.owner_silent
         age_s = (ctx.now() - result.claimed_at).total_seconds()
         if abandoned or age_s > settings.post_deadline_ms / 1000 + CLAIM_AGE_SLACK_S:
             await ctx.store.close_interrupted(ping_id, UnsoldReason.INTERRUPTED, ctx.now())

@@ -116,6 +116,9 @@ class PostResult:
     reason: str | None
     claimed_at: datetime
     claimed_by: str | None = None  # the claiming process's Store.owner
+    # The claiming process has not written its heartbeat for OWNER_SILENT_S (or has no
+    # heartbeat row at all): it is gone, and so is its walk.
+    owner_silent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,9 +269,25 @@ class Store:
         # start (serve --workers names each worker's, to close its claims when it dies).
         self.owner = owner or uuid.uuid4().hex
 
-    async def ping(self) -> None:
+    async def heartbeat(self) -> None:
+        """This process is alive (and the ledger takes writes): run every second by the
+        database health check. A claim of a process silent for OWNER_SILENT_S is
+        abandoned (PostResult.owner_silent)."""
         async with self.pool.acquire(timeout=1) as conn:
-            await conn.fetchval("SELECT 1")
+            await conn.execute(
+                "INSERT INTO exchange_processes (owner) VALUES ($1)"
+                " ON CONFLICT (owner) DO UPDATE SET seen_at = now()",
+                self.owner,
+            )
+
+    async def leave(self) -> None:
+        """This process stops (its walks are over): its heartbeat row goes, along with
+        rows of processes silent for a week."""
+        await self.pool.execute(
+            "DELETE FROM exchange_processes"
+            " WHERE owner = $1 OR seen_at < now() - interval '7 days'",
+            self.owner,
+        )
 
     # -- pings ---------------------------------------------------------------------------
 
@@ -324,7 +343,7 @@ class Store:
 
     @_bounded
     async def fetch_post(self, ping_id: str) -> PostResult | None:
-        row = await self.pool.fetchrow("SELECT * FROM posts WHERE ping_id = $1", uuid.UUID(ping_id))
+        row = await self.pool.fetchrow(_FETCH_POST, uuid.UUID(ping_id), OWNER_SILENT_S)
         return _post_result(row) if row is not None else None
 
     @_bounded
@@ -580,6 +599,18 @@ class Store:
         return rows
 
 
+# How long a process may go without its heartbeat (written every second) before its post
+# claims count as abandoned.
+OWNER_SILENT_S = 5.0
+_FETCH_POST = """
+SELECT p.*, p.claimed_by IS NOT NULL
+            AND (h.seen_at IS NULL OR h.seen_at < now() - make_interval(secs => $2))
+            AS owner_silent
+FROM posts p LEFT JOIN exchange_processes h ON h.owner = p.claimed_by
+WHERE p.ping_id = $1
+"""
+
+
 def _post_result(row: asyncpg.Record) -> PostResult:
     return PostResult(
         ping_id=str(row["ping_id"]),
@@ -589,6 +620,7 @@ def _post_result(row: asyncpg.Record) -> PostResult:
         reason=row["reason"],
         claimed_at=row["claimed_at"],
         claimed_by=row["claimed_by"],
+        owner_silent=row.get("owner_silent", False),
     )
 
 

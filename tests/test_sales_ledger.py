@@ -165,6 +165,10 @@ async def test_a_post_claimed_by_another_process_is_waited_for(database_url: str
         config = make_config([realtime_buyer(sim, "steady")])
         async with running_exchange(config, database_url) as ex:
             bid = await ex.ping()
+            # A live process: its heartbeat is fresh.
+            await ex.ctx.store.pool.execute(
+                "INSERT INTO exchange_processes (owner) VALUES ('another-process')"
+            )
             await ex.ctx.store.pool.execute(
                 "INSERT INTO posts (ping_id, seller_id, status, claimed_at, claimed_by)"
                 " VALUES ($1, 'acme-media', 'in_progress', now(), 'another-process')",
@@ -182,6 +186,64 @@ async def test_a_post_claimed_by_another_process_is_waited_for(database_url: str
             await ex.ctx.store.close_interrupted(bid["ping_id"], "post_interrupted", ex.ctx.now())
     assert not done  # still waiting on the other process's walk
     assert claim is not None and claim.status == "in_progress"
+
+
+@pytest.mark.parametrize("heartbeat", ["silent for 10 s", "never written"])
+async def test_a_post_claimed_by_a_process_that_stopped_beating_is_closed_at_once(
+    database_url: str, heartbeat: str
+) -> None:
+    """A process that died (kill -9, a lost machine) stops writing its heartbeat: after
+    OWNER_SILENT_S a retry closes its claim at once as interrupted, instead of waiting
+    for the claim to age out (post_deadline_ms + 5 s, 20 s here)."""
+    specs = [SimulatedBuyerSpec("steady", bid_cents=(2000, 2000), latency_ms=(1, 3))]
+    async with BuyerSimulator(specs, record=False) as sim:
+        config = make_config([realtime_buyer(sim, "steady")])
+        async with running_exchange(config, database_url) as ex:
+            bid = await ex.ping()
+            if heartbeat == "silent for 10 s":
+                await ex.ctx.store.pool.execute(
+                    "INSERT INTO exchange_processes (owner, seen_at)"
+                    " VALUES ('dead-process', now() - interval '10 seconds')"
+                )
+            await ex.ctx.store.pool.execute(
+                "INSERT INTO posts (ping_id, seller_id, status, claimed_at, claimed_by)"
+                " VALUES ($1, 'acme-media', 'in_progress', now(), 'dead-process')",
+                uuid.UUID(bid["ping_id"]),
+            )
+            started = asyncio.get_running_loop().time()
+            status, answer, _ = await ex.call(
+                "POST", "/v1/post", {"ping_id": bid["ping_id"], "lead": FULL_LEAD}
+            )
+            elapsed = asyncio.get_running_loop().time() - started
+            posted_to_buyer = sim.counters("steady").posts
+    assert status == 200, answer
+    assert answer["status"] == "unsold" and answer["reason"] == "post_interrupted"
+    assert elapsed < 2.0, f"{elapsed:.1f} s"
+    assert posted_to_buyer == 0
+
+
+async def test_a_running_exchange_writes_its_heartbeat_and_removes_it_when_it_stops(
+    database_url: str,
+) -> None:
+    config = make_config([])
+    async with running_exchange(config, database_url) as ex:
+        owner = ex.ctx.store.owner
+        first = await ex.ctx.store.pool.fetchval(
+            "SELECT seen_at FROM exchange_processes WHERE owner = $1", owner
+        )
+        await asyncio.sleep(1.5)
+        later = await ex.ctx.store.pool.fetchval(
+            "SELECT seen_at FROM exchange_processes WHERE owner = $1", owner
+        )
+    conn = await asyncpg.connect(database_url)
+    try:
+        after = await conn.fetchval(
+            "SELECT count(*) FROM exchange_processes WHERE owner = $1", owner
+        )
+    finally:
+        await conn.close()
+    assert first is not None and later > first
+    assert after == 0
 
 
 async def test_a_walk_failed_by_the_ledger_has_its_claim_closed_so_another_process_answers(
