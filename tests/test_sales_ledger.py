@@ -16,7 +16,7 @@ import pytest
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
 from exchange import store as store_module
 from exchange.store import PostTotals, SaleConflict, SaleRow, Store
-from tests.harness import FULL_LEAD, make_config, realtime_buyer, running_exchange
+from tests.harness import FULL_LEAD, Exchange, make_config, realtime_buyer, running_exchange
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
@@ -134,19 +134,40 @@ async def test_a_claim_closed_while_the_sale_waits_for_its_lock_gains_no_sale(
 # -- a claim whose walk is gone ------------------------------------------------------------
 
 
-async def test_a_post_claimed_by_a_failed_walk_of_this_process_is_closed_at_once(
-    database_url: str,
+async def _leave_claim(ex: Exchange, ping_id: str, left_by: str) -> None:
+    if left_by == "a failed walk of this process":  # its claim, no walk of it running
+        assert await ex.ctx.store.claim_post(ping_id, "acme-media", ex.ctx.now()) is None
+        return
+    if left_by == "a process silent for 10 s":
+        await ex.ctx.store.pool.execute(
+            "INSERT INTO exchange_processes (owner, seen_at)"
+            " VALUES ('dead-process', now() - interval '10 seconds')"
+        )
+    await ex.ctx.store.pool.execute(
+        "INSERT INTO posts (ping_id, seller_id, status, claimed_at, claimed_by)"
+        " VALUES ($1, 'acme-media', 'in_progress', now(), 'dead-process')",
+        uuid.UUID(ping_id),
+    )
+
+
+@pytest.mark.parametrize(
+    "left_by",
+    ["a failed walk of this process", "a process silent for 10 s", "a process never seen"],
+)
+async def test_a_post_claim_whose_walk_is_gone_is_closed_at_once(
+    database_url: str, left_by: str
 ) -> None:
-    """A walk of this process that failed midway (its ledger went away) leaves its claim in
-    progress; the seller's retry closes it at once as interrupted instead of waiting
-    post_deadline_ms + 5 s as for a claim of a process that died."""
+    """A claim whose walk is gone: this process's walk failed midway (its ledger went
+    away), or the claiming process died (kill -9, a lost machine) and its heartbeat has
+    been silent for OWNER_SILENT_S, or it has none. The seller's retry closes the claim
+    at once as interrupted instead of waiting for it to age out (post_deadline_ms + 5 s,
+    20 s here), without walking the lead again."""
     specs = [SimulatedBuyerSpec("steady", bid_cents=(2000, 2000), latency_ms=(1, 3))]
     async with BuyerSimulator(specs, record=False) as sim:
         config = make_config([realtime_buyer(sim, "steady")])
         async with running_exchange(config, database_url) as ex:
             bid = await ex.ping()
-            # What the failed walk left: this process's claim, no walk running.
-            assert await ex.ctx.store.claim_post(bid["ping_id"], "acme-media", ex.ctx.now()) is None
+            await _leave_claim(ex, bid["ping_id"], left_by)
             started = asyncio.get_running_loop().time()
             status, answer, _ = await ex.call(
                 "POST", "/v1/post", {"ping_id": bid["ping_id"], "lead": FULL_LEAD}
@@ -186,40 +207,6 @@ async def test_a_post_claimed_by_another_process_is_waited_for(database_url: str
             await ex.ctx.store.close_interrupted(bid["ping_id"], "post_interrupted", ex.ctx.now())
     assert not done  # still waiting on the other process's walk
     assert claim is not None and claim.status == "in_progress"
-
-
-@pytest.mark.parametrize("heartbeat", ["silent for 10 s", "never written"])
-async def test_a_post_claimed_by_a_process_that_stopped_beating_is_closed_at_once(
-    database_url: str, heartbeat: str
-) -> None:
-    """A process that died (kill -9, a lost machine) stops writing its heartbeat: after
-    OWNER_SILENT_S a retry closes its claim at once as interrupted, instead of waiting
-    for the claim to age out (post_deadline_ms + 5 s, 20 s here)."""
-    specs = [SimulatedBuyerSpec("steady", bid_cents=(2000, 2000), latency_ms=(1, 3))]
-    async with BuyerSimulator(specs, record=False) as sim:
-        config = make_config([realtime_buyer(sim, "steady")])
-        async with running_exchange(config, database_url) as ex:
-            bid = await ex.ping()
-            if heartbeat == "silent for 10 s":
-                await ex.ctx.store.pool.execute(
-                    "INSERT INTO exchange_processes (owner, seen_at)"
-                    " VALUES ('dead-process', now() - interval '10 seconds')"
-                )
-            await ex.ctx.store.pool.execute(
-                "INSERT INTO posts (ping_id, seller_id, status, claimed_at, claimed_by)"
-                " VALUES ($1, 'acme-media', 'in_progress', now(), 'dead-process')",
-                uuid.UUID(bid["ping_id"]),
-            )
-            started = asyncio.get_running_loop().time()
-            status, answer, _ = await ex.call(
-                "POST", "/v1/post", {"ping_id": bid["ping_id"], "lead": FULL_LEAD}
-            )
-            elapsed = asyncio.get_running_loop().time() - started
-            posted_to_buyer = sim.counters("steady").posts
-    assert status == 200, answer
-    assert answer["status"] == "unsold" and answer["reason"] == "post_interrupted"
-    assert elapsed < 2.0, f"{elapsed:.1f} s"
-    assert posted_to_buyer == 0
 
 
 async def test_a_running_exchange_writes_its_heartbeat_and_removes_it_when_it_stops(
