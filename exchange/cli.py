@@ -94,18 +94,23 @@ def _run_workers(args: argparse.Namespace, database_url: str) -> int:
     from collections import deque
 
     import structlog
-    from prometheus_client import multiprocess
 
     from exchange.logs import configure_logging
 
     configure_logging(json=not args.console_logs, level=args.log_level)
     log = structlog.get_logger("exchange.workers")
     # Every worker writes its metrics to files here; /metrics of any worker sums them all.
+    # (Set before prometheus_client is imported here: this process counts restarts there.)
     metrics_dir = os.environ.setdefault(
         "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="lead-exchange-metrics-")
     )
     for stale in Path(metrics_dir).glob("*.db"):
         stale.unlink()
+    from prometheus_client import multiprocess
+
+    from exchange.metrics import worker_restarts
+
+    restarts = worker_restarts()
     spawn = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -172,6 +177,7 @@ def _run_workers(args: argparse.Namespace, database_url: str) -> int:
                 stop(signal.SIGTERM, None)
                 continue
             workers[name] = start(name)
+            restarts.inc()
     # Claims still being closed get a few seconds in all (else they age out).
     give_up = time.monotonic() + 5.0
     for closer in closers:

@@ -239,6 +239,7 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.worker_restarts = worker_restarts(r)
         self.db_up = Gauge(
             "exchange_db_up",
             "1 when the last database check succeeded.",
@@ -406,6 +407,17 @@ def _read_workers() -> list[Metric]:
     combined = CollectorRegistry()
     multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
     return list(combined.collect())
+
+
+def worker_restarts(registry: CollectorRegistry | None = None) -> Counter:
+    """Workers replaced after exiting on their own. Counted by the ``serve --workers``
+    supervisor, which serves no /metrics: with no registry, its count reaches the
+    workers' /metrics through the multiprocess files; each worker's own series stays 0."""
+    return Counter(
+        "exchange_worker_restarts",
+        "Workers of serve --workers that exited on their own and were replaced.",
+        registry=registry,
+    )
 
 
 def _series_slices(collectors: Iterable[MetricWrapperBase]) -> Iterator[Metric]:

@@ -84,10 +84,10 @@ def _ping(http: aiohttp.ClientSession, url: str) -> Any:
     return http.post(url + "/v1/ping", json={"vertical": "auto_insurance", "lead": PING_LEAD})
 
 
-def _pings_counted(text: str) -> float:
+def _counted(text: str, counter: str) -> float:
     for family in text_string_to_metric_families(text):
-        if family.name == "exchange_pings":
-            return sum(s.value for s in family.samples if s.name == "exchange_pings_total")
+        if family.name == counter:
+            return sum(s.value for s in family.samples if s.name == counter + "_total")
     return 0.0
 
 
@@ -103,7 +103,7 @@ async def test_every_workers_metrics_add_up_on_each_scrape(workers: ExchangeProc
         while time.monotonic() < give_up:
             async with http.get(workers.url + "/metrics") as response:
                 assert response.status == 200
-                counted.append(_pings_counted(await response.text()))
+                counted.append(_counted(await response.text(), "exchange_pings"))
             if counted[-5:] == [PINGS] * 5:
                 break
             await asyncio.sleep(0.2)
@@ -157,9 +157,12 @@ async def test_a_killed_worker_is_replaced_and_the_replacements_serve(
     *_, other_replacement = await _wait_for(log, "worker_started", 4)
     answered = await _ping_until_answered(workers.url)
     exited = {int(str(r["pid"])) for r in _events(log, "worker_exited")}
+    async with _seller() as http, http.get(workers.url + "/metrics") as response:
+        restarts = _counted(await response.text(), "exchange_worker_restarts")
     code = await _stop(workers)
     assert answered == 200, workers.log_tail()
     assert exited == {first, second}
+    assert restarts == 2  # counted by the supervisor, shown by the workers
     assert len({first, second, replacement, other_replacement}) == 4
     assert code == 0, workers.log_tail()
 
