@@ -170,17 +170,16 @@ SELECT EXISTS (SELECT 1 FROM sale) AS sold
 """
 
 
-# Closing a claim whose walk is gone (Store.close_interrupted): lock it while in progress,
-# then, in the next statement, close it with what its committed sales add up to.
-_LOCK_CLAIM = "SELECT true FROM posts WHERE ping_id = $1 AND status = 'in_progress' FOR UPDATE"
-_LOCK_OWN_CLAIM_OF = (
-    "SELECT true FROM posts WHERE ping_id = $1 AND status = 'in_progress'"
-    " AND claimed_by = $2 FOR UPDATE"
-)
-_LOCK_OWN_CLAIM = (
-    "SELECT true FROM posts WHERE ping_id = $1 AND status = 'in_progress'"
-    " AND claimed_by = $2 AND claimed_at = $3 FOR UPDATE"
-)
+# Closing a claim whose walk is gone (Store.close_interrupted): lock it while in progress
+# (only a given process's, made at a given moment, when those are given), then, in the
+# next statement, close it with what its committed sales add up to.
+_LOCK_CLAIM = """
+SELECT true FROM posts
+WHERE ping_id = $1 AND status = 'in_progress'
+  AND ($2::text IS NULL OR claimed_by = $2)
+  AND ($3::timestamptz IS NULL OR claimed_at = $3)
+FOR UPDATE
+"""
 _CLOSE_CLAIM = """
 UPDATE posts p SET status = CASE WHEN s.n > 0 THEN 'sold' ELSE 'unsold' END,
                    price_cents = CASE WHEN s.n > 0 THEN s.price END,
@@ -197,11 +196,11 @@ async def _close_claim(
     ping_id: uuid.UUID,
     reason: str,
     finished_at: datetime,
-    lock: str,
-    *lock_args: object,
+    owner: str | None = None,
+    claimed_at: datetime | None = None,
 ) -> bool:
     async with conn.transaction():
-        if not await conn.fetchval(lock, ping_id, *lock_args):
+        if not await conn.fetchval(_LOCK_CLAIM, ping_id, owner, claimed_at):
             return False
         await conn.execute(_CLOSE_CLAIM, ping_id, reason, finished_at)
     return True
@@ -222,7 +221,7 @@ async def close_claims_of(
     )
     closed = 0
     for row in ping_ids:
-        if await _close_claim(conn, row["ping_id"], reason, finished_at, _LOCK_OWN_CLAIM_OF, owner):
+        if await _close_claim(conn, row["ping_id"], reason, finished_at, owner):
             closed += 1
     return closed
 
@@ -399,12 +398,10 @@ class Store:
         shared lead's, in flight) is waited for, and the sales are then counted in a
         fresh snapshot that has it. (In one statement the count would come from before
         the wait, and the post could close unsold beside a sale.)"""
-        pid = uuid.UUID(ping_id)
+        owner = self.owner if claimed_at is not None else None
         async with self.pool.acquire() as conn:
-            if claimed_at is None:
-                return await _close_claim(conn, pid, reason, finished_at, _LOCK_CLAIM)
             return await _close_claim(
-                conn, pid, reason, finished_at, _LOCK_OWN_CLAIM, self.owner, claimed_at
+                conn, uuid.UUID(ping_id), reason, finished_at, owner, claimed_at
             )
 
     # -- caps ----------------------------------------------------------------------------
