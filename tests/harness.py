@@ -3,6 +3,7 @@ simulated buyers. Nothing is mocked."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import asyncpg
 import yaml
 from aiohttp import web
 
@@ -162,3 +164,19 @@ async def running_exchange(
             yield Exchange(f"http://127.0.0.1:{port}", app[CTX], http)
     finally:
         await runner.cleanup()
+
+
+async def until_a_statement_waits_on_a_lock(
+    db: asyncpg.Connection | asyncpg.Pool, what: str, tries: int = 2000
+) -> None:
+    """Poll pg_stat_activity (every 2 ms) until some statement of this database waits on
+    a lock; ``what`` names the statement expected to, for the failure message."""
+    for _ in range(tries):
+        waiting = await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"{what} never waited on the lock")

@@ -8,7 +8,13 @@ import asyncio
 import asyncpg
 
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from tests.harness import FULL_LEAD, make_config, realtime_buyer, running_exchange
+from tests.harness import (
+    FULL_LEAD,
+    make_config,
+    realtime_buyer,
+    running_exchange,
+    until_a_statement_waits_on_a_lock,
+)
 
 
 def spec(buyer_id: str, cents: int, **kw: object) -> SimulatedBuyerSpec:
@@ -93,7 +99,9 @@ async def test_time_before_the_auction_counts_against_tmax(database_url: str) ->
                 loop = asyncio.get_running_loop()
                 started = loop.time()
                 ping = asyncio.ensure_future(ex.ping(external_id="held-150ms"))
-                await _until_a_statement_waits_on_a_lock(watcher)
+                await until_a_statement_waits_on_a_lock(
+                    watcher, "the external_id binding", tries=1000
+                )
                 await asyncio.sleep(0.15)  # the binding's wait, inside the ping's tmax
                 await held.rollback()
                 answer = await ping
@@ -106,18 +114,6 @@ async def test_time_before_the_auction_counts_against_tmax(database_url: str) ->
     assert outcomes == {"steady": "timeout", "quick": "bid"}
     assert answer["price"] == 12.75
     assert elapsed < 0.3 + 0.04, f"{elapsed * 1000:.0f} ms"
-
-
-async def _until_a_statement_waits_on_a_lock(conn: asyncpg.Connection) -> None:
-    for _ in range(1000):
-        waiting = await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError("the external_id binding never waited on the lock")
 
 
 async def test_a_ping_may_ask_for_a_shorter_deadline(database_url: str) -> None:

@@ -16,7 +16,14 @@ import pytest
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
 from exchange import store as store_module
 from exchange.store import PostTotals, SaleConflict, SaleRow, Store
-from tests.harness import FULL_LEAD, Exchange, make_config, realtime_buyer, running_exchange
+from tests.harness import (
+    FULL_LEAD,
+    Exchange,
+    make_config,
+    realtime_buyer,
+    running_exchange,
+    until_a_statement_waits_on_a_lock,
+)
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
@@ -281,18 +288,6 @@ async def test_a_walk_failed_by_the_ledger_has_its_claim_closed_so_another_proce
         assert post.status == "sold" and len(sales) == 1
 
 
-async def _until_a_statement_waits_on_a_lock(store: Store) -> None:
-    for _ in range(2000):
-        waiting = await store.pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting:
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError("the close never waited on the claim's lock")
-
-
 async def test_a_close_waiting_on_a_shared_leads_sale_in_flight_counts_that_sale(
     store: Store,
 ) -> None:
@@ -313,7 +308,7 @@ async def test_a_close_waiting_on_a_shared_leads_sale_in_flight_counts_that_sale
             None, None, NOW,
         )  # fmt: skip
         closing = asyncio.ensure_future(store.close_interrupted(ping_id, "post_interrupted", NOW))
-        await _until_a_statement_waits_on_a_lock(store)
+        await until_a_statement_waits_on_a_lock(store.pool, "the close")
         await transaction.commit()
         await closing
     post = await store.fetch_post(ping_id)
