@@ -61,7 +61,10 @@ def _client(kind: str) -> tuple[BidCall, Callable[[], Awaitable[None]]]:
         content_type = (("Content-Type", "application/json"),)
 
         async def post_h1(url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
-            response = await transport.send(HttpRequest("POST", url, content_type, body), timeout_s)
+            request = HttpRequest("POST", url, content_type, body)
+            # One buyer per URL here, so each buyer's connections are its own, as in the
+            # exchange.
+            response = await transport.send(request, timeout_s, buyer=url)
             return response.status, response.body
 
         return post_h1, transport.close

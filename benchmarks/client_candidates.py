@@ -60,7 +60,8 @@ def _candidates(url: str) -> dict[str, Callable[[], tuple[Post, Close]] | None]:
         headers = tuple(HEADERS.items())
 
         async def post() -> bytes:
-            return (await transport.send(HttpRequest("POST", url, headers, BODY), 1.0)).body
+            request = HttpRequest("POST", url, headers, BODY)
+            return (await transport.send(request, 1.0, buyer="candidate")).body
 
         return post, transport.close
 

@@ -434,8 +434,8 @@ def _measure_target(bench: Bench, target: Target, fleet: Buyers) -> dict[str, An
         before = _scrape(server) if target.kind == "exchange" else {}
         entry["load50"] = _fixed(bench, server, fleet, 0.5 * saturation)
         if target.kind == "exchange":
-            # The exchange's own count of its buyer connections (the transport's stats;
-            # aiohttp's request tracing for the aiohttp transport), beside the buyers'.
+            # The exchange's own count of its buyer connections (the transport's stats),
+            # beside the buyers'.
             after = _scrape(server)
             entry["load50"]["exchange_buyer_connections"] = {
                 event: after.get(f"{_CONNECTIONS}:{event}", 0.0)

@@ -1,4 +1,5 @@
-"""Micro-benchmark of the buyer transports: client CPU per request and requests/s.
+"""Micro-benchmark of the buyer transport: client CPU per request and requests/s, beside
+aiohttp's client doing the same work (`AiohttpClient`, the comparison it was chosen by).
 
     python -m benchmarks.transport_micro [--requests N] [--concurrency C] [--repeat R]
 
@@ -21,14 +22,14 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
 import httptools
 import uvloop
 
-from buyers.adapter import HttpRequest
+from buyers.adapter import HttpRequest, HttpResponse
 from exchange.h1transport import H1Transport
-from exchange.transport import AiohttpTransport, Transport
 
 ANSWER_BODY = b'{"bid":true,"price_cents":1250,"bid_id":"b-0123456789abcdef"}'
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -41,6 +42,41 @@ PING_BODY = (
     b'"vehicles":2,"credit":"good","insured":true,"months_insured":36}}'
 )
 WARMUP_REQUESTS = 300
+BUYER = "micro"
+
+
+class Client(Protocol):
+    async def send(self, request: HttpRequest, timeout_s: float, *, buyer: str) -> HttpResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpClient:
+    """What a buyer request costs through one shared keep-alive aiohttp.ClientSession, set
+    up as the exchange's transport once was: no connection limit, no decompression. It
+    does only what the measurement needs (no size cap, no per-buyer pools)."""
+
+    def __init__(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def send(self, request: HttpRequest, timeout_s: float, *, buyer: str) -> HttpResponse:
+        async with asyncio.timeout(timeout_s):
+            async with self._session.request(
+                request.method,
+                request.url,
+                headers=request.all_headers,
+                data=request.body,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return HttpResponse(response.status, dict(response.headers), body)
+
+    async def close(self) -> None:
+        await self._session.close()
 
 
 class _BuyerServerProtocol(asyncio.Protocol):
@@ -101,7 +137,7 @@ class Result:
 
 
 async def measure(
-    make: Callable[[], Transport], url: str, requests: int, concurrency: int
+    make: Callable[[], Client], url: str, requests: int, concurrency: int
 ) -> tuple[float, float, int | None]:
     transport = make()
     request = HttpRequest(
@@ -117,7 +153,7 @@ async def measure(
 
     async def worker(count: int) -> None:
         for _ in range(count):
-            response = await transport.send(request, 2.0)
+            response = await transport.send(request, 2.0, buyer=BUYER)
             assert response.status == 200
 
     try:
@@ -148,8 +184,8 @@ def main() -> None:
     args = parser.parse_args()
 
     with answering_server() as url:
-        transports: dict[str, Callable[[], Transport]] = {
-            "aiohttp": AiohttpTransport,
+        transports: dict[str, Callable[[], Client]] = {
+            "aiohttp": AiohttpClient,
             "h1": H1Transport,
         }
         results = []

@@ -96,6 +96,11 @@ def check_ready(ctx: ExchangeContext) -> None:
         raise NotReady(
             "the ledger database is unavailable; retry shortly", headers={"Retry-After": "1"}
         )
+    if ctx.writer.stalled:
+        raise NotReady(
+            "the ledger cannot be written at the moment; retry shortly",
+            headers={"Retry-After": "1"},
+        )
 
 
 async def read_object(request: web.Request, ctx: ExchangeContext) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import structlog
@@ -27,7 +28,7 @@ from exchange.looplag import LagMonitor
 from exchange.metrics import Metrics
 from exchange.money import cents_to_dollars
 from exchange.store import Store, create_pool, migrate
-from exchange.transport import AiohttpTransport, Transport
+from exchange.transport import Transport
 
 log = structlog.get_logger("exchange.app")
 HEALTH_INTERVAL_S = 1.0
@@ -39,6 +40,9 @@ class AppOptions:
     batch_interval_s: float = 0.05
     # This process's name in the post claims it makes (Store.owner); None: a random one.
     owner: str | None = None
+    # Where this process keeps files (serve --data-dir): ledger rows it could not write
+    # before stopping go to its dead-letters/ folder. None: the system's temporary one.
+    data_dir: str | None = None
 
 
 def _db_timeout_s(loaded: LoadedConfig) -> float:
@@ -47,10 +51,7 @@ def _db_timeout_s(loaded: LoadedConfig) -> float:
 
 
 def build_transport(loaded: LoadedConfig) -> Transport:
-    settings = loaded.settings
-    if settings.transport == "aiohttp":
-        return AiohttpTransport(max_response_bytes=settings.max_response_bytes)
-    return H1Transport(max_response_bytes=settings.max_response_bytes)
+    return H1Transport(max_response_bytes=loaded.settings.max_response_bytes)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -63,12 +64,17 @@ async def readyz(request: web.Request) -> web.Response:
         return error_response(
             503, "not_ready", "the ledger database is unreachable", headers={"Retry-After": "1"}
         )
+    if ctx.writer.stalled:
+        return error_response(
+            503, "not_ready", "the ledger cannot be written", headers={"Retry-After": "1"}
+        )
     return json_response({"status": "ready", "config": ctx.loaded.source})
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     ctx.metrics.db_queue_depth.set(ctx.writer.queued)
+    ctx.metrics.ledger_writer_up.set(0 if ctx.writer.stalled else 1)
     _set_cap_gauges(ctx)
     return web.Response(
         body=await ctx.metrics.exposition(),
@@ -78,8 +84,14 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 async def _watch_database(ctx: ExchangeContext) -> None:
     """Keep ``db_ready`` true only while the database answers; asyncpg's pool reconnects
-    by itself once it is back."""
+    by itself once it is back. Also reports whether the batch writer writes (/readyz
+    reads ``writer.stalled`` itself, at once)."""
+    writing = True
     while True:
+        if writing != (not ctx.writer.stalled):
+            writing = not writing
+            log.warning("ledger_writer_changed", writing=writing, queued=ctx.writer.queued)
+        ctx.metrics.ledger_writer_up.set(1 if writing else 0)
         try:
             async with asyncio.timeout(HEALTH_INTERVAL_S):
                 await ctx.store.heartbeat()
@@ -171,8 +183,12 @@ def create_app(
         ledger_pool = await create_pool(
             options.database_url, min_size=1, max_size=2, synchronous_commit=False
         )
-        writer = BatchWriter(ledger_pool, interval_s=options.batch_interval_s,
-                             on_flush=metrics.record_flush)  # fmt: skip
+        data_dir = Path(options.data_dir) if options.data_dir else None
+        writer = BatchWriter(
+            ledger_pool, interval_s=options.batch_interval_s, on_flush=metrics.record_flush,
+            on_reject=metrics.record_rejected,
+            dead_letter_dir=data_dir / "dead-letters" if data_dir else None,
+        )  # fmt: skip
         writer.start()
         transport = build_transport(loaded)
         metrics.watch_transport(transport.stats)
@@ -184,6 +200,7 @@ def create_app(
         await store.heartbeat()
         ctx.lag.start()
         metrics.db_up.set(1)
+        metrics.ledger_writer_up.set(1)
         app[CTX] = ctx
         loop = asyncio.get_running_loop()
         background = [

@@ -15,9 +15,10 @@ from exchange.config import BuyerConfig, hash_key
 from exchange.errors import Conflict, FieldError, Forbidden, Invalid, NotFound, Unauthorized
 from exchange.money import dollars_json
 from exchange.scrub import scrub
+from exchange.storable import MAX_RETURN_REASON_CHARS, text_problem
 
 RETURN_KEYS = frozenset({"ping_id", "reason"})
-MAX_REASON = 500
+MAX_REASON = MAX_RETURN_REASON_CHARS
 
 
 def _buyer(request: web.Request) -> BuyerConfig:
@@ -41,6 +42,8 @@ async def create_return(request: web.Request) -> web.Response:
         problems.append({"loc": ["ping_id"], "msg": "is required and must be a ping id (UUID)"})
     if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
         problems.append({"loc": ["reason"], "msg": f"is required: 1 to {MAX_REASON} characters"})
+    elif (problem := text_problem(reason)) is not None:
+        problems.append({"loc": ["reason"], "msg": problem})
     if problems or ping_id is None or not isinstance(reason, str):
         raise Invalid("the return is not valid", problems)
     if buyer.return_window_days <= 0:

@@ -70,7 +70,9 @@ def _serve_worker(
     loaded = _load_or_exit(args.config)
     configure_logging(json=not args.console_logs, level=args.log_level)
     _install_uvloop()
-    app = create_app(loaded, AppOptions(database_url=database_url, owner=owner))
+    data_dir = str(Path(args.data_dir).resolve())
+    options = AppOptions(database_url=database_url, owner=owner, data_dir=data_dir)
+    app = create_app(loaded, options)
     # Fewer young-generation collections: the hot path allocates many short-lived objects
     # and each collection is a pause in every auction in flight.
     gc.set_threshold(10_000, 20, 20)
@@ -234,6 +236,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay_dead_letters(args: argparse.Namespace) -> int:
+    """Write set-aside ledger rows again (docs/reliability.md, "Dead letters")."""
+    from exchange.batch import replay_dead_letters
+    from exchange.store import create_pool, migrate
+
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("--database-url or DATABASE_URL is needed", file=sys.stderr)
+        return 2
+    if not (args.all or args.id or args.file):
+        print("say which rows: --id N (repeatable), --all, or --file PATH", file=sys.stderr)
+        return 2
+
+    async def replay() -> int:
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            await migrate(pool)
+            ids = None if args.all else args.id
+            done = await replay_dead_letters(pool, ids, [Path(f) for f in args.file])
+        finally:
+            await pool.close()
+        print(f"written: {done.written}, refused again: {done.refused}")
+        for where in done.skipped:
+            print(f"skipped (no JSON row; fix or delete it): {where}")
+        return 1 if done.refused or done.skipped else 0
+
+    return asyncio.run(replay())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from exchange.demo import run_demo
 
@@ -261,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)
+
+    replay = sub.add_parser(
+        "replay-dead-letters", help="write ledger rows that were set aside, once fixed"
+    )
+    replay.add_argument("--database-url", default=None)
+    replay.add_argument("--id", type=int, action="append", default=[], help="a dead letter")
+    replay.add_argument("--all", action="store_true", help="every dead letter in the table")
+    replay.add_argument(
+        "--file", action="append", default=[], help="a dead-letter file written at stop"
+    )
+    replay.set_defaults(func=cmd_replay_dead_letters)
 
     demo = sub.add_parser("demo", help="embedded database, simulated buyers, live traffic")
     demo.add_argument("--duration", type=float, default=None, help="seconds (default: until ^C)")

@@ -34,12 +34,13 @@ from pydantic import (
 from buyers.adapter import BuyerEndpoint
 from buyers.registry import ADAPTERS, build_adapter
 from exchange.fields import FieldSpec, LeadSchema
-from exchange.money import MoneyError, parse_dollars
+from exchange.money import MoneyError, dollars_text, parse_dollars
 
 TieBreaker = Literal["company_size", "priority", "latency"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ID = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+DEFAULT_MAX_BID_CENTS = 1_000_000  # 10,000.00 dollars
 # The default overload threshold's floor: lateness below this is ordinary scheduling noise.
 MIN_OVERLOAD_LAG_MS = 20
 
@@ -74,7 +75,8 @@ class ExchangeSettings(_Model):
     # Not fixed by the spec; operator-tunable limits with production defaults.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     post_deadline_ms: int = Field(15_000, ge=100, le=120_000)
-    transport: Literal["aiohttp", "h1"] = "h1"
+    # The buyer transport: exchange/h1transport.py, the only one.
+    transport: Literal["h1"] = "h1"
     max_response_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     # Past this many auctions in flight in one process, new pings are refused at once
     # (503) rather than letting every auction's latency grow past tmax.
@@ -100,10 +102,22 @@ class ExchangeSettings(_Model):
             raise ValueError("tie-breakers must not repeat")
         return value
 
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _known_transport(cls, value: object) -> object:
+        if value == "aiohttp":
+            raise ValueError(
+                "the aiohttp buyer transport was removed; use 'h1' (the default) or drop the key"
+            )
+        return value
+
 
 class VerticalConfig(_Model):
     fields: dict[str, FieldSpec]
     floor: Cents = 0
+    # A sanity ceiling: a real-time bid above it is that buyer's error ("bid above
+    # max_bid"), never a price quoted to a seller. No lead is worth more.
+    max_bid: Cents = DEFAULT_MAX_BID_CENTS
     max_sales: int = Field(1, ge=1, le=10)  # 1: exclusive; more: shared
     dedupe_days: int = Field(0, ge=0, le=365)  # 0: no exchange-wide duplicate check
     tiers: dict[int, TierConfig] = Field(default_factory=dict)
@@ -373,6 +387,10 @@ def _cross_checks(config: Config) -> list[str]:
     if dedupe and not config.exchange.dedupe_hash_key:
         problems.append("exchange.dedupe_hash_key: required when any dedupe_days is set")
     for name, vertical in verticals.items():
+        if vertical.max_bid <= 0:
+            problems.append(f"verticals.{name}.max_bid: must be above zero")
+        if vertical.floor > vertical.max_bid:
+            problems.append(f"verticals.{name}.floor: above the vertical's max_bid")
         if vertical.dedupe_days and not _has_contact_fields(vertical):
             problems.append(
                 f"verticals.{name}.dedupe_days: the vertical has no phone or email field"
@@ -414,6 +432,13 @@ def _cross_checks(config: Config) -> list[str]:
                 if host is not None and not _host_allowed(host, allowed):
                     problems.append(
                         f"{where}.{key}: host {host!r} is not in exchange.allowed_buyer_hosts"
+                    )
+        if buyer.price is not None:
+            for v in buyer.verticals:
+                if v in verticals and buyer.price > verticals[v].max_bid:
+                    problems.append(
+                        f"{where}.price: above verticals.{v}.max_bid "
+                        f"({dollars_text(verticals[v].max_bid)})"
                     )
         if buyer.tier is not None:
             for v in buyer.verticals:

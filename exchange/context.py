@@ -57,6 +57,16 @@ class BuyerRuntime:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PostInFlight:
+    """A post walking the ping tree in this process: its answer to come, and the digest
+    of the lead it walks with (exchange.dedupe.lead_digest), so a concurrent post of
+    another lead under the same ping is told apart from a retry."""
+
+    answer: asyncio.Future[PostAnswer]
+    lead_digest: bytes
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -118,7 +128,7 @@ class ExchangeContext:
     cap_counts: CapCounts = field(default_factory=dict)
     # Work in flight in this process, so a concurrent retry waits on it instead of polling.
     pings_inflight: dict[str, asyncio.Future[PingRecord]] = field(default_factory=dict)
-    posts_inflight: dict[str, asyncio.Future[PostAnswer]] = field(default_factory=dict)
+    posts_inflight: dict[str, PostInFlight] = field(default_factory=dict)
     # Closing the claims of this process's failed walks (seller_api._close_abandoned).
     claim_closers: set[asyncio.Task[None]] = field(default_factory=set)
     buyers: Mapping[str, BuyerRuntime] = field(init=False)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from exchange.fields import LeadSchema
 
 
@@ -35,6 +37,15 @@ def contact_hashes(lead: Mapping[str, Any], schema: LeadSchema, key: bytes) -> C
             message = f"{spec.type}:{lead[name]}".encode()
             found[spec.type] = hmac.new(key, message, hashlib.sha256).digest()
     return ContactHashes(found.get("phone"), found.get("email"))
+
+
+def lead_digest(ping_id: str, lead: Mapping[str, Any], key: bytes) -> bytes:
+    """A digest of a validated full lead, the same in every process: what tells a repeat
+    of a post (same lead) from another lead posted under the same ping. Keyed with
+    ``key`` (the dedupe hash key, when configured) and the ping id, so the ledger's copy
+    confirms no guess of a person's details made without the key."""
+    message = orjson.dumps(lead, option=orjson.OPT_SORT_KEYS)
+    return hmac.new(key + ping_id.encode(), message, hashlib.sha256).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,19 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.InvalidPasswordError,
 )
 
+# What PostgreSQL (or asyncpg, encoding a parameter) raises for a row it will not take
+# for its content (a data exception, a broken constraint, a value over a limit), as
+# against a database that is away (exchange.errors.DATABASE_DOWN).
+# asyncpg's own DataError (a parameter it cannot encode) subclasses InterfaceError, which
+# otherwise means a broken connection: test for ROW_REFUSED first.
+ROW_REFUSED: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.exceptions._base.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -129,6 +142,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
         return error_response(exc.status, code, message)
+    except ROW_REFUSED as exc:
+        # A value the edge checks (exchange.storable) should have stopped: answered as
+        # the client's, and logged as the exchange's own defect.
+        log.error("ledger_refused_value", error=type(exc).__name__, path=request.path,
+                  sqlstate=getattr(exc, "sqlstate", None))  # fmt: skip
+        return error_response(
+            422, "invalid_request", "a value in this request cannot be stored by the ledger"
+        )
     except DATABASE_DOWN as exc:
         log.warning("database_unavailable", error=type(exc).__name__, path=request.path)
         return error_response(

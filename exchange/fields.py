@@ -33,6 +33,8 @@ from typing import Any, Literal
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from exchange.storable import INT64_MAX, INT64_MIN, OUT_OF_INT64, text_problem
+
 FieldType = Literal[
     "string", "integer", "number", "boolean", "enum", "email", "phone", "zip", "state", "date"
 ]
@@ -139,6 +141,9 @@ def _string_checker(spec: FieldSpec) -> _Checker:
             return _ABSENT
         if len(value) > max_length:
             raise _Reject(too_long)
+        problem = text_problem(value)
+        if problem is not None:
+            raise _Reject(problem)
         return value
 
     return check
@@ -169,6 +174,8 @@ def _integer_checker(spec: FieldSpec) -> _Checker:
         number = int(value)
         if (low is not None and number < low) or (high is not None and number > high):
             raise _Reject(out_of_bounds)
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise _Reject(OUT_OF_INT64)
         return number
 
     return check
@@ -193,6 +200,8 @@ def _number_checker(spec: FieldSpec) -> _Checker:
             raise _Reject("must be a number")
         if isinstance(value, int):
             number = int(value)
+            if not INT64_MIN <= number <= INT64_MAX:
+                raise _Reject(OUT_OF_INT64)
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise _Reject("must be a finite number")

@@ -2,11 +2,11 @@
 
 This room exists for speed: the exchange fans every ping out to many buyers, and
 aiohttp's client spends ~250-300 us of CPU per request where this one spends a small
-fraction of that. It implements the same `Transport` contract as `AiohttpTransport`
-(see exchange/transport.py) and nothing more: absolute http/https URLs, keep-alive
-pools per (scheme, host, port), TLS, Content-Length / chunked / read-until-close
-bodies, a response size cap, a per-request deadline, no redirects, no cookies, no
-proxies, no compression, no pipelining.
+fraction of that. It implements the `Transport` contract of exchange/transport.py and
+nothing more: absolute http/https URLs, keep-alive pools per (buyer, scheme, host,
+port), TLS, Content-Length / chunked / read-until-close bodies, a response size cap, a
+per-request deadline, no redirects, no cookies, no proxies, no compression, no
+pipelining.
 
 Shape (after uvicorn's httptools_impl, client side): one `_Connection` protocol per
 socket owns the httptools parser; the parser's callbacks fill a `_Call`, the state of
@@ -18,11 +18,36 @@ Deadlines are grouped: the requests of one auction share one deadline and so one
 
 Late answers are drained, not cut off. At its deadline a request fails with
 TransportTimeout at once, but its connection stays open for `drain_s` more (at most
-`max_idle_per_host` connections per origin at a time): a buyer that answers late
-answers on that socket, and the connection goes back to the pool instead of being
+`max_idle_per_host` connections per buyer and origin at a time): a buyer that answers
+late answers on that socket, and the connection goes back to the pool instead of being
 reopened for the next auction. A buyer that never answers costs the socket after
 `drain_s`. A request cancelled by its caller, a failure or a malformed response aborts
-the connection at once.
+the connection at once. A late answer is handed to the caller's `on_late` in the
+contextvars context the request was sent in (the connection's own callbacks run in the
+context of whichever request opened it), so what it logs names its own lead.
+
+Answers nobody asked for. HTTP/1.1 pairs responses with requests by order alone: once a
+request is on a connection, the next response on it is taken as its answer, and nothing
+in the bytes tells a buyer's stray extra response to an earlier request from the real
+answer. The exchange cannot detect that; it bounds it instead:
+
+- Pools are per buyer, never shared by two buyers on one host and port: whatever a
+  buyer writes can only ever be read as that buyer's own answer.
+- Bytes no request asked for close the connection: bytes on an idle connection, and
+  bytes after a complete response in the same read (a connection goes back to its pool
+  only once the whole read was parsed, so a second response is never kept for the next
+  request).
+- A buyer whose connection did that gets no keep-alive reuse for `no_reuse_s` (10
+  minutes by default): each of its requests goes on a fresh connection, closed after
+  the answer, so nothing it wrote before can be read as a later answer. Each such
+  connection is counted per buyer in `TransportStats.unsolicited`.
+
+What is left: until its first stray bytes are seen, a buyer's stray response that lands
+while its next request is on the connection is taken as that request's answer (the same
+buyer's, never another's). The real answer then comes after it, normally on an idle
+connection or in the same read, which ends the buyer's reuse; should another request
+of that buyer already be on the connection by then, that one is answered one behind in
+turn, until an answer meets an idle connection.
 
 Retrying a POST on a stale connection. A server may close an idle keep-alive
 connection at any moment, and its FIN can cross our request on the wire. When a
@@ -38,6 +63,7 @@ on a fresh connection, and any deadline are never retried.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -59,6 +85,8 @@ from exchange.transport import (
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_COUNT = 100
 DEFAULT_DRAIN_S = 1.0
+# How long a buyer whose connection sent bytes nobody asked for gets fresh connections only.
+DEFAULT_NO_REUSE_S = 600.0
 _MAX_CACHED_HEADS = 4096
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Everything RFC 3986 allows unescaped in a path and query, plus "%" so that
@@ -66,7 +94,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _URL_SAFE = "/?:@!$&'()*+,;=-._~%"
 # The caller's headers cannot override the framing we write ourselves.
 _OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
-_POOL_KEY = tuple[str, str, int]
+_ORIGIN = tuple[str, str, int]  # scheme, host, port
+_POOL_KEY = tuple[str, _ORIGIN]  # buyer id, origin
 _HEAD_KEY = tuple[str, str, tuple[tuple[str, str], ...]]
 
 log = structlog.get_logger("exchange.transport")
@@ -76,7 +105,7 @@ log = structlog.get_logger("exchange.transport")
 class _Target:
     """One URL, parsed once: where to connect, and the fixed part of the request head."""
 
-    pool_key: _POOL_KEY
+    origin: _ORIGIN
     host: str
     port: int
     tls: bool
@@ -124,6 +153,7 @@ class _Call:
         "body_bytes",
         "chunks",
         "connection",
+        "context",
         "deadline",
         "draining",
         "group",
@@ -158,6 +188,7 @@ class _Call:
         self.retried = False
         self.draining = False
         self.on_late: LateAnswer | None = None
+        self.context: contextvars.Context | None = None  # the sender's, for on_late
         self.group: _DeadlineGroup | None = None  # the deadline it waits for, if any
         self.reset()
 
@@ -183,7 +214,7 @@ class _Call:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive socket to one origin; at most one request in flight."""
+    """One keep-alive socket to one origin for one buyer; at most one request in flight."""
 
     def __init__(self, owner: H1Transport, pool: _HostPool) -> None:
         self._owner = owner
@@ -194,6 +225,9 @@ class _Connection(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._call: _Call | None = None
+        # The call whose response this read completed: the connection is kept only once
+        # the rest of the read turned out empty (data_received).
+        self._answered: _Call | None = None
         self._reused = False
         self.requests_sent = 0
         self.closed = False
@@ -212,8 +246,9 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         call = self._call
         if call is None:
-            # Bytes nobody asked for (a 408, junk after a response): unusable.
-            self._drop()
+            # Bytes nobody asked for (a stray extra response, a 408, junk) on an idle
+            # connection: unusable.
+            self._unsolicited()
             return
         call.received += len(data)
         parser = self._parser
@@ -221,10 +256,22 @@ class _Connection(asyncio.Protocol):
         try:
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            self._fail(call, call.rejection or TransportError("malformed response"))
+            if self._answered is not None:
+                # The answer was whole; what followed it in this read was not asked for.
+                self._answered = None
+                self._unsolicited()
+            else:
+                self._fail(call, call.rejection or TransportError("malformed response"))
             return
+        answered = self._answered
+        if answered is not None:
+            self._answered = None
+            if answered.keep_alive:
+                self.idle()
+            else:
+                self.close()
         # httptools buffers a header line until it ends; bound that buffer too.
-        if self._call is call and not call.headers_complete and call.received > MAX_HEADER_BYTES:
+        elif self._call is call and not call.headers_complete and call.received > MAX_HEADER_BYTES:
             self._fail(call, TransportError("response headers too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -244,6 +291,11 @@ class _Connection(asyncio.Protocol):
             call.waiter.set_exception(TransportError(reason))
 
     # httptools callbacks, filling the request's _Call
+
+    def on_message_begin(self) -> None:
+        if self._call is None:
+            # A response after the one asked for, in the same read.
+            raise TransportError("unsolicited bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         call = self._call
@@ -293,14 +345,11 @@ class _Connection(asyncio.Protocol):
         if late:
             self._owner.stats.drained += 1
         self._release_call()
+        self._answered = call  # kept or closed by data_received, after the rest of the read
         if not call.waiter.done():
             call.waiter.set_result(_response(call))
         elif late and call.on_late is not None:
-            _hand_late_answer(call.on_late, _response(call))
-        if call.keep_alive and not self._owner._closed:
-            self._pool.put(self)
-        else:
-            self.close()
+            _hand_late_answer(call, call.on_late, _response(call))
 
     # used by H1Transport and _Call
 
@@ -343,6 +392,18 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def idle(self) -> None:
+        """Nothing in flight and the server allows keep-alive: back to the pool, unless
+        the transport is closing or the buyer has lost keep-alive reuse."""
+        if self._owner._reuses(self._pool.buyer):
+            self._pool.put(self)
+        else:
+            self.close()
+
+    def _unsolicited(self) -> None:
+        self._drop()
+        self._owner._unsolicited(self._pool.buyer)
+
     def _release_call(self) -> _Call | None:
         """The connection no longer carries its call (answered, failed or dropped)."""
         call, self._call = self._call, None
@@ -377,7 +438,16 @@ class _Connection(asyncio.Protocol):
         )
 
 
-def _hand_late_answer(on_late: LateAnswer, response: HttpResponse) -> None:
+def _hand_late_answer(call: _Call, on_late: LateAnswer, response: HttpResponse) -> None:
+    """Run `on_late` in the context the request was sent in, not the connection's."""
+    context = call.context
+    if context is None:
+        _run_late_answer(on_late, response)
+    else:
+        context.run(_run_late_answer, on_late, response)
+
+
+def _run_late_answer(on_late: LateAnswer, response: HttpResponse) -> None:
     try:
         on_late(response)
     except Exception:  # the caller's bookkeeping must not break this connection
@@ -397,16 +467,17 @@ def _ends_at_close(call: _Call) -> bool:
 
 
 class _HostPool:
-    """Idle keep-alive connections to one origin, oldest first.
+    """One buyer's idle keep-alive connections to one origin, oldest first.
 
     Taking and returning at the end keeps the list ordered by `idle_since`, so one
     `call_later` timer per pool, aimed at the oldest connection, expires them all.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, max_idle: int, idle_timeout_s: float
+        self, loop: asyncio.AbstractEventLoop, buyer: str, max_idle: int, idle_timeout_s: float
     ) -> None:
         self._loop = loop
+        self.buyer = buyer
         self._max_idle = max_idle
         self._idle_timeout_s = idle_timeout_s
         self._idle: list[_Connection] = []
@@ -525,12 +596,17 @@ class H1Transport:
         idle_timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         drain_s: float = DEFAULT_DRAIN_S,
+        no_reuse_s: float = DEFAULT_NO_REUSE_S,
     ) -> None:
         self._max_response_bytes = max_response_bytes
         self._max_idle_per_host = max_idle_per_host
         self._idle_timeout_s = idle_timeout_s
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._drain_s = drain_s
+        self._no_reuse_s = no_reuse_s
+        # Buyers whose connections sent bytes nobody asked for, until when (loop time)
+        # they get fresh connections only.
+        self._no_reuse_until: dict[str, float] = {}
         self._heads: dict[_HEAD_KEY, _Target] = {}
         self._pools: dict[_POOL_KEY, _HostPool] = {}
         self._connections: set[_Connection] = set()
@@ -540,25 +616,35 @@ class H1Transport:
         self._closed = False
         self.stats = TransportStats()
 
-    def start(self, request: HttpRequest, deadline: float) -> asyncio.Future[HttpResponse]:
-        """Send `request` now (on an idle connection, else once one is open) and return the
-        future of its response; it fails with TransportTimeout at `deadline` (loop time)
-        at the latest, and with TransportError for anything else. Never raises."""
-        return self._begin(request, deadline).waiter
+    def start(
+        self, request: HttpRequest, deadline: float, *, buyer: str
+    ) -> asyncio.Future[HttpResponse]:
+        """Send `request` now (on an idle connection of `buyer`'s, else once one is open)
+        and return the future of its response; it fails with TransportTimeout at
+        `deadline` (loop time) at the latest, and with TransportError for anything else.
+        Never raises."""
+        return self._begin(request, deadline, buyer).waiter
 
     async def send(
-        self, request: HttpRequest, timeout_s: float, on_late: LateAnswer | None = None
+        self,
+        request: HttpRequest,
+        timeout_s: float,
+        on_late: LateAnswer | None = None,
+        *,
+        buyer: str,
     ) -> HttpResponse:
         loop = asyncio.get_running_loop()
-        call = self._begin(request, loop.time() + timeout_s)
-        call.on_late = on_late
+        call = self._begin(request, loop.time() + timeout_s, buyer)
+        if on_late is not None:
+            call.on_late = on_late
+            call.context = contextvars.copy_context()
         try:
             return await call.waiter
         except asyncio.CancelledError:
             call.abandon()
             raise
 
-    def _begin(self, request: HttpRequest, deadline: float) -> _Call:
+    def _begin(self, request: HttpRequest, deadline: float, buyer: str) -> _Call:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -571,19 +657,52 @@ class H1Transport:
         except TransportError as exc:
             waiter.set_exception(exc)
             return _Call(waiter, b"", _UNUSABLE, None, deadline)
-        pool = self._pools.get(target.pool_key)
+        key = (buyer, target.origin)
+        pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[target.pool_key] = _HostPool(
-                loop, self._max_idle_per_host, self._idle_timeout_s
+            pool = self._pools[key] = _HostPool(
+                loop, buyer, self._max_idle_per_host, self._idle_timeout_s
             )
         call = _Call(waiter, payload, target, pool, deadline)
-        connection = pool.take()
+        connection = pool.take() if self._reuses(buyer) else None
         if connection is not None and connection.begin(call):
             self.stats.requests_sent += 1
             self._deadlines.add(deadline, connection, call)
         else:
             self._open_for(call)
         return call
+
+    def _reuses(self, buyer: str) -> bool:
+        """May `buyer`'s connections be kept alive for its next requests?"""
+        if self._closed:
+            return False
+        if not self._no_reuse_until:
+            return True
+        until = self._no_reuse_until.get(buyer)
+        if until is None:
+            return True
+        assert self._loop is not None
+        if self._loop.time() < until:
+            return False
+        del self._no_reuse_until[buyer]
+        return True
+
+    def _unsolicited(self, buyer: str) -> None:
+        """A connection of `buyer` sent bytes no request asked for (and was dropped): from
+        now on, for `no_reuse_s`, each of its requests goes on a fresh connection."""
+        counts = self.stats.unsolicited
+        counts[buyer] = counts.get(buyer, 0) + 1
+        assert self._loop is not None
+        if self._reuses(buyer):
+            # Logged outside the connection's context, which is that of whichever request
+            # opened it: the line must not name that request's lead.
+            contextvars.Context().run(
+                log.warning, "buyer_unsolicited_response", buyer=buyer, no_reuse_s=self._no_reuse_s
+            )
+        self._no_reuse_until[buyer] = self._loop.time() + self._no_reuse_s
+        for (owner, _), pool in self._pools.items():
+            if owner == buyer:
+                pool.close()
 
     def _may_drain(self, call: _Call) -> bool:
         pool = call.pool
@@ -639,7 +758,7 @@ class H1Transport:
             return
         self._connections.add(connection)
         if call.waiter.done():  # given up while connecting: keep the fresh socket
-            pool.put(connection)
+            connection.idle()
         elif connection.begin(call):
             self.stats.requests_sent += 1
             self._deadlines.add(call.deadline, connection, call)

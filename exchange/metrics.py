@@ -48,6 +48,8 @@ LATENCY_BUCKETS = (
 OVERHEAD_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
+# The batch writer's tables (exchange/batch.py COLUMNS), a closed label set.
+LEDGER_TABLES = ("pings", "bid_outcomes", "post_attempts")
 LAG_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
@@ -93,6 +95,7 @@ class Metrics:
         # series already hold.
         self._transport_stats: TransportStats | None = None
         self._transport_seen = (0, 0)
+        self._unsolicited_seen: dict[str, int] = {}
         # Auctions in progress, counted here and copied to the gauge by apply_pending
         # (the gauge's own inc/dec take a lock each, twice per ping).
         self.inflight_now = 0
@@ -186,6 +189,13 @@ class Metrics:
         self.returns = Counter(
             "exchange_returns", "Sold leads returned by buyers.", ["buyer"], registry=r
         )
+        self.sales_unrecorded = Counter(
+            "exchange_sales_unrecorded",
+            "Posts a buyer accepted whose sale the ledger refused to record (the lead went "
+            "on down the ping tree; the buyer was not billed). Should stay 0.",
+            ["buyer"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "exchange_inflight_auctions",
             "Auctions in progress.",
@@ -207,6 +217,14 @@ class Metrics:
             "for it, or reused (kept alive from an earlier request). A buyer that closes "
             "keep-alive connections shows as opened.",
             ["event"],
+            registry=r,
+        )
+        self.buyer_unsolicited = Counter(
+            "exchange_buyer_unsolicited_responses",
+            "Buyer connections closed for sending bytes no request asked for (a second "
+            "response to one request, say); the buyer then gets no keep-alive reuse for a "
+            "while, so a stray answer cannot be read as a later one.",
+            ["buyer"],
             registry=r,
         )
         self.http_requests = Counter(
@@ -246,6 +264,22 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.ledger_writer_up = Gauge(
+            "exchange_ledger_writer_up",
+            "1 while the batch writer writes; 0 once its rows have failed to write (or one "
+            "write has hung) for 2 s: /readyz answers 503 meanwhile.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.ledger_rows_rejected = Counter(
+            "exchange_ledger_rows_rejected",
+            "Ledger rows PostgreSQL refused (or that could not be encoded), set aside in the "
+            "dead-letter table ledger_rejected_rows. Should stay 0.",
+            ["table"],
+            registry=r,
+        )
+        for table in LEDGER_TABLES:
+            self.ledger_rows_rejected.labels(table)
         # Every metric above, in the order the registry renders them (exposition).
         self._collectors = [v for v in vars(self).values() if isinstance(v, MetricWrapperBase)]
 
@@ -292,9 +326,13 @@ class Metrics:
 
     def watch_transport(self, stats: TransportStats) -> None:
         """Report the buyer transport's requests and opened connections (as
-        exchange_buyer_connections_total) whenever pending updates are applied."""
+        exchange_buyer_connections_total), and its connections closed for unsolicited
+        bytes (exchange_buyer_unsolicited_responses_total), whenever pending updates are
+        applied. The transport counts those per buyer id the exchange gave it: ids from
+        the config."""
         self._transport_stats = stats
         self._transport_seen = (0, 0)
+        self._unsolicited_seen = {}
 
     def _apply_transport(self) -> None:
         stats = self._transport_stats
@@ -309,6 +347,13 @@ class Metrics:
             self.child(self.buyer_connections, "opened").inc(new_opened)
         if reused > 0:
             self.child(self.buyer_connections, "reused").inc(reused)
+        if stats.unsolicited:
+            seen = self._unsolicited_seen
+            for buyer, count in stats.unsolicited.items():
+                new = count - seen.get(buyer, 0)
+                if new > 0:
+                    seen[buyer] = count
+                    self.child(self.buyer_unsolicited, buyer).inc(new)
 
     def apply_pending(self) -> None:
         self.inflight.set(self.inflight_now)
@@ -354,6 +399,7 @@ class Metrics:
             self.revenue.labels(buyer.id)
             self.wins.labels(buyer.id)
             self.returns.labels(buyer.id)
+            self.buyer_unsolicited.labels(buyer.id)
             for bid_outcome in BidOutcome:
                 self.buyer_requests.labels(buyer.id, Phase.PING.value, bid_outcome.value)
             for post_outcome in PostOutcome:
@@ -387,6 +433,9 @@ class Metrics:
 
     def record_lag(self, seconds: float) -> None:
         self.observe_later(self.loop_lag, seconds)
+
+    def record_rejected(self, table: str, rows: int) -> None:
+        self.child(self.ledger_rows_rejected, table).inc(rows)
 
     def record_flush(self, table: str, rows: int, seconds: float) -> None:
         self.observe_later(self.child(self.db_write_latency, table), seconds)

@@ -50,6 +50,11 @@ def dollars_json(cents: int | None) -> float | None:
     return float(cents_to_dollars(cents))
 
 
+def dollars_text(cents: int) -> str:
+    """Cents as dollars for messages: ``1000000`` is ``"10000.00"``."""
+    return f"{cents_to_dollars(cents):.2f}"
+
+
 def payout_cents(price_cents: int, payout_share: Decimal) -> int:
     """The seller's payout for a sale: price x share, rounded down to the cent.
 

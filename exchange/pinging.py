@@ -28,11 +28,14 @@ from exchange.auction import (
     screen,
     split_floor,
 )
+from exchange.batch import RowRejected
 from exchange.config import SellerConfig
 from exchange.context import BuyerRuntime, ExchangeContext
-from exchange.errors import NotReady
+from exchange.errors import Invalid, NotReady
+from exchange.money import dollars_text
 from exchange.outcomes import BidOutcome, Overload, PingStatus
 from exchange.pingcache import PingRecord, ledger_tree
+from exchange.storable import MAX_REASON_CHARS, clean_text, id_problem
 from exchange.transport import TransportTimeout
 
 log = structlog.get_logger("exchange.ping")
@@ -92,7 +95,11 @@ class PingRequest:
 
 
 async def _fan_out(
-    ctx: ExchangeContext, buyers: list[BuyerRuntime], offer: PingOffer, deadline: float
+    ctx: ExchangeContext,
+    buyers: list[BuyerRuntime],
+    offer: PingOffer,
+    deadline: float,
+    max_bid_cents: int,
 ) -> list[BuyerCall]:
     """Ask every buyer at once; each answer, failure or timeout is a BuyerCall.
 
@@ -119,7 +126,7 @@ async def _fan_out(
             failed.set_exception(AdapterError(f"adapter failed: {type(exc).__name__}"))
             futures.append(failed)
             continue
-        futures.append(start(request, until))
+        futures.append(start(request, until, buyer=buyer.rules.buyer_id))
     try:
         finished = await _settled(loop, futures, deadline + SETTLE_SLACK_S)
     finally:
@@ -136,13 +143,38 @@ async def _fan_out(
             continue
         failure = future.exception()
         if failure is None:
-            reply = buyer.adapter.read_bid(future.result())
+            reply = storable_bid(buyer, future.result(), max_bid_cents)
         elif isinstance(failure, TransportTimeout):
             reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {limit_s * 1000:.0f} ms")
         else:
             reply = BidReply(BidOutcome.ERROR, reason=str(failure) or type(failure).__name__)
         calls.append(BuyerCall(buyer_id, reply, int((done_at - sent_at) * 1e6)))
     return calls
+
+
+def storable_bid(buyer: BuyerRuntime, response: HttpResponse, max_bid_cents: int) -> BidReply:
+    """The buyer's answer as its adapter reads it, then held to what the ledger can keep
+    (exchange.storable) and to the vertical's ``max_bid``: a bid the exchange could not
+    record, or no sane lead costs, is that buyer's ``error``, and the auction goes on."""
+    try:
+        reply = buyer.adapter.read_bid(response)
+    except Exception as exc:  # an adapter must not raise; if one does, it is its buyer's error
+        return BidReply(BidOutcome.ERROR, reason=f"adapter failed: {type(exc).__name__}")
+    if reply.outcome is BidOutcome.BID:
+        price = reply.price_cents
+        if price is not None and price > max_bid_cents:
+            return BidReply(
+                BidOutcome.ERROR, reason=f"bid above max_bid ({dollars_text(max_bid_cents)})"
+            )
+        if reply.bid_id is not None:
+            problem = id_problem(reply.bid_id)
+            if problem is not None:
+                return BidReply(BidOutcome.ERROR, reason=f"bid_id {problem}")
+    if reply.reason is not None:
+        reason = clean_text(reply.reason, MAX_REASON_CHARS)
+        if reason != reply.reason:  # replies may be shared: a new one, not a changed one
+            return BidReply(reply.outcome, reply.price_cents, reply.bid_id, reason)
+    return reply
 
 
 async def _settled(
@@ -228,7 +260,7 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     ctx.metrics.inflight_now += 1
     try:
         fan_out_started = loop.time()
-        calls = await _fan_out(ctx, realtime, offer, deadline)
+        calls = await _fan_out(ctx, realtime, offer, deadline, vertical.max_bid)
         waited = loop.time() - fan_out_started if realtime else 0.0
     finally:
         ctx.metrics.inflight_now -= 1
@@ -349,6 +381,14 @@ async def _record(
         )  # fmt: skip
     except TimeoutError:
         _ledger_late(ctx, record, started, deadline, duration_s, commit_started)
+    except RowRejected as rejected:
+        # The edge checks (exchange.storable) let through a value the ledger refused: the
+        # row is in the dead-letter table, and this ping alone fails, naming why.
+        raise Invalid(
+            f"the ledger refused to record this auction ({rejected.error}); "
+            "a value of this lead cannot be stored",
+            [{"loc": ["lead"], "msg": "holds a value the ledger cannot store"}],
+        ) from None
     answered = loop.time()
     # A decaying maximum of recent commit times: the next auctions stop that much earlier.
     ctx.commit_time.observe(answered - commit_started, answered)

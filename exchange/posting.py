@@ -23,10 +23,12 @@ from exchange.auction import Bid, arrange_tiers, max_sales, ping_tree
 from exchange.config import SellerConfig
 from exchange.context import ExchangeContext
 from exchange.dedupe import ContactHashes, PastSale, buyers_with_lead, sold_in_vertical
+from exchange.errors import ROW_REFUSED
 from exchange.money import cents_to_dollars, payout_cents
 from exchange.outcomes import PostOutcome, PostStatus
 from exchange.pingcache import PingRecord
 from exchange.scrub import pii_values, scrub
+from exchange.storable import MAX_ID_CHARS, MAX_REASON_CHARS, clean_text
 from exchange.store import PostTotals, SaleConflict, SaleRow
 from exchange.transport import deliver
 
@@ -104,7 +106,7 @@ async def _attempt(
             timeout_ms=round(timeout_s * 1000),
         )
 
-    sent = await deliver(ctx.transport, request, timeout_s, late)
+    sent = await deliver(ctx.transport, request, timeout_s, late, buyer=bid.buyer_id)
     if sent.response is not None:
         reply = buyer.adapter.read_post(sent.response)
     elif sent.timed_out:
@@ -128,13 +130,14 @@ class _Walk:
     attempts: int = 0
 
     def clean(self, reply: PostReply) -> PostReply:
-        """The reply with any PII the buyer quoted back removed."""
+        """The reply with any PII the buyer quoted back removed, and its text made
+        storable (exchange.storable): the verdict stands whatever bytes came with it."""
         if reply.reason is None and reply.buyer_lead_id is None:
             return reply
         return PostReply(
             reply.outcome,
-            scrub(reply.buyer_lead_id, self.pii, free_text=False),
-            scrub(reply.reason, self.pii),
+            clean_text(scrub(reply.buyer_lead_id, self.pii, free_text=False), MAX_ID_CHARS),
+            clean_text(scrub(reply.reason, self.pii), MAX_REASON_CHARS),
         )
 
     @property
@@ -219,8 +222,8 @@ async def _try_buyer(
             return None
     reply, latency_us = await _attempt(ctx, record, bid, lead, remaining_s)
     reply = walk.clean(reply)
-    await walk.note(bid, reply, latency_us)
     if reply.outcome is not PostOutcome.ACCEPTED:
+        await walk.note(bid, reply, latency_us)
         if windows:
             await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
         return None
@@ -250,9 +253,23 @@ async def _try_buyer(
     write_started = loop.time()
     try:
         await ctx.store.record_sale(sale, ctx.now(), totals)
+    except ROW_REFUSED as exc:
+        # The buyer took the lead but the ledger will not hold its sale. A lead is never
+        # left accepted and unbilled: the attempt counts as this buyer's error, and the
+        # lead goes on down the tree.
+        sqlstate = getattr(exc, "sqlstate", None) or "client"
+        refused = f"accepted, but the ledger refused the sale ({sqlstate})"
+        await walk.note(bid, PostReply(PostOutcome.ERROR, reason=refused), latency_us)
+        ctx.metrics.sales_unrecorded.labels(bid.buyer_id).inc()
+        log.error("sale_not_recorded", ping_id=record.ping_id, buyer=bid.buyer_id,
+                  error=type(exc).__name__, sqlstate=sqlstate)  # fmt: skip
+        if windows:
+            await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
+        return None
     except SaleConflict:
         # The claim was declared interrupted while this walk ran: the ledger's answer
         # stands, and this buyer is not billed.
+        await walk.note(bid, reply, latency_us)
         log.error("sale_conflict", ping_id=record.ping_id, buyer=bid.buyer_id)
         if windows:
             await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
@@ -262,6 +279,7 @@ async def _try_buyer(
         return PostAnswer(record.ping_id, status, existing.price_cents if existing else None,
                           existing.payout_cents if existing else None,
                           existing.reason if existing else UnsoldReason.INTERRUPTED)  # fmt: skip
+    await walk.note(bid, reply, latency_us)
     metrics = ctx.metrics
     metrics.db_write_latency.labels("sales").observe(loop.time() - write_started)
     metrics.sales.labels(record.vertical).inc()

@@ -7,6 +7,7 @@ shape the answer. Every rejection names what is wrong.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,8 +25,8 @@ from exchange.api_common import (
     request_fields,
 )
 from exchange.config import SellerConfig
-from exchange.context import ExchangeContext
-from exchange.dedupe import ContactHashes, contact_hashes
+from exchange.context import ExchangeContext, PostInFlight
+from exchange.dedupe import ContactHashes, contact_hashes, lead_digest
 from exchange.errors import Conflict, FieldError, Forbidden, Gone, Invalid, NotFound, NotReady
 from exchange.fields import LeadInvalid, LeadSchema
 from exchange.money import MoneyError, dollars_json, parse_dollars
@@ -39,10 +40,11 @@ from exchange.posting import (
     check_duplicates,
     post_lead,
 )
+from exchange.storable import MAX_ID_CHARS, text_problem
 
 log = structlog.get_logger("exchange.seller_api")
 
-MAX_EXTERNAL_ID = 128
+MAX_EXTERNAL_ID = MAX_ID_CHARS
 PING_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id"})
 POST_KEYS = frozenset({"ping_id", "lead", "min_price"})
 LEADS_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id", "min_price"})
@@ -94,6 +96,10 @@ def _external_id(body: dict[str, Any], problems: list[FieldError]) -> str | None
         problems.append(
             {"loc": ["external_id"], "msg": f"must be a string of 1 to {MAX_EXTERNAL_ID} chars"}
         )
+        return None
+    problem = text_problem(value)
+    if problem is not None:
+        problems.append({"loc": ["external_id"], "msg": problem})
         return None
     return value
 
@@ -234,22 +240,26 @@ async def settle_post(
     min_payout_cents: int,
     duplicates: DuplicateCheck | None = None,
 ) -> PostAnswer:
-    """Post once per ping: the first caller walks the tree, every other caller (a retry,
-    a race, another process) gets that walk's answer."""
+    """Post once per ping: the first caller walks the tree, every other caller posting
+    the same lead (a retry, a race, another process) gets that walk's answer, and one
+    posting another lead under the ping (other contact details) a 409."""
+    digest = _digest(ctx, record.ping_id, lead)
     inflight = ctx.posts_inflight.get(record.ping_id)
     if inflight is not None:
-        return await asyncio.shield(inflight)
+        _same_lead(record.ping_id, inflight.lead_digest, digest)
+        return await asyncio.shield(inflight.answer)
     loop = asyncio.get_running_loop()
     future: asyncio.Future[PostAnswer] = loop.create_future()
-    ctx.posts_inflight[record.ping_id] = future
+    ctx.posts_inflight[record.ping_id] = PostInFlight(future, digest)
     claimed_at = ctx.now()
     walked = False
     try:
-        existing = await ctx.store.claim_post(record.ping_id, seller.id, claimed_at)
+        existing = await ctx.store.claim_post(record.ping_id, seller.id, claimed_at, digest)
         if existing is None:
             walked = True
             answer = await post_lead(ctx, record, seller, lead, min_payout_cents, duplicates)
         else:
+            _same_lead(record.ping_id, existing.lead_digest, digest)
             answer = await _await_result(ctx, record.ping_id, future)
         future.set_result(answer)
         return answer
@@ -261,6 +271,22 @@ async def settle_post(
         raise
     finally:
         del ctx.posts_inflight[record.ping_id]
+
+
+def _digest(ctx: ExchangeContext, ping_id: str, lead: dict[str, Any]) -> bytes:
+    key = ctx.loaded.settings.dedupe_hash_key
+    return lead_digest(ping_id, lead, key.encode() if key else b"")
+
+
+def _same_lead(ping_id: str, first: bytes | None, posted: bytes) -> None:
+    """A 409 unless ``posted`` is the lead first posted under the ping (SPEC section 4:
+    a post that disagrees is a conflict, never a silent resale or another lead's "sold").
+    A claim from before digests were kept (None) is taken as the same lead."""
+    if first is not None and not hmac.compare_digest(first, posted):
+        raise Conflict(
+            f"ping {ping_id} was already posted with a different lead",
+            [{"loc": ["lead"], "msg": "differs from the lead first posted for this ping"}],
+        )
 
 
 def _close_later(
@@ -319,7 +345,7 @@ async def _await_result(
             )  # fmt: skip
         walking = ctx.posts_inflight.get(ping_id)
         if result.claimed_by == ctx.store.owner:
-            abandoned = walking in (None, mine)
+            abandoned = walking is None or walking.answer is mine
         else:  # another process's: abandoned if that process has stopped beating
             abandoned = result.owner_silent
         age_s = (ctx.now() - result.claimed_at).total_seconds()
@@ -329,12 +355,17 @@ async def _await_result(
         await asyncio.sleep(LOOKUP_RETRY_S)
 
 
-async def _result_of(ctx: ExchangeContext, ping_id: str) -> PostAnswer | None:
+async def _result_of(ctx: ExchangeContext, ping_id: str, digest: bytes) -> PostAnswer | None:
+    """The answer of the post already made under ``ping_id`` (a 409 if it was made with
+    another lead than ``digest``'s), or None when there is none."""
     inflight = ctx.posts_inflight.get(ping_id)
     if inflight is not None:
-        return await asyncio.shield(inflight)
-    if await ctx.store.fetch_post(ping_id) is None:
+        _same_lead(ping_id, inflight.lead_digest, digest)
+        return await asyncio.shield(inflight.answer)
+    existing = await ctx.store.fetch_post(ping_id)
+    if existing is None:
         return None
+    _same_lead(ping_id, existing.lead_digest, digest)
     return await _await_result(ctx, ping_id)
 
 
@@ -435,11 +466,6 @@ async def post(request: web.Request) -> web.Response:
     if record is None or record.seller_id != seller.id:
         raise NotFound(f"no ping {ping_id} for this seller")
     _bind_log_context(ping_id, seller.id, record.vertical)
-    if record.expires_at <= ctx.now():
-        earlier = await _result_of(ctx, ping_id)
-        if earlier is not None:
-            return json_response(_post_answer(earlier))
-        raise Gone(f"ping {ping_id} expired at {record.expires_at.isoformat()}")
     schema = ctx.loaded.schemas[record.vertical]
     lead: dict[str, Any] = {}
     try:
@@ -448,6 +474,11 @@ async def post(request: web.Request) -> web.Response:
         problems.extend(_problems_from(exc))
     if problems:
         raise Invalid("the post is not valid", problems)
+    if record.expires_at <= ctx.now():
+        earlier = await _result_of(ctx, ping_id, _digest(ctx, ping_id, lead))
+        if earlier is not None:
+            return json_response(_post_answer(earlier))
+        raise Gone(f"ping {ping_id} expired at {record.expires_at.isoformat()}")
     answer = await _post_matching(
         ctx, record, seller, schema, lead, min_payout,
         conflict="the posted lead does not match the pinged lead", differs="differs from the ping",
@@ -524,7 +555,8 @@ async def _repeat_lead(
     attempt failed after its auction (a database error), the post done now."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + 1.0
-    while (answer := await _result_of(ctx, record.ping_id)) is None:
+    digest = _digest(ctx, record.ping_id, lead)
+    while (answer := await _result_of(ctx, record.ping_id, digest)) is None:
         if loop.time() >= give_up:
             break
         await asyncio.sleep(LOOKUP_RETRY_S)

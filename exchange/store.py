@@ -116,6 +116,8 @@ class PostResult:
     reason: str | None
     claimed_at: datetime
     claimed_by: str | None = None  # the claiming process's Store.owner
+    # exchange.dedupe.lead_digest of the lead the post was made with (None: not known).
+    lead_digest: bytes | None = None
     # The claiming process has not written its heartbeat for OWNER_SILENT_S (or has no
     # heartbeat row at all): it is gone, and so is its walk.
     owner_silent: bool = False
@@ -322,17 +324,22 @@ class Store:
     # -- posts and sales -----------------------------------------------------------------
 
     @_bounded
-    async def claim_post(self, ping_id: str, seller_id: str, now: datetime) -> PostResult | None:
-        """Claim the right to post this ping. None: claimed by us. Else the existing claim."""
+    async def claim_post(
+        self, ping_id: str, seller_id: str, now: datetime, lead_digest: bytes | None = None
+    ) -> PostResult | None:
+        """Claim the right to post this ping with the lead of ``lead_digest``. None:
+        claimed by us. Else the existing claim."""
         pid = uuid.UUID(ping_id)
         async with self.pool.acquire() as conn:
             claimed = await conn.fetchval(
-                "INSERT INTO posts (ping_id, seller_id, status, claimed_at, claimed_by)"
-                " VALUES ($1, $2, 'in_progress', $3, $4) ON CONFLICT DO NOTHING RETURNING 1",
+                "INSERT INTO posts (ping_id, seller_id, status, claimed_at, claimed_by,"
+                " lead_digest) VALUES ($1, $2, 'in_progress', $3, $4, $5)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
                 pid,
                 seller_id,
                 now,
                 self.owner,
+                lead_digest,
             )
             if claimed:
                 return None
@@ -618,6 +625,7 @@ def _post_result(row: asyncpg.Record) -> PostResult:
         claimed_at=row["claimed_at"],
         claimed_by=row["claimed_by"],
         owner_silent=row.get("owner_silent", False),
+        lead_digest=row.get("lead_digest"),
     )
 
 

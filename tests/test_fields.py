@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from exchange.fields import FieldProblem, FieldSpec, LeadInvalid, LeadSchema
+from exchange.storable import integer_problem, text_problem
 
 # The SPEC's example vertical, plus one field of every other type.
 FIELDS: dict[str, FieldSpec] = {
@@ -602,7 +603,9 @@ raw_zips = st.one_of(
     st.integers(10000, 99999),
 )
 
-raw_strings = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() != "")
+# Storable text (exchange/storable.py): a NUL or an unpaired surrogate makes a lead invalid.
+storable_text = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
+raw_strings = st.text(storable_text, min_size=1, max_size=20).filter(lambda s: s.strip() != "")
 
 raw_valid_leads = st.fixed_dictionaries(
     {
@@ -623,7 +626,7 @@ raw_valid_leads = st.fixed_dictionaries(
         "homeowner": st.booleans(),
         "vehicle_value": st.one_of(st.integers(0, 100000), st.floats(0, 100000.5, allow_nan=False)),
         "policy_start": st.one_of(st.none(), st.just(""), st.dates().map(str)),
-        "comments": st.text(max_size=20),
+        "comments": st.text(storable_text, max_size=20),
     },
 )
 
@@ -677,6 +680,15 @@ def test_garbage_raises_nothing_but_lead_invalid(lead: object) -> None:
         else:
             assert set(out) <= set(FIELDS)
             assert json.loads(json.dumps(out)) == out
+            assert all(_storable(value) for value in out.values())
+
+
+def _storable(value: object) -> bool:
+    if isinstance(value, str):
+        return text_problem(value) is None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return integer_problem(value) is None
+    return True
 
 
 MARKER = "Qx7\u00e9Secret"

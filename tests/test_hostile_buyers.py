@@ -1,7 +1,7 @@
 """Buyers that misbehave on purpose, written on raw sockets: answers dripped byte by byte,
 50 MB bodies (declared, chunked, or until close), sockets that never close, gzip bombs,
 invalid UTF-8 and JSON, redirects to another buyer, header floods, endless interim
-responses. Through the real exchange and both buyer transports: the ping still answers
+responses. Through the real exchange and its buyer transport: the ping still answers
 within tmax, the hostile buyer is recorded as a timeout or an error, the honest buyer
 wins, and memory stays bounded.
 
@@ -32,7 +32,7 @@ BODY_BYTES = 50 * 1024 * 1024
 CHUNK = b"x" * 65536
 MAX_RSS_GROWTH = 20 * 1024 * 1024
 JSON = ("Content-Type", "application/json")
-TRANSPORTS = ["h1", "aiohttp"]
+TRANSPORTS = ["h1"]
 
 Writer = asyncio.StreamWriter
 

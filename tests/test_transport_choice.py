@@ -1,4 +1,5 @@
-"""Both buyer transports drive the same auction: deadline, fallback and sale."""
+"""The buyer transport the config names drives the auction: deadline, fallback and sale.
+There is one, `h1`; a config still naming the removed `aiohttp` one is refused at load."""
 
 from __future__ import annotations
 
@@ -8,26 +9,31 @@ import pytest
 
 from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
 from exchange.app import build_transport
+from exchange.config import ConfigError
 from exchange.h1transport import H1Transport
-from exchange.transport import AiohttpTransport
 from tests.harness import make_config, realtime_buyer, running_exchange
 
 
 async def test_config_picks_the_transport() -> None:
     default = build_transport(make_config([]))
-    chosen = build_transport(make_config([], exchange={"transport": "aiohttp"}))
+    named = build_transport(make_config([], exchange={"transport": "h1"}))
     try:
         assert isinstance(default, H1Transport)
-        assert isinstance(chosen, AiohttpTransport)
+        assert isinstance(named, H1Transport)
     finally:
         await default.close()
-        await chosen.close()
+        await named.close()
 
 
-@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
-async def test_each_transport_holds_the_deadline_and_falls_back(
-    database_url: str, transport: str
-) -> None:
+def test_a_config_naming_the_removed_aiohttp_transport_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError) as refused:
+        make_config([], exchange={"transport": "aiohttp"})
+    [problem] = refused.value.problems
+    assert problem.startswith("test.yaml: exchange.transport: ")
+    assert "aiohttp buyer transport was removed" in problem
+
+
+async def test_the_transport_holds_the_deadline_and_falls_back(database_url: str) -> None:
     specs = [
         SimulatedBuyerSpec("hangs", secret=b"s-hangs", bid_cents=(9000, 9000), hang_rate=1.0),
         SimulatedBuyerSpec("rejects", secret=b"s-rejects", bid_cents=(3000, 3000),
@@ -37,7 +43,7 @@ async def test_each_transport_holds_the_deadline_and_falls_back(
     async with BuyerSimulator(specs) as sim:
         config = make_config(
             [realtime_buyer(sim, s.buyer_id) for s in specs],
-            exchange={"tmax_ms": 150, "transport": transport},
+            exchange={"tmax_ms": 150, "transport": "h1"},
         )
         async with running_exchange(config, database_url) as ex:
             loop = asyncio.get_running_loop()

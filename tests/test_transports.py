@@ -1,8 +1,9 @@
-"""Both buyer transports against real loopback servers: an aiohttp.web app for good
+"""The buyer transport against real loopback servers: an aiohttp.web app for good
 behaviour, raw asyncio servers for the misbehaviour an aiohttp server won't produce.
 
-Tests parametrised over `transport` pin the shared contract; `h1` tests pin what only
-H1Transport promises (connection accounting, stale-connection retry, idle expiry).
+Tests taking `transport` pin the `Transport` contract; `h1` tests pin what H1Transport
+promises beyond it (connection accounting, stale-connection retry, idle expiry). How a
+buyer's connections are kept apart from other buyers' is in test_buyer_connections.py.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from aiohttp import web
 
 from buyers.adapter import HttpRequest
 from exchange.h1transport import H1Transport
-from exchange.transport import AiohttpTransport, Transport, TransportError, TransportTimeout
+from exchange.transport import Transport, TransportError, TransportTimeout
 
 LIMIT_BYTES = 4096
+BUYER = "buyer-a"
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -144,13 +146,9 @@ OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 # ---- transports --------------------------------------------------------------------
 
 
-@pytest.fixture(params=["aiohttp", "h1"])
-async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
-    chosen: Transport
-    if request.param == "aiohttp":
-        chosen = AiohttpTransport(max_response_bytes=LIMIT_BYTES)
-    else:
-        chosen = H1Transport(max_response_bytes=LIMIT_BYTES)
+@pytest.fixture
+async def transport() -> AsyncIterator[Transport]:
+    chosen: Transport = H1Transport(max_response_bytes=LIMIT_BYTES)
     yield chosen
     await chosen.close()
 
@@ -169,7 +167,7 @@ async def test_content_length_body_and_headers_round_trip(
     transport: Transport, base_url: str
 ) -> None:
     request = post(f"{base_url}/echo", b'{"bid": 125}', ("X-Signature", "abc123"))
-    response = await transport.send(request, 2.0)
+    response = await transport.send(request, 2.0, buyer=BUYER)
     assert response.status == 200
     assert response.body == b'{"bid": 125}'
     assert response.headers["x-seen-signature"] == "abc123"
@@ -178,7 +176,7 @@ async def test_content_length_body_and_headers_round_trip(
 
 
 async def test_chunked_body_is_joined(transport: Transport, base_url: str) -> None:
-    response = await transport.send(post(f"{base_url}/chunked"), 2.0)
+    response = await transport.send(post(f"{base_url}/chunked"), 2.0, buyer=BUYER)
     assert response.status == 200
     assert response.headers["transfer-encoding"] == "chunked"
     assert response.body == b"alpha-beta-gamma"
@@ -193,17 +191,16 @@ async def test_body_without_length_is_read_until_close(transport: Transport) -> 
         writer.write(b"close")
 
     async with raw_server(handle) as url:
-        response = await transport.send(post(url), 2.0)
+        response = await transport.send(post(url), 2.0, buyer=BUYER)
     assert (response.status, response.body) == (200, b"until close")
 
 
 async def test_keep_alive_reuses_one_connection(transport: Transport, base_url: str) -> None:
     ports = set()
     for _ in range(50):
-        response = await transport.send(post(f"{base_url}/echo"), 2.0)
+        response = await transport.send(post(f"{base_url}/echo"), 2.0, buyer=BUYER)
         ports.add(response.headers["x-peer-port"])
     assert len(ports) == 1
-    # Both transports count it (aiohttp's through its request tracing).
     assert transport.stats.connections_opened == 1
     assert transport.stats.requests_sent == 50
 
@@ -213,13 +210,13 @@ async def test_concurrent_requests_to_one_host_get_their_own_answers(
 ) -> None:
     bodies = [f'{{"n": {n}}}'.encode() for n in range(20)]
     responses = await asyncio.gather(
-        *(transport.send(post(f"{base_url}/echo", body), 2.0) for body in bodies)
+        *(transport.send(post(f"{base_url}/echo", body), 2.0, buyer=BUYER) for body in bodies)
     )
     assert [r.body for r in responses] == bodies
 
 
 async def test_redirect_is_returned_not_followed(transport: Transport, base_url: str) -> None:
-    response = await transport.send(post(f"{base_url}/redirect"), 2.0)
+    response = await transport.send(post(f"{base_url}/redirect"), 2.0, buyer=BUYER)
     assert response.status == 302
     assert response.headers["location"] == "/echo"
 
@@ -229,13 +226,13 @@ async def test_body_over_the_cap_fails_and_next_request_works(
     transport: Transport, base_url: str, path: str
 ) -> None:
     with pytest.raises(TransportError, match="too large"):
-        await transport.send(post(f"{base_url}/{path}?n={LIMIT_BYTES + 1000}"), 2.0)
-    ok = await transport.send(post(f"{base_url}/{path}?n=3000"), 2.0)
+        await transport.send(post(f"{base_url}/{path}?n={LIMIT_BYTES + 1000}"), 2.0, buyer=BUYER)
+    ok = await transport.send(post(f"{base_url}/{path}?n=3000"), 2.0, buyer=BUYER)
     assert ok.body == b"x" * 3000
 
 
 async def test_body_at_the_cap_is_accepted(transport: Transport, base_url: str) -> None:
-    response = await transport.send(post(f"{base_url}/big?n={LIMIT_BYTES}"), 2.0)
+    response = await transport.send(post(f"{base_url}/big?n={LIMIT_BYTES}"), 2.0, buyer=BUYER)
     assert len(response.body) == LIMIT_BYTES
 
 
@@ -247,7 +244,7 @@ async def test_hanging_server_times_out(transport: Transport) -> None:
     async with raw_server(handle) as url:
         started = time.monotonic()
         with pytest.raises(TransportTimeout):
-            await transport.send(post(url), 0.2)
+            await transport.send(post(url), 0.2, buyer=BUYER)
         assert time.monotonic() - started < 1.0
 
 
@@ -263,7 +260,7 @@ async def test_drip_feeding_server_times_out(transport: Transport) -> None:
     async with raw_server(handle) as url:
         started = time.monotonic()
         with pytest.raises(TransportTimeout):
-            await transport.send(post(url), 0.3)
+            await transport.send(post(url), 0.3, buyer=BUYER)
         assert time.monotonic() - started < 1.0
 
 
@@ -278,7 +275,7 @@ async def test_cancelling_a_request_closes_its_connection(transport: Transport) 
         saw_close.set()
 
     async with raw_server(handle) as url:
-        task = asyncio.create_task(transport.send(post(url), 5.0))
+        task = asyncio.create_task(transport.send(post(url), 5.0, buyer=BUYER))
         await asyncio.wait_for(got_request.wait(), 2.0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -298,10 +295,10 @@ async def test_server_closing_idle_connection_then_next_request_succeeds(
         answered.set()  # and close: keep-alive was offered, then withdrawn
 
     async with raw_server(handle) as url:
-        assert (await transport.send(post(url), 2.0)).body == b"ok"
+        assert (await transport.send(post(url), 2.0, buyer=BUYER)).body == b"ok"
         await answered.wait()
         await asyncio.sleep(0.05)
-        assert (await transport.send(post(url), 2.0)).body == b"ok"
+        assert (await transport.send(post(url), 2.0, buyer=BUYER)).body == b"ok"
 
 
 async def test_fresh_connection_closed_without_answer_fails(transport: Transport) -> None:
@@ -310,7 +307,7 @@ async def test_fresh_connection_closed_without_answer_fails(transport: Transport
 
     async with raw_server(handle) as url:
         with pytest.raises(TransportError):
-            await transport.send(post(url), 2.0)
+            await transport.send(post(url), 2.0, buyer=BUYER)
 
 
 async def test_connection_refused_is_transport_error(transport: Transport) -> None:
@@ -318,7 +315,7 @@ async def test_connection_refused_is_transport_error(transport: Transport) -> No
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(TransportError) as caught:
-        await transport.send(post(f"http://127.0.0.1:{port}/"), 2.0)
+        await transport.send(post(f"http://127.0.0.1:{port}/"), 2.0, buyer=BUYER)
     assert not isinstance(caught.value, TransportTimeout)
 
 
@@ -341,14 +338,14 @@ async def test_garbage_response_is_transport_error(transport: Transport, answer:
 
     async with raw_server(handle) as url:
         with pytest.raises(TransportError) as caught:
-            await transport.send(post(url), 2.0)
+            await transport.send(post(url), 2.0, buyer=BUYER)
     assert not isinstance(caught.value, TransportTimeout)
 
 
 async def test_header_with_line_break_is_refused(transport: Transport, base_url: str) -> None:
     smuggled = post(f"{base_url}/echo", b"{}", ("X-Signature", "a\r\nX-Admin: yes"))
     with pytest.raises(TransportError):
-        await transport.send(smuggled, 2.0)
+        await transport.send(smuggled, 2.0, buyer=BUYER)
 
 
 # ---- TLS -------------------------------------------------------------------------------
@@ -406,9 +403,9 @@ async def test_tls_with_trusted_ca_reuses_connection(certificates: Path, tls_url
     transport = H1Transport(max_response_bytes=LIMIT_BYTES, ssl_context=trusting)
     try:
         for _ in range(10):
-            response = await transport.send(post(f"{tls_url}/echo", b"secret"), 2.0)
+            response = await transport.send(post(f"{tls_url}/echo", b"secret"), 2.0, buyer=BUYER)
             assert response.body == b"secret"
-        chunked_response = await transport.send(post(f"{tls_url}/chunked"), 2.0)
+        chunked_response = await transport.send(post(f"{tls_url}/chunked"), 2.0, buyer=BUYER)
         assert chunked_response.body == b"alpha-beta-gamma"
         assert transport.stats.connections_opened == 1
     finally:
@@ -417,7 +414,7 @@ async def test_tls_with_trusted_ca_reuses_connection(certificates: Path, tls_url
 
 async def test_tls_with_untrusted_certificate_fails(transport: Transport, tls_url: str) -> None:
     with pytest.raises(TransportError):
-        await transport.send(post(f"{tls_url}/echo"), 2.0)
+        await transport.send(post(f"{tls_url}/echo"), 2.0, buyer=BUYER)
 
 
 # ---- H1Transport only ------------------------------------------------------------------
@@ -437,8 +434,8 @@ async def test_stale_reused_connection_is_retried_once_on_a_new_one(h1: H1Transp
             await writer.drain()
 
     async with raw_server(handle) as url:
-        await h1.send(post(url), 2.0)
-        response = await h1.send(post(url), 2.0)
+        await h1.send(post(url), 2.0, buyer=BUYER)
+        response = await h1.send(post(url), 2.0, buyer=BUYER)
     assert response.body == b"ok"
     assert h1.stats.stale_retries == 1
     assert h1.stats.connections_opened == 2
@@ -454,9 +451,9 @@ async def test_reused_connection_failing_mid_response_is_not_retried(h1: H1Trans
         await writer.drain()
 
     async with raw_server(handle) as url:
-        await h1.send(post(url), 2.0)
+        await h1.send(post(url), 2.0, buyer=BUYER)
         with pytest.raises(TransportError):
-            await h1.send(post(url), 2.0)
+            await h1.send(post(url), 2.0, buyer=BUYER)
     assert h1.stats.stale_retries == 0
     assert h1.stats.connections_opened == 1
 
@@ -470,25 +467,25 @@ async def test_connection_close_header_stops_reuse(h1: H1Transport) -> None:
 
     async with raw_server(handle) as url:
         for _ in range(3):
-            assert (await h1.send(post(url), 2.0)).body == b"ok"
+            assert (await h1.send(post(url), 2.0, buyer=BUYER)).body == b"ok"
     assert h1.stats.connections_opened == 3
 
 
 async def test_failed_request_never_returns_its_connection(h1: H1Transport, base_url: str) -> None:
     with pytest.raises(TransportError):
-        await h1.send(post(f"{base_url}/chunked?n={LIMIT_BYTES + 1000}"), 2.0)
-    await h1.send(post(f"{base_url}/echo"), 2.0)
-    await h1.send(post(f"{base_url}/echo"), 2.0)
+        await h1.send(post(f"{base_url}/chunked?n={LIMIT_BYTES + 1000}"), 2.0, buyer=BUYER)
+    await h1.send(post(f"{base_url}/echo"), 2.0, buyer=BUYER)
+    await h1.send(post(f"{base_url}/echo"), 2.0, buyer=BUYER)
     assert h1.stats.connections_opened == 2
 
 
 async def test_idle_connections_expire(base_url: str) -> None:
     transport = H1Transport(idle_timeout_s=0.05)
     try:
-        await transport.send(post(f"{base_url}/echo"), 2.0)
-        await transport.send(post(f"{base_url}/echo"), 2.0)
+        await transport.send(post(f"{base_url}/echo"), 2.0, buyer=BUYER)
+        await transport.send(post(f"{base_url}/echo"), 2.0, buyer=BUYER)
         await asyncio.sleep(0.2)
-        await transport.send(post(f"{base_url}/echo"), 2.0)
+        await transport.send(post(f"{base_url}/echo"), 2.0, buyer=BUYER)
         assert transport.stats.connections_opened == 2
     finally:
         await transport.close()
@@ -498,7 +495,9 @@ async def test_idle_pool_is_capped_per_host(base_url: str) -> None:
     transport = H1Transport(max_idle_per_host=1)
 
     async def burst() -> None:
-        await asyncio.gather(*(transport.send(post(f"{base_url}/echo"), 2.0) for _ in range(3)))
+        await asyncio.gather(
+            *(transport.send(post(f"{base_url}/echo"), 2.0, buyer=BUYER) for _ in range(3))
+        )
 
     try:
         await burst()
@@ -520,7 +519,7 @@ async def test_too_many_response_headers_fail(h1: H1Transport) -> None:
 
     async with raw_server(handle) as url:
         with pytest.raises(TransportError, match="too many"):
-            await h1.send(post(url), 2.0)
+            await h1.send(post(url), 2.0, buyer=BUYER)
 
 
 async def test_interim_response_is_skipped(h1: H1Transport) -> None:
@@ -531,7 +530,7 @@ async def test_interim_response_is_skipped(h1: H1Transport) -> None:
         await asyncio.sleep(60)
 
     async with raw_server(handle) as url:
-        response = await h1.send(post(url), 2.0)
+        response = await h1.send(post(url), 2.0, buyer=BUYER)
     assert (response.status, response.body) == (200, b"ok")
 
 
@@ -545,7 +544,9 @@ async def test_url_is_escaped_and_host_header_written(h1: H1Transport) -> None:
         await asyncio.sleep(60)
 
     async with raw_server(handle) as url:
-        await h1.send(post(f"{url} me?q=a b#frag", b"{}", ("Content-Length", "999")), 2.0)
+        await h1.send(
+            post(f"{url} me?q=a b#frag", b"{}", ("Content-Length", "999")), 2.0, buyer=BUYER
+        )
     port = url.split(":")[2].split("/")[0]
     assert heads[0].startswith(b"POST /buyer%20me?q=a%20b HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{port}\r\n".encode() in heads[0]
@@ -557,13 +558,13 @@ async def test_send_after_close_fails(base_url: str) -> None:
     transport = H1Transport()
     await transport.close()
     with pytest.raises(TransportError, match="closed"):
-        await transport.send(post(f"{base_url}/echo"), 2.0)
+        await transport.send(post(f"{base_url}/echo"), 2.0, buyer=BUYER)
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/", "/relative", "http://:80/"])
 async def test_unusable_url_fails(h1: H1Transport, url: str) -> None:
     with pytest.raises(TransportError):
-        await h1.send(post(url), 2.0)
+        await h1.send(post(url), 2.0, buyer=BUYER)
 
 
 async def test_started_requests_settle_by_their_shared_deadline(
@@ -576,8 +577,11 @@ async def test_started_requests_settle_by_their_shared_deadline(
     loop = asyncio.get_running_loop()
     async with raw_server(handle) as hanging_url:
         deadline = loop.time() + 0.3
-        fast = [transport.start(post(f"{base_url}/echo", b"%d" % n), deadline) for n in range(5)]
-        slow = [transport.start(post(hanging_url), deadline) for _ in range(3)]
+        fast = [
+            transport.start(post(f"{base_url}/echo", b"%d" % n), deadline, buyer=BUYER)
+            for n in range(5)
+        ]
+        slow = [transport.start(post(hanging_url), deadline, buyer=BUYER) for _ in range(3)]
         await asyncio.wait([*fast, *slow])
         settled_at = loop.time()
     assert [(await f).body for f in fast] == [b"%d" % n for n in range(5)]
@@ -590,7 +594,9 @@ async def test_a_deadline_whose_requests_all_settled_holds_no_timer(
 ) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
-    answered = [h1.start(post(f"{base_url}/echo", b"%d" % n), deadline) for n in range(5)]
+    answered = [
+        h1.start(post(f"{base_url}/echo", b"%d" % n), deadline, buyer=BUYER) for n in range(5)
+    ]
     assert [(await f).body for f in answered] == [b"%d" % n for n in range(5)]
     # Let go at once, not 30 s later: the group's timer is cancelled with its last request.
     assert h1._deadlines._groups == {}
@@ -599,7 +605,9 @@ async def test_a_deadline_whose_requests_all_settled_holds_no_timer(
 async def test_starting_an_unusable_request_fails_its_future_not_the_caller(
     transport: Transport,
 ) -> None:
-    future = transport.start(post("ftp://example.com/"), asyncio.get_running_loop().time() + 1)
+    future = transport.start(
+        post("ftp://example.com/"), asyncio.get_running_loop().time() + 1, buyer=BUYER
+    )
     with pytest.raises(TransportError):
         await future
 
@@ -621,9 +629,9 @@ async def test_late_answer_is_drained_and_its_connection_reused(h1: H1Transport)
 
     async with raw_server(handle) as url:
         with pytest.raises(TransportTimeout):
-            await h1.send(post(url), 0.1)
+            await h1.send(post(url), 0.1, buyer=BUYER)
         await asyncio.sleep(0.4)
-        assert (await h1.send(post(url), 1.0)).body == b"ok"
+        assert (await h1.send(post(url), 1.0, buyer=BUYER)).body == b"ok"
     assert (connections, h1.stats.connections_opened) == (1, 1)
     assert (h1.stats.drained, h1.stats.drain_expired) == (1, 0)
 
@@ -639,7 +647,7 @@ async def test_a_late_answer_is_handed_to_the_caller_after_its_timeout(h1: H1Tra
     late: list[bytes] = []
     async with raw_server(handle) as url:
         with pytest.raises(TransportTimeout):
-            await h1.send(post(url), 0.05, lambda response: late.append(response.body))
+            await h1.send(post(url), 0.05, lambda response: late.append(response.body), buyer=BUYER)
         assert late == []  # the caller heard "timeout" first
         await asyncio.sleep(0.3)
     assert late == [b'{"accepted":true}']
@@ -659,7 +667,7 @@ async def test_answer_that_never_comes_drops_the_connection_after_the_drain() ->
         async with raw_server(handle) as url:
             started = time.monotonic()
             with pytest.raises(TransportTimeout):
-                await transport.send(post(url), 0.1)
+                await transport.send(post(url), 0.1, buyer=BUYER)
             assert time.monotonic() - started < 0.2
             await asyncio.wait_for(saw_close.wait(), 2.0)
             assert time.monotonic() - started >= 0.25
@@ -682,7 +690,7 @@ async def test_draining_is_capped_per_host() -> None:
     try:
         async with raw_server(handle) as url:
             deadline = asyncio.get_running_loop().time() + 0.1
-            futures = [transport.start(post(url), deadline) for _ in range(5)]
+            futures = [transport.start(post(url), deadline, buyer=BUYER) for _ in range(5)]
             await asyncio.wait(futures)
             await asyncio.sleep(0.2)
             assert closed == 3  # two drain, the rest are dropped at the deadline
@@ -709,7 +717,7 @@ async def test_a_dropped_connection_is_freed_without_the_cyclic_garbage_collecto
             gc.disable()
             try:
                 for _ in range(5):
-                    future = transport.start(post(url), loop.time() + 0.05)
+                    future = transport.start(post(url), loop.time() + 0.05, buyer=BUYER)
                     await asyncio.sleep(0.02)  # connected and sent
                     dropped.extend(weakref.ref(c) for c in transport._connections)
                     await asyncio.wait([future])

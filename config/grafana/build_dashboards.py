@@ -686,6 +686,37 @@ def errors() -> Iterator[PanelBuilder]:
         ],
         width=6,
     )
+    yield (
+        single(
+            "Ledger writer up",
+            "UP while every exchange instance's batch writer writes its rows; DOWN once "
+            "one's rows have failed to write (or one write has hung) for 2 s: that "
+            "instance's /readyz answers 503 meanwhile, and its queue grows.",
+            "none",
+            "min(exchange_ledger_writer_up)",
+            [Threshold(value=None, color="red"), Threshold(value=1, color="green")],
+        )
+        .mappings([up_down])
+        .color_mode(BigValueColorMode.BACKGROUND)
+        .no_value("no data")
+        .span(6)
+        .height(8)
+    )
+    yield graph(
+        "Ledger rows rejected",
+        "Ledger rows PostgreSQL refused (or that could not be encoded), by table, set "
+        "aside in the dead-letter table ledger_rejected_rows while the rest of their "
+        "batch was written. Should stay 0: each one is a bug to fix, then a row to "
+        "replay (docs/reliability.md).",
+        "short",
+        [
+            query(
+                f"sum by (table) (increase(exchange_ledger_rows_rejected_total[{RATE}]))",
+                "{{table}}",
+            )
+        ],
+        width=6,
+    )
     yield graph(
         "Auctions refused for overload / s",
         "Pings and direct posts answered 503 for overload, by reason: inflight "
