@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, settings
 
 from exchange.embedded import EmbeddedPostgres
 from exchange.logs import configure_logging
@@ -18,6 +19,21 @@ from exchange.store import Store, create_pool, migrate
 from tests.harness import with_database
 
 configure_logging(json=False, level="debug")
+
+# Hypothesis profiles. "ci", the default, keeps Hypothesis' own example counts (tests that
+# set max_examples keep theirs); the live fuzzers, tests/test_fuzz_buyer_answers.py and
+# tests/test_fuzz_seller_bodies.py, run a bounded count of their own under it (see
+# tests/fuzzing.py). "deep" (`pytest --hypothesis-profile=deep`) runs thousands of
+# examples with no deadline, the live fuzzers included.
+settings.register_profile("ci", print_blob=True)
+settings.register_profile(
+    "deep",
+    max_examples=3000,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
