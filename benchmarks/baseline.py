@@ -55,7 +55,7 @@ def _client(kind: str) -> tuple[BidCall, Callable[[], Awaitable[None]]]:
         return post_minimal, close_minimal
     if kind == "h1transport":
         from buyers.adapter import HttpRequest
-        from exchange.h1transport import H1Transport
+        from exchange.transport.h1 import H1Transport
 
         transport = H1Transport()
         content_type = (("Content-Type", "application/json"),)

@@ -54,7 +54,7 @@ def _candidates(url: str) -> dict[str, Callable[[], tuple[Post, Close]] | None]:
 
     def h1() -> tuple[Post, Close]:
         from buyers.adapter import HttpRequest
-        from exchange.h1transport import H1Transport
+        from exchange.transport.h1 import H1Transport
 
         transport = H1Transport()
         headers = tuple(HEADERS.items())

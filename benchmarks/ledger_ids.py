@@ -33,9 +33,9 @@ import uvloop
 
 from benchmarks.processes import cpu_seconds
 from benchmarks.runner import Database
-from exchange.context import new_ping_id
-from exchange.rollups import INSERT_SQL, ROLLUP_ARGS
-from exchange.store import _init_connection, create_pool, migrate
+from exchange.auction.context import new_ping_id
+from exchange.ledger.rollups import INSERT_SQL, ROLLUP_ARGS
+from exchange.ledger.store import _init_connection, create_pool, migrate
 
 AUCTIONS_PER_BATCH = 25
 BUYERS = 10

@@ -24,8 +24,8 @@ import yaml
 from prometheus_client import generate_latest
 
 from exchange.config import parse_config
-from exchange.metrics import Metrics
-from exchange.outcomes import BidOutcome
+from exchange.core.outcomes import BidOutcome
+from exchange.telemetry.metrics import Metrics
 
 
 def _metrics(buyers: int) -> Metrics:

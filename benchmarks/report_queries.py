@@ -16,8 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from exchange.embedded import EmbeddedPostgres
-from exchange.store import Store, create_pool, migrate
+from exchange.ledger.store import Store, create_pool, migrate
+from exchange.server.embedded import EmbeddedPostgres
 
 FILL = """
 INSERT INTO pings (ping_id, seller_id, vertical, mode, tmax_ms, lead, status, price_cents,

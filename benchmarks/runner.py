@@ -74,7 +74,7 @@ class Database:
     def start(self) -> None:
         if self._url:
             return
-        from exchange.embedded import EmbeddedPostgres
+        from exchange.server.embedded import EmbeddedPostgres
 
         parent = self._workdir / "pg"
         parent.mkdir()

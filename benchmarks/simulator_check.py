@@ -1,4 +1,4 @@
-"""Is the aiohttp buyer simulator (buyers/simulator.py) fit to load the exchange?
+"""Is the aiohttp buyer simulator (exchange/tools/simulator.py) fit to load the exchange?
 
 The ceiling server (the cheapest fan-out there is) is probed at N = 10 against the
 simulator and against the lean buyer server with the same latency mix. If the simulator
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class SimulatorFleet:
-    """`python -m buyers.simulator` with the benchmark's latency mix, in its own process."""
+    """`python -m exchange.tools.simulator` with the benchmark's latency mix, in its own process."""
 
     def __init__(self, group: ProcessGroup, bench: Bench, count: int) -> None:
         buyers = {
@@ -40,7 +40,7 @@ class SimulatorFleet:
         self.count = count
         self._group = group
         self.process = group.start(
-            [sys.executable, "-m", "buyers.simulator", "--config", str(config),
+            [sys.executable, "-m", "exchange.tools.simulator", "--config", str(config),
              "--base-port", "0", "--buyers", str(count)],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip

@@ -29,7 +29,7 @@ import httptools
 import uvloop
 
 from buyers.adapter import HttpRequest, HttpResponse
-from exchange.h1transport import H1Transport
+from exchange.transport.h1 import H1Transport
 
 ANSWER_BODY = b'{"bid":true,"price_cents":1250,"bid_id":"b-0123456789abcdef"}'
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (

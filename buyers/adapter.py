@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exchange.outcomes import BidOutcome, PostOutcome
+from exchange.core.outcomes import BidOutcome, PostOutcome
 
 # Objects made once per buyer per auction are plain slots dataclasses, not frozen ones
 # (a frozen one costs three times as much to build); nothing mutates them once made.

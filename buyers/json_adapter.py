@@ -32,8 +32,8 @@ from buyers.adapter import (
     PostReply,
 )
 from buyers.signing import Signer
-from exchange.money import dollars_json
-from exchange.outcomes import BidOutcome, PostOutcome
+from exchange.core.money import dollars_json
+from exchange.core.outcomes import BidOutcome, PostOutcome
 
 MAX_ID_CHARS = 128
 MAX_REASON_CHARS = 200

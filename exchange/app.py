@@ -17,18 +17,22 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from exchange import buyer_api, openapi, operator_api, seller_api
-from exchange.api_common import CTX, LIMITS, json_response
-from exchange.batch import BatchWriter
-from exchange.config import LoadedConfig
-from exchange.context import ExchangeContext
-from exchange.errors import DATABASE_DOWN, Handler, error_middleware, error_response
-from exchange.h1transport import H1Transport
-from exchange.looplag import LagMonitor
-from exchange.metrics import Metrics
-from exchange.money import cents_to_dollars
-from exchange.store import Store, create_pool, migrate
-from exchange.transport import Transport
+from exchange.api import buyer as buyer_api
+from exchange.api import openapi
+from exchange.api import operator as operator_api
+from exchange.api import seller as seller_api
+from exchange.api.common import CTX, LIMITS, json_response
+from exchange.api.errors import Handler, error_middleware, error_response
+from exchange.auction.context import ExchangeContext
+from exchange.core.config import LoadedConfig
+from exchange.core.money import cents_to_dollars
+from exchange.ledger.batch import BatchWriter
+from exchange.ledger.faults import DATABASE_DOWN
+from exchange.ledger.store import Store, create_pool, migrate
+from exchange.telemetry.looplag import LagMonitor
+from exchange.telemetry.metrics import Metrics
+from exchange.transport.base import Transport
+from exchange.transport.h1 import H1Transport
 
 log = structlog.get_logger("exchange.app")
 HEALTH_INTERVAL_S = 1.0

@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, settings
 
-from exchange.embedded import EmbeddedPostgres
-from exchange.logs import configure_logging
-from exchange.store import Store, create_pool, migrate
+from exchange.ledger.store import Store, create_pool, migrate
+from exchange.server.embedded import EmbeddedPostgres
+from exchange.telemetry.logs import configure_logging
 from tests.harness import with_database
 
 configure_logging(json=False, level="debug")

@@ -30,10 +30,11 @@ import jsonschema_rs
 import orjson
 from aiohttp import web
 
-from exchange import openapi
-from exchange.api_common import CTX
+from exchange.api import openapi
+from exchange.api.common import CTX
 from exchange.app import AppOptions, create_app
-from exchange.config import LoadedConfig, parse_config
+from exchange.config import parse_config
+from exchange.core.config import LoadedConfig
 from tests.harness import FULL_LEAD, PING_LEAD, SELLER_KEY, Exchange
 
 LOOPBACK = "127.0.0.1"
@@ -50,7 +51,7 @@ def free_port() -> int:
 
 
 class Contract:
-    """exchange/openapi.yaml, able to say whether one real answer fits it."""
+    """exchange/api/openapi.yaml, able to say whether one real answer fits it."""
 
     def __init__(self, document: Mapping[str, Any] | None = None) -> None:
         self.document = dict(document) if document is not None else openapi.load_document()

@@ -26,7 +26,7 @@ import asyncpg
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
-from exchange.config import LoadedConfig
+from exchange.core.config import LoadedConfig
 from tests.faults import create_database, serve_exchange
 from tests.harness import ADMIN_TOKEN, FULL_LEAD, PING_LEAD, Exchange
 

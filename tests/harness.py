@@ -16,11 +16,12 @@ import asyncpg
 import yaml
 from aiohttp import web
 
-from buyers.simulator import BuyerSimulator
-from exchange.api_common import CTX
+from exchange.api.common import CTX
 from exchange.app import AppOptions, create_app
-from exchange.config import LoadedConfig, parse_config
-from exchange.context import ExchangeContext
+from exchange.auction.context import ExchangeContext
+from exchange.config import parse_config
+from exchange.core.config import LoadedConfig
+from exchange.tools.simulator import BuyerSimulator
 
 SELLER_KEY = "acme-test-key-0123456789"
 OTHER_SELLER_KEY = "other-test-key-0123456789"

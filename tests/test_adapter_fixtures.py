@@ -24,7 +24,7 @@ from buyers.adapter import (
     PostReply,
 )
 from buyers.registry import ADAPTERS, build_adapter
-from exchange.outcomes import BidOutcome, PostOutcome
+from exchange.core.outcomes import BidOutcome, PostOutcome
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
 FIXTURE_FILES = sorted(FIXTURES.glob("*/*.json"))

@@ -10,8 +10,8 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.auction import Bid, ping_tree, rank, split_floor
-from exchange.money import MoneyError, dollars_json, parse_dollars, payout_cents
+from exchange.core.money import MoneyError, dollars_json, parse_dollars, payout_cents
+from exchange.core.ranking import Bid, ping_tree, rank, split_floor
 
 TIE_BREAKERS = ("company_size", "priority", "latency")
 

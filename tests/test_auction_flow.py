@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import (
     FULL_LEAD,
     make_config,

@@ -19,7 +19,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from buyers.adapter import HttpRequest
-from exchange.h1transport import H1Transport
+from exchange.transport.h1 import H1Transport
 from tests.faults import RawBuyer, RawRequest, response_head, serve_exchange
 from tests.harness import FULL_LEAD, PING_LEAD, SELLER_KEY, Exchange, make_config
 

@@ -18,10 +18,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.auction import Bid, arrange_tiers
-from exchange.caps import CompiledCaps, period_start
-from exchange.config import Caps
+from exchange.core.caps import CompiledCaps, period_start
+from exchange.core.config import Caps
+from exchange.core.ranking import Bid, arrange_tiers
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import (
     ADMIN_TOKEN,
     FULL_LEAD,
@@ -276,7 +276,7 @@ def test_weighted_tier_split_is_within_two_points_over_ten_thousand_leads() -> N
 
 
 def test_realtime_bids_come_before_tiers_and_tiers_in_order() -> None:
-    from exchange.auction import build_tree
+    from exchange.core.ranking import build_tree
 
     realtime = Bid("rt", 500, 0, 0, 10)
     tier2 = Bid("t2", 5000, 0, 0, 0, fixed_price=True, tier=2)

@@ -1,4 +1,4 @@
-"""Reserving and releasing a sale under a buyer's caps (exchange.store.Store.reserve_caps,
+"""Reserving and releasing a sale under a buyer's caps (exchange.ledger.store.Store.reserve_caps,
 release_caps) against a real ledger: every window or none, exactly up to the limit under
 concurrency, and a release takes the sale back from every window."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from exchange.caps import DAY, HOUR, CapLimit, CapWindow
-from exchange.store import Store
+from exchange.core.caps import DAY, HOUR, CapLimit, CapWindow
+from exchange.ledger.store import Store
 
 HOUR_START = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 DAY_START = datetime(2026, 12, 5, 0, 0, tzinfo=UTC)

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from exchange.config import ConfigError, load_config, parse_config
-from exchange.outcomes import BidOutcome, PostOutcome
-from exchange.store import create_pool, migrate
+from exchange.core.outcomes import BidOutcome, PostOutcome
+from exchange.ledger.store import create_pool, migrate
 from tests.harness import config_text
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,9 +22,9 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from exchange.auction.context import BuyerRuntime
 from exchange.config import ConfigError, parse_config
-from exchange.context import BuyerRuntime
-from exchange.fields import FieldSpec, LeadInvalid, LeadSchema
+from exchange.core.fields import FieldSpec, LeadInvalid, LeadSchema
 
 SOURCE = "fuzz.yaml"
 # Set True to keep at least one bound on number fields in the random tests (fields with

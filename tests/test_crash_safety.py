@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import (
     ExchangeProcess,
     SellerTraffic,

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import make_config, realtime_buyer, running_exchange
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,8 +21,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.errors import error_middleware
+from exchange.api.errors import error_middleware
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import (
     Answer,
     ControlledPostgres,
@@ -39,7 +39,7 @@ from tests.harness import FULL_LEAD, PING_LEAD, Exchange, make_config, realtime_
 TMAX_MS = 300
 SLACK_S = 0.15
 # When a connection breaks mid-query asyncpg may raise InternalClientError ("cannot switch
-# to state 12"); it is listed in exchange.errors.DATABASE_DOWN, so no 500 is tolerated.
+# to state 12"); it is listed in exchange.api.errors.DATABASE_DOWN, so no 500 is tolerated.
 INTERNAL_CLIENT_ERROR_IS_500 = False
 CAPPED_HOURLY = 5
 SELLERS = 4

@@ -9,10 +9,10 @@ from typing import Any, cast
 
 from buyers.adapter import BuyerEndpoint, HttpRequest, PingOffer
 from buyers.json_adapter import JsonAdapter
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.h1transport import H1Transport
-from exchange.outcomes import BidOutcome
-from exchange.pinging import _fan_out
+from exchange.auction.pinging import _fan_out
+from exchange.core.outcomes import BidOutcome
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.transport.h1 import H1Transport
 
 OFFER = PingOffer("9a1f3c1e-2b7d-4d6e-8f00-0123456789ab", "auto_insurance", 250, 100,
                   {"state": "CA", "zip": "90210"})  # fmt: skip

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from exchange.fields import FieldProblem, FieldSpec, LeadInvalid, LeadSchema
-from exchange.storable import integer_problem, text_problem
+from exchange.core.fields import FieldProblem, FieldSpec, LeadInvalid, LeadSchema
+from exchange.core.storable import integer_problem, text_problem
 
 # The SPEC's example vertical, plus one field of every other type.
 FIELDS: dict[str, FieldSpec] = {
@@ -603,7 +603,7 @@ raw_zips = st.one_of(
     st.integers(10000, 99999),
 )
 
-# Storable text (exchange/storable.py): a NUL or an unpaired surrogate makes a lead invalid.
+# Storable text (exchange/core/storable.py): a NUL or an unpaired surrogate makes a lead invalid.
 storable_text = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
 raw_strings = st.text(storable_text, min_size=1, max_size=20).filter(lambda s: s.strip() != "")
 

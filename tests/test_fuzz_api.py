@@ -1,4 +1,4 @@
-"""Fuzzing the live exchange from its published contract (exchange/openapi.yaml) with
+"""Fuzzing the live exchange from its published contract (exchange/api/openapi.yaml) with
 schemathesis: valid and invalid requests to every operation, with good, wrong and missing
 credentials. Whatever arrives, the exchange never answers 5xx, every 4xx is a SPEC
 section 4 JSON error, and every answer fits the document. Raw HTTP that no generator
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from schemathesis import checks
 from schemathesis.generation import GenerationMode
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import Contract, serve_exchange
 from tests.harness import (
     ADMIN_TOKEN,

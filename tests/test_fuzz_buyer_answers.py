@@ -34,8 +34,8 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.config import LoadedConfig
+from exchange.core.config import LoadedConfig
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import RawBuyer, RawRequest
 from tests.fuzzing import (
     LiveExchange,

@@ -31,8 +31,9 @@ import yaml
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.config import LoadedConfig, parse_config
+from exchange.config import parse_config
+from exchange.core.config import LoadedConfig
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.fuzzing import (
     LiveExchange,
     Raw,

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import RawBuyer, RawRequest, RssPeak, response_head, serve_exchange
 from tests.harness import FULL_LEAD, PING_LEAD, Exchange, make_config, realtime_buyer
 

@@ -14,8 +14,8 @@ from buyers.adapter import BuyerEndpoint, HttpResponse, PingOffer, PostOffer
 from buyers.json_adapter import JsonAdapter
 from buyers.registry import ADAPTERS, build_adapter
 from buyers.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from exchange.money import dollars_json
-from exchange.outcomes import BidOutcome, PostOutcome
+from exchange.core.money import dollars_json
+from exchange.core.outcomes import BidOutcome, PostOutcome
 
 ENDPOINT = BuyerEndpoint(
     buyer_id="b1",

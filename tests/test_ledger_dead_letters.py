@@ -1,4 +1,4 @@
-"""One unstorable row never stops the ledger (exchange/batch.py).
+"""One unstorable row never stops the ledger (exchange/ledger/batch.py).
 
 Rows PostgreSQL refuses, or that cannot even be encoded, are split out of their batch
 and set aside in ``ledger_rejected_rows``; every other row of the batch is written, and
@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 import pytest
 
-from exchange.batch import STALL_S, BatchWriter, RowRejected, replay_dead_letters
-from exchange.metrics import Metrics
-from exchange.store import Store, create_pool, migrate
+from exchange.ledger.batch import STALL_S, BatchWriter, RowRejected, replay_dead_letters
+from exchange.ledger.store import Store, create_pool, migrate
+from exchange.telemetry.metrics import Metrics
 from tests.faults import ControlledPostgres, controlled_postgres, create_database, serve_exchange
 from tests.harness import config_text, running_exchange
 

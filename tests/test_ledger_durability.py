@@ -8,7 +8,7 @@ import time
 
 import asyncpg
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import PING_LEAD, config_text, make_config, realtime_buyer, running_exchange
 
 TMAX_MS = 300

@@ -1,5 +1,5 @@
 """The event-loop lag monitor sees a blocked loop, and forgets it again; the auction keeps
-back what the lag and the ledger's commits need (exchange.pinging.kept_back_s)."""
+back what the lag and the ledger's commits need (exchange.auction.pinging.kept_back_s)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from exchange.looplag import DecayingMax, LagMonitor
-from exchange.pinging import kept_back_s
+from exchange.auction.pinging import kept_back_s
+from exchange.telemetry.looplag import DecayingMax, LagMonitor
 
 
 async def test_a_blocked_loop_shows_as_lag_and_then_fades() -> None:

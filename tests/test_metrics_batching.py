@@ -8,9 +8,9 @@ import asyncio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exchange.metrics import EXPOSITION_SLICE, LATENCY_BUCKETS, Metrics
-from exchange.outcomes import BidOutcome
-from exchange.transport import TransportStats
+from exchange.core.outcomes import BidOutcome
+from exchange.telemetry.metrics import EXPOSITION_SLICE, LATENCY_BUCKETS, Metrics
+from exchange.transport.base import TransportStats
 
 # On bucket bounds, between them, below the first, beyond the last (+Inf) and zero.
 VALUES = [0.0, 0.0005, 0.001, 0.0010001, 0.02, 0.25, 0.2500001, 1.0, 9.99, 10.0, 11.0, 500.0]

@@ -1,4 +1,4 @@
-"""exchange/openapi.yaml is the API as it runs: every route is documented and every
+"""exchange/api/openapi.yaml is the API as it runs: every route is documented and every
 documented operation is routed, the closed word lists (outcomes, error codes, statuses)
 are the code's, and real answers of a live exchange - one of every documented status of
 every operation - fit the documented schemas."""
@@ -20,10 +20,12 @@ import pytest
 import yaml
 from aiohttp import web
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange import errors, openapi
+from exchange.api import errors as middleware
+from exchange.api import openapi
 from exchange.app import AppOptions, create_app
-from exchange.outcomes import BidOutcome, PingStatus, PostOutcome, PostStatus
+from exchange.core import errors
+from exchange.core.outcomes import BidOutcome, PingStatus, PostOutcome, PostStatus
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import (
     Contract,
     ControlledPostgres,
@@ -71,7 +73,7 @@ def test_every_route_is_documented_and_every_documented_operation_is_routed() ->
     app = create_app(make_config([]), AppOptions(database_url="postgresql://unused/x"))
     routed = routed_operations(with_openapi(app))
     documented = contract().operations()
-    assert routed - documented == set(), "routes missing from exchange/openapi.yaml"
+    assert routed - documented == set(), "routes missing from exchange/api/openapi.yaml"
     assert documented - routed == set(), "documented operations no route serves"
 
 
@@ -111,7 +113,7 @@ def test_word_lists_are_the_codes() -> None:
     assert set(schemas["PingAnswer"]["properties"]["status"]["enum"]) == set(PingStatus)
     assert set(schemas["PostAnswer"]["properties"]["status"]["enum"]) == set(PostStatus)
     codes = {cls.code for cls in _client_errors()}
-    codes |= {code for code, _ in errors._HTTP_CODES.values()}
+    codes |= {code for code, _ in middleware._HTTP_CODES.values()}
     assert set(schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"]) == codes
     # Every client error status of SPEC section 4 is a documented answer of some operation.
     documented = {

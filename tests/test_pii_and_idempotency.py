@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 import orjson
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import (
     FULL_LEAD,
     PII,

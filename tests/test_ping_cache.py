@@ -6,10 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.auction import Bid
-from exchange.pingcache import PingCache, PingRecord, ledger_tree, tree_from_ledger
-from exchange.seller_api import _ping_from_ledger
+from exchange.auction.lookup import _ping_from_ledger
+from exchange.auction.pingcache import PingCache, PingRecord, ledger_tree, tree_from_ledger
+from exchange.core.ranking import Bid
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import config_text, realtime_buyer, running_exchange
 
 

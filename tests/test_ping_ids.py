@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from exchange.context import new_ping_id
+from exchange.auction.context import new_ping_id
 
 
 def test_ping_ids_are_canonical_version_7_uuids_never_repeated() -> None:

@@ -37,7 +37,7 @@ import asyncpg
 import pytest
 import yaml
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import (
     FULL_LEAD,
     OTHER_SELLER_KEY,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.rollups import LATENCY_EDGES_US, latency_bucket, percentile_us
+from exchange.ledger.rollups import LATENCY_EDGES_US, latency_bucket, percentile_us
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import ADMIN_TOKEN, make_config, realtime_buyer, running_exchange
 
 

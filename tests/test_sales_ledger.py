@@ -1,4 +1,4 @@
-"""Recording a sale (exchange.store.Store.record_sale) against a real ledger: it goes in
+"""Recording a sale (exchange.ledger.store.Store.record_sale) against a real ledger: it goes in
 only while its post's claim is held, never twice into one slot, and writes the post's
 "sold" result with the last sale, all in one statement. And what a retried post does
 with a claim whose walk is gone."""
@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange import store as store_module
-from exchange.store import PostTotals, SaleConflict, SaleRow, Store
+from exchange.ledger import store as store_module
+from exchange.ledger.store import PostTotals, SaleConflict, SaleRow, Store
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import (
     FULL_LEAD,
     Exchange,

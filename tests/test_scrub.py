@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exchange.scrub import pii_values, scrub
+from exchange.core.scrub import pii_values, scrub
 
 
 def test_lead_values_and_contact_shapes_are_redacted_from_reasons() -> None:

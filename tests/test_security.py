@@ -27,8 +27,9 @@ import pytest
 import yaml
 
 from buyers.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.config import ConfigError, hash_key, parse_config
+from exchange.config import ConfigError, parse_config
+from exchange.core.config import hash_key
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import (
     ExchangeProcess,
     RawBuyer,
@@ -366,8 +367,9 @@ async def _traffic_with_pii_and_secrets(url: str, sim: BuyerSimulator) -> None:
 
 
 async def test_a_real_run_logs_no_secret_and_no_pii(tmp_path: Path, database_url: str) -> None:
-    """`lead-exchange serve` (JSON logs via exchange.logs.configure_logging, at debug level)
-    handles PII and secrets of every kind; its whole log is then searched for them."""
+    """`lead-exchange serve` (JSON logs via exchange.telemetry.logs.configure_logging, at
+    debug level) handles PII and secrets of every kind; its whole log is then searched for
+    them."""
     specs = [
         SimulatedBuyerSpec("a", bid_cents=(3000, 3000), secret=BUYER_SECRET.encode(),
                            reject_rate=1.0),
@@ -402,7 +404,7 @@ def test_console_logs_print_no_locals_of_a_failing_frame(tmp_path: Path) -> None
     script = textwrap.dedent(
         f"""
         import structlog
-        from exchange.logs import configure_logging
+        from exchange.telemetry.logs import configure_logging
         configure_logging(json=False, level="debug")
         def handle(lead, api_key):
             raise ValueError("boom")

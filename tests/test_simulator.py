@@ -16,13 +16,13 @@ import pytest
 
 from buyers.adapter import BuyerEndpoint, HttpResponse, PingOffer, PostOffer
 from buyers.json_adapter import JsonAdapter
-from buyers.simulator import (
+from exchange.core.outcomes import BidOutcome, PostOutcome
+from exchange.tools.simulator import (
     BuyerSimulator,
     SimulatedBuyerSpec,
     load_specs,
     spec_from_mapping,
 )
-from exchange.outcomes import BidOutcome, PostOutcome
 
 SECRET = b"sim-secret"
 PING = PingOffer("p-1", "auto_insurance", 500, 100, {"state": "CA", "zip": "90210"})
@@ -298,7 +298,7 @@ async def test_cli_prints_each_buyer_and_stops_on_sigterm(client: aiohttp.Client
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "buyers.simulator",
+        "exchange.tools.simulator",
         "--buyers",
         "2",
         "--base-port",

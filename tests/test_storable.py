@@ -1,4 +1,4 @@
-"""exchange/storable.py against a real PostgreSQL: whatever it lets through is stored
+"""exchange/core/storable.py against a real PostgreSQL: whatever it lets through is stored
 and read back unchanged (as text, as jsonb, as bigint), what it cleans is storable, and
 what it refuses PostgreSQL really refuses."""
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.storable import (
+from exchange.core.storable import (
     INT64_MAX,
     INT64_MIN,
     MAX_REASON_CHARS,
@@ -19,7 +19,7 @@ from exchange.storable import (
     integer_problem,
     text_problem,
 )
-from exchange.store import create_pool
+from exchange.ledger.store import create_pool
 
 # Every code point, surrogates and NUL included: what a buyer's JSON escapes can make.
 ANY_TEXT = st.text(alphabet=st.characters(codec=None, categories=None), max_size=40)

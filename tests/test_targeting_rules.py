@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from exchange.config import FieldFilter, Schedule
-from exchange.targeting import compile_filter, compile_schedule
+from exchange.core.config import FieldFilter, Schedule
+from exchange.core.targeting import compile_filter, compile_schedule
 
 
 def passes(field: str, rule: dict[str, object], lead: dict[str, object]) -> bool:

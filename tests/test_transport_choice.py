@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
 from exchange.app import build_transport
 from exchange.config import ConfigError
-from exchange.h1transport import H1Transport
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.transport.h1 import H1Transport
 from tests.harness import make_config, realtime_buyer, running_exchange
 
 

@@ -24,8 +24,8 @@ import pytest
 from aiohttp import web
 
 from buyers.adapter import HttpRequest
-from exchange.h1transport import H1Transport
-from exchange.transport import Transport, TransportError, TransportTimeout
+from exchange.transport.base import Transport, TransportError, TransportTimeout
+from exchange.transport.h1 import H1Transport
 
 LIMIT_BYTES = 4096
 BUYER = "buyer-a"

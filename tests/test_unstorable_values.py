@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 import yaml
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
 from exchange.config import ConfigError, parse_config
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import RawBuyer, RawRequest, response_head, serve_exchange
 from tests.harness import (
     ADMIN_TOKEN,

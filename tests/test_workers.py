@@ -20,8 +20,8 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from buyers.simulator import BuyerSimulator, SimulatedBuyerSpec
-from exchange.cli import RESTART_LIMIT
+from exchange.server.supervisor import RESTART_LIMIT
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.faults import ExchangeProcess, free_port
 from tests.harness import FULL_LEAD, PING_LEAD, SELLER_KEY, config_text, realtime_buyer
 

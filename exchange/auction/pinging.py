@@ -1,0 +1,466 @@
+"""Running one ping auction: screen buyers, fan the redacted ping out under the deadline,
+rank, and record. The decisions are the pure core's (exchange.core.ranking); this module is
+the I/O around them.
+
+The deadline is absolute: at ``start + tmax`` the auction stops waiting, cancels the
+buyers still out (each recorded as ``timeout``) and answers with what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+import structlog
+
+from buyers.adapter import BidReply, HttpResponse, PingOffer
+from exchange.auction.context import BuyerRuntime, ExchangeContext
+from exchange.auction.pingcache import PingRecord, ledger_tree
+from exchange.core.config import SellerConfig
+from exchange.core.errors import Invalid, NotReady
+from exchange.core.money import dollars_text
+from exchange.core.outcomes import BidOutcome, Overload, PingStatus
+from exchange.core.ranking import (
+    Bid,
+    Exclusion,
+    build_tree,
+    effective_floor,
+    fixed_price_bid,
+    max_sales,
+    promised_payout,
+    screen,
+    split_floor,
+)
+from exchange.core.storable import MAX_REASON_CHARS, clean_text, id_problem
+from exchange.ledger.batch import RowRejected
+from exchange.transport.base import TransportTimeout
+
+log = structlog.get_logger("exchange.ping")
+
+# Time kept back from tmax for ranking and answering, so the answer itself leaves by tmax.
+ANSWER_MARGIN_S = 0.002
+DEADLINE_SLACK_S = 0.005
+# The transport settles every request by its deadline; this is how long past it the
+# auction still waits for that verdict before calling a buyer timed out itself.
+SETTLE_SLACK_S = 0.001
+# At most this share of tmax is kept back for answering: ranking, committing the ping row
+# and the event loop's own lag (exchange.telemetry.looplag)...
+MAX_KEPT_SHARE = 0.2
+# ...except that the ping row's recent commit time is kept back in full up to this share:
+# an answer cannot carry a price before its row commits, so a ledger slower than a fifth
+# of tmax takes buyers' time rather than turn every answer into a 503 at the deadline.
+MAX_COMMIT_SHARE = 0.5
+# How far past tmax an answer may wait for its ping row to commit before it is a 503
+# (Overload.LEDGER_LATE). tmax is the seller's deadline: a price later than that is one
+# the seller may no longer be waiting for, so the answer is due by tmax +
+# DEADLINE_SLACK_S whatever the ledger does, and the rest of that slack is for writing it.
+ANSWER_SLACK_S = 0.003
+# An auction already past that when its commit starts (its process ran late) is late
+# whatever it answers, and a late price beats a late error: its commit gets this long.
+LATE_COMMIT_S = 0.1
+
+
+class AdapterError(Exception):
+    """A buyer's adapter raised while building its request: recorded as that buyer's
+    error, the auction goes on."""
+
+
+@dataclass(slots=True)
+class BuyerCall:
+    """What came of asking one buyer for a bid. (Made per buyer per auction: a plain
+    slots class, as a frozen one costs three times as much to build.)"""
+
+    buyer_id: str
+    reply: BidReply
+    latency_us: int
+
+
+@dataclass(slots=True)  # made per ping: not frozen (3x the cost to build); never mutated
+class PingRequest:
+    ping_id: str
+    seller: SellerConfig
+    vertical: str
+    lead: dict[str, Any]  # redacted and normalised
+    tmax_ms: int
+    external_id: str | None
+    mode: str  # "ping" or "direct"
+    # When the request reached its handler (loop time): tmax counts from here, so the
+    # checks and ledger reads before the auction are inside the seller's deadline.
+    received_at: float
+    duplicates: Mapping[str, str] = field(default_factory=dict)  # buyer -> why (direct posts)
+    offer_to_buyers: bool = True  # False: record the lead, ask nobody (a known duplicate)
+
+
+async def _fan_out(
+    ctx: ExchangeContext,
+    buyers: list[BuyerRuntime],
+    offer: PingOffer,
+    deadline: float,
+    max_bid_cents: int,
+) -> list[BuyerCall]:
+    """Ask every buyer at once; each answer, failure or timeout is a BuyerCall.
+
+    No task per buyer: the transport writes each request at once and resolves a future
+    per buyer, all bound by the deadline (a buyer's own ``timeout_ms`` may cut its
+    request shorter)."""
+    if not buyers:
+        return []
+    loop = asyncio.get_running_loop()
+    sent_at = loop.time()
+    timestamp = int(ctx.unix_time())
+    start = ctx.transport.start
+    futures: list[asyncio.Future[HttpResponse]] = []
+    limits: list[float] = []
+    for buyer in buyers:
+        until = deadline
+        if buyer.timeout_ms is not None:
+            until = min(deadline, sent_at + buyer.timeout_ms / 1000)
+        limits.append(until - sent_at)
+        try:
+            request = buyer.adapter.ping_request(offer, timestamp)
+        except Exception as exc:  # an adapter that cannot build the request: that buyer's error
+            failed: asyncio.Future[HttpResponse] = loop.create_future()
+            failed.set_exception(AdapterError(f"adapter failed: {type(exc).__name__}"))
+            futures.append(failed)
+            continue
+        futures.append(start(request, until, buyer=buyer.rules.buyer_id))
+    try:
+        finished = await _settled(loop, futures, deadline + SETTLE_SLACK_S)
+    finally:
+        for future in futures:
+            if not future.done():  # cancelled, or a transport that missed its deadline
+                future.cancel()
+    calls: list[BuyerCall] = []
+    for buyer, future, limit_s in zip(buyers, futures, limits, strict=True):
+        buyer_id = buyer.rules.buyer_id
+        done_at = finished.get(future)
+        if done_at is None or future.cancelled():
+            reply = BidReply(BidOutcome.TIMEOUT, reason="no answer by the auction deadline")
+            calls.append(BuyerCall(buyer_id, reply, int((loop.time() - sent_at) * 1e6)))
+            continue
+        failure = future.exception()
+        if failure is None:
+            reply = storable_bid(buyer, future.result(), max_bid_cents)
+        elif isinstance(failure, TransportTimeout):
+            reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {limit_s * 1000:.0f} ms")
+        else:
+            reply = BidReply(BidOutcome.ERROR, reason=str(failure) or type(failure).__name__)
+        calls.append(BuyerCall(buyer_id, reply, int((done_at - sent_at) * 1e6)))
+    return calls
+
+
+def storable_bid(buyer: BuyerRuntime, response: HttpResponse, max_bid_cents: int) -> BidReply:
+    """The buyer's answer as its adapter reads it, then held to what the ledger can keep
+    (exchange.core.storable) and to the vertical's ``max_bid``: a bid the exchange could not
+    record, or no sane lead costs, is that buyer's ``error``, and the auction goes on."""
+    try:
+        reply = buyer.adapter.read_bid(response)
+    except Exception as exc:  # an adapter must not raise; if one does, it is its buyer's error
+        return BidReply(BidOutcome.ERROR, reason=f"adapter failed: {type(exc).__name__}")
+    if reply.outcome is BidOutcome.BID:
+        price = reply.price_cents
+        if price is not None and price > max_bid_cents:
+            return BidReply(
+                BidOutcome.ERROR, reason=f"bid above max_bid ({dollars_text(max_bid_cents)})"
+            )
+        if reply.bid_id is not None:
+            problem = id_problem(reply.bid_id)
+            if problem is not None:
+                return BidReply(BidOutcome.ERROR, reason=f"bid_id {problem}")
+    if reply.reason is not None:
+        reason = clean_text(reply.reason, MAX_REASON_CHARS)
+        if reason != reply.reason:  # replies may be shared: a new one, not a changed one
+            return BidReply(reply.outcome, reply.price_cents, reply.bid_id, reason)
+    return reply
+
+
+async def _settled(
+    loop: asyncio.AbstractEventLoop,
+    futures: list[asyncio.Future[HttpResponse]],
+    give_up_at: float,
+) -> dict[asyncio.Future[HttpResponse], float]:
+    """Wait until every future is done or `give_up_at` passed; when each one finished."""
+    finished: dict[asyncio.Future[HttpResponse], float] = {}
+    everyone: asyncio.Future[None] = loop.create_future()
+    left = len(futures)
+
+    def one_done(future: asyncio.Future[HttpResponse]) -> None:
+        nonlocal left
+        finished[future] = loop.time()
+        left -= 1
+        if not left and not everyone.done():
+            everyone.set_result(None)
+
+    def give_up() -> None:
+        if not everyone.done():
+            everyone.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    timer = loop.call_at(give_up_at, give_up)
+    try:
+        await everyone
+    finally:
+        timer.cancel()
+        if left:
+            for future in futures:
+                if future not in finished:
+                    future.remove_done_callback(one_done)
+    return finished
+
+
+# One bid_outcomes row, in the ledger's column order (exchange/ledger/batch.py COLUMNS): ping_id,
+# buyer_id, outcome, price_cents, latency_us, rank, reason, created_at. Built as the tuple
+# the batch writer sends, since an auction makes one per buyer.
+OutcomeRow = tuple[str, str, BidOutcome, int | None, int | None, int | None, str | None, datetime]
+
+
+def kept_back_s(tmax_s: float, commit_s: float, lag_s: float) -> float:
+    """How long before tmax the auction stops waiting on buyers: enough to rank
+    (ANSWER_MARGIN_S), commit the ping row (its recent commit time) and absorb the event
+    loop's recent lag, within MAX_KEPT_SHARE of tmax; the commit alone may take up to
+    MAX_COMMIT_SHARE."""
+    wanted = ANSWER_MARGIN_S + commit_s + lag_s
+    cap = max(tmax_s * MAX_KEPT_SHARE, min(ANSWER_MARGIN_S + commit_s, tmax_s * MAX_COMMIT_SHARE))
+    return min(wanted, cap)
+
+
+async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
+    """Run the auction for one redacted lead and record it; returns the ping's record."""
+    loop = asyncio.get_running_loop()
+    started = request.received_at
+    now = ctx.now()
+    settings = ctx.loaded.settings
+    tmax_ms = min(request.tmax_ms, settings.tmax_ms)
+    # Stop waiting on buyers early enough to rank, commit the ping row and answer by tmax
+    # even when the loop runs the deadline late.
+    kept_back = kept_back_s(tmax_ms / 1000, ctx.commit_time.value(started), ctx.lag.recent_s)
+    deadline = started + tmax_ms / 1000 - kept_back
+    ping_id = request.ping_id
+    seller = request.seller
+    vertical = ctx.loaded.config.verticals[request.vertical]
+    floor_cents = effective_floor(seller, vertical, request.vertical)
+
+    rules = ctx.by_vertical.get(request.vertical, ()) if request.offer_to_buyers else ()
+    eligible, excluded = screen(
+        rules, seller.id, request.lead, now, ctx.cap_counts, request.duplicates
+    )
+    realtime: list[BuyerRuntime] = []
+    bids: list[Bid] = []
+    for buyer_rules in eligible:
+        if buyer_rules.fixed_price_cents is not None:
+            bids.append(fixed_price_bid(buyer_rules))
+        else:
+            realtime.append(ctx.buyers[buyer_rules.buyer_id])
+
+    offer = PingOffer(ping_id, request.vertical, tmax_ms, floor_cents, request.lead)
+    ctx.metrics.inflight_now += 1
+    try:
+        fan_out_started = loop.time()
+        calls = await _fan_out(ctx, realtime, offer, deadline, vertical.max_bid)
+        waited = loop.time() - fan_out_started if realtime else 0.0
+    finally:
+        ctx.metrics.inflight_now -= 1
+
+    by_id = {b.rules.buyer_id: b.rules for b in realtime}
+    for call in calls:
+        if call.reply.outcome is BidOutcome.BID and call.reply.price_cents:
+            r = by_id[call.buyer_id]
+            bids.append(
+                Bid(
+                    buyer_id=call.buyer_id,
+                    price_cents=call.reply.price_cents,
+                    company_size=r.company_size,
+                    priority=r.priority,
+                    latency_us=call.latency_us,
+                    bid_id=call.reply.bid_id,
+                )
+            )
+    kept, below = split_floor(bids, floor_cents)
+    tree = tuple(build_tree(kept, settings.tie_breakers, ping_id))
+
+    wanted = max_sales(seller, vertical)
+    price = sum(b.price_cents for b in tree[:wanted]) if tree else None
+    payout = promised_payout(tree, seller.payout_share, wanted)
+    duration = loop.time() - started
+    record = PingRecord(
+        ping_id=ping_id,
+        seller_id=seller.id,
+        vertical=request.vertical,
+        external_id=request.external_id,
+        lead=request.lead,
+        tree=tree,
+        price_cents=price,
+        payout_cents=payout,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.ping_ttl_s),
+        tmax_ms=tmax_ms,
+    )
+    rows = _rows(ping_id, now, tree, below, calls, excluded)
+    await _record(ctx, record, request.mode, rows, duration, duration - waited, started, deadline)
+    ctx.pings.put(record)
+    return record
+
+
+def _rows(
+    ping_id: str,
+    at: datetime,
+    tree: tuple[Bid, ...],
+    below: list[Bid],
+    calls: list[BuyerCall],
+    excluded: list[Exclusion],
+) -> list[OutcomeRow]:
+    rank_of = {b.buyer_id: i + 1 for i, b in enumerate(tree)}
+    below_ids = {b.buyer_id for b in below}
+    rows: list[OutcomeRow] = []
+    for call in calls:
+        reply = call.reply
+        outcome = reply.outcome
+        reason = reply.reason
+        if call.buyer_id in below_ids:
+            outcome, reason = BidOutcome.BELOW_FLOOR, "bid under the seller's floor"
+        elif outcome is BidOutcome.BID and not reply.price_cents:
+            outcome = BidOutcome.NO_BID
+        rows.append(
+            (ping_id, call.buyer_id, outcome, reply.price_cents, call.latency_us,
+             rank_of.get(call.buyer_id), reason, at)
+        )  # fmt: skip
+    for bid in tree:
+        if bid.fixed_price:
+            rows.append(
+                (ping_id, bid.buyer_id, BidOutcome.BID, bid.price_cents, 0,
+                 rank_of[bid.buyer_id], "fixed price", at)
+            )  # fmt: skip
+    for bid in below:
+        if bid.fixed_price:
+            rows.append(
+                (ping_id, bid.buyer_id, BidOutcome.BELOW_FLOOR, bid.price_cents, 0, None,
+                 "fixed price under the seller's floor", at)
+            )  # fmt: skip
+    rows.extend((ping_id, e.buyer_id, e.outcome, None, None, None, e.reason, at) for e in excluded)
+    return rows
+
+
+async def _record(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    mode: str,
+    rows: list[OutcomeRow],
+    duration_s: float,
+    overhead_s: float,
+    started: float,
+    deadline: float,
+) -> None:
+    m = ctx.metrics
+    status = PingStatus.BID if record.tree else PingStatus.NO_BID
+    if record.tree:
+        m.inc_later(m.child(m.wins, record.tree[0].buyer_id))
+    pinged = m.buyer_pinged
+    for _, buyer_id, outcome, _, latency_us, _, _, _ in rows:
+        pinged(buyer_id, outcome, latency_us if latency_us and outcome in _CALLED else None)
+    await ctx.writer.add_many("bid_outcomes", rows)
+    # The ping row commits before the seller hears a price: a quoted ping must survive a
+    # crash so its post works, and a sale never lacks its auction. Group commit keeps this
+    # to one short write shared by every ping answered meanwhile.
+    loop = asyncio.get_running_loop()
+    answer_by = started + record.tmax_ms / 1000 + ANSWER_SLACK_S
+    commit_started = loop.time()
+    try:
+        await ctx.writer.add_durable(
+            "pings",
+            (
+                record.ping_id, record.seller_id, record.vertical, record.external_id, mode,
+                record.tmax_ms, record.lead, status.value, record.price_cents,
+                record.payout_cents, ledger_tree(record.tree), record.created_at,
+                record.expires_at, int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
+            ),
+            give_up_at=answer_by if commit_started < answer_by else commit_started + LATE_COMMIT_S,
+        )  # fmt: skip
+    except TimeoutError:
+        _ledger_late(ctx, record, started, deadline, duration_s, commit_started)
+    except RowRejected as rejected:
+        # The edge checks (exchange.core.storable) let through a value the ledger refused: the
+        # row is in the dead-letter table, and this ping alone fails, naming why.
+        raise Invalid(
+            f"the ledger refused to record this auction ({rejected.error}); "
+            "a value of this lead cannot be stored",
+            [{"loc": ["lead"], "msg": "holds a value the ledger cannot store"}],
+        ) from None
+    answered = loop.time()
+    # A decaying maximum of recent commit times: the next auctions stop that much earlier.
+    ctx.commit_time.observe(answered - commit_started, answered)
+    total_s = answered - started
+    m.inc_later(m.child(m.pings, record.seller_id, record.vertical, status.value))
+    m.observe_later(m.child(m.auction_duration, record.vertical), total_s)
+    m.observe_later(
+        m.child(m.auction_overhead, record.vertical), max(0.0, overhead_s + total_s - duration_s)
+    )
+    if total_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S:
+        m.inc_later(m.child(m.deadline_misses, record.vertical))
+        # Where the time went: buyers are cut off at the deadline, then ranking and the
+        # ping row's commit must fit in what was kept back.
+        log.warning(
+            "deadline_missed",
+            ping_id=record.ping_id,
+            vertical=record.vertical,
+            total_ms=round(total_s * 1000, 1),
+            buyers_cut_off_at_ms=round((deadline - started) * 1000, 1),
+            ranked_at_ms=round(duration_s * 1000, 1),
+            commit_ms=round((answered - commit_started) * 1000, 1),
+            loop_lag_ms=round(ctx.lag.recent_s * 1000, 1),
+        )
+    log.debug(
+        "auction",
+        ping_id=record.ping_id,
+        seller=record.seller_id,
+        vertical=record.vertical,
+        status=status.value,
+        bids=len(record.tree),
+        duration_ms=round(duration_s * 1000, 2),
+    )
+
+
+def _ledger_late(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    started: float,
+    deadline: float,
+    duration_s: float,
+    commit_started: float,
+) -> NoReturn:
+    """The ping row is still uncommitted at the answer's deadline: answer 503 now rather
+    than a price late. The row stays queued and commits when the ledger catches up (its
+    auction is then on record and a repeat of its external_id gets that answer); the
+    next auctions keep back at least this long for their commit."""
+    now = asyncio.get_running_loop().time()
+    ctx.commit_time.observe(now - commit_started, now)
+    m = ctx.metrics
+    m.inc_later(m.child(m.overload_refusals, Overload.LEDGER_LATE.value))
+    log.warning(
+        "ping_record_late",
+        ping_id=record.ping_id,
+        vertical=record.vertical,
+        buyers_cut_off_at_ms=round((deadline - started) * 1000, 1),
+        ranked_at_ms=round(duration_s * 1000, 1),
+        commit_waited_ms=round((now - commit_started) * 1000, 1),
+        loop_lag_ms=round(ctx.lag.recent_s * 1000, 1),
+    )
+    retry = (
+        "a retry with the same external_id gets its answer"
+        if record.external_id is not None
+        else "retry; with an external_id a retry gets this auction's answer"
+    )
+    raise NotReady(
+        f"the auction ran but the ledger had not recorded it by tmax ({record.tmax_ms} ms); "
+        + retry,
+        headers={"Retry-After": "1"},
+    )
+
+
+_CALLED = frozenset(
+    {BidOutcome.BID, BidOutcome.NO_BID, BidOutcome.TIMEOUT, BidOutcome.ERROR,
+     BidOutcome.BELOW_FLOOR}
+)  # fmt: skip

@@ -1,0 +1,306 @@
+"""Posting a lead down the ping tree until enough buyers accept it.
+
+The caller has already won the post claim for this ping (exchange.ledger.store.claim_post), so
+only one walk runs per ping, across processes. Each buyer is tried in tree order at its
+own bid (fixed-price tiers arranged by their distribution); a reject, error or timeout
+moves on to the next. A buyer with caps has one sale reserved in the database before it
+is called, released if it declines. Each sale commits *before* the seller is answered;
+an exclusive lead's sale and the post's "sold" result commit in one transaction.
+Every attempt is recorded (batched: attempts are not money).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from buyers.adapter import HttpResponse, PostOffer, PostReply
+from exchange.auction.answers import PostAnswer, UnsoldReason
+from exchange.auction.context import ExchangeContext
+from exchange.auction.pingcache import PingRecord
+from exchange.core.config import SellerConfig
+from exchange.core.dedupe import ContactHashes, PastSale, buyers_with_lead, sold_in_vertical
+from exchange.core.money import cents_to_dollars, payout_cents
+from exchange.core.outcomes import PostOutcome, PostStatus
+from exchange.core.ranking import Bid, arrange_tiers, max_sales, ping_tree
+from exchange.core.scrub import pii_values, scrub
+from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS, clean_text
+from exchange.ledger.faults import ROW_REFUSED
+from exchange.ledger.store import PostTotals, SaleConflict, SaleRow
+from exchange.transport.base import deliver
+
+log = structlog.get_logger("exchange.post")
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCheck:
+    """What the ledger knows of this person: sold in the vertical lately, and to whom."""
+
+    contacts: ContactHashes | None = None
+    sold_in_vertical: bool = False
+    buyers: dict[str, str] = field(default_factory=dict)
+
+
+async def check_duplicates(
+    ctx: ExchangeContext, vertical: str, contacts: ContactHashes | None, now: datetime
+) -> DuplicateCheck:
+    """One ledger read covering the vertical's window and every buyer's window."""
+    if contacts is None or not contacts.values():
+        return DuplicateCheck(contacts)
+    vertical_days = ctx.loaded.config.verticals[vertical].dedupe_days
+    buyer_days = {
+        b.buyer_id: b.dedupe_days for b in ctx.by_vertical.get(vertical, ()) if b.dedupe_days
+    }
+    longest = max([vertical_days, *buyer_days.values()])
+    if not longest:
+        return DuplicateCheck(contacts)
+    rows = await ctx.store.recent_buyers_of(contacts.values(), now - timedelta(days=longest))
+    past = [PastSale(r["buyer_id"], r["vertical"], r["created_at"]) for r in rows]
+    return DuplicateCheck(
+        contacts,
+        sold_in_vertical(past, vertical, vertical_days, now),
+        buyers_with_lead(past, buyer_days, now),
+    )
+
+
+async def _attempt(
+    ctx: ExchangeContext, record: PingRecord, bid: Bid, lead: dict[str, Any], timeout_s: float
+) -> tuple[PostReply, int]:
+    buyer = ctx.buyers.get(bid.buyer_id)
+    if buyer is None:  # removed from the config since the ping
+        return PostReply(PostOutcome.ERROR, reason="buyer no longer configured"), 0
+    offer = PostOffer(record.ping_id, bid.bid_id, bid.price_cents, record.vertical, lead)
+    request = buyer.adapter.post_request(offer, int(ctx.unix_time()))
+    timeout_s = min(timeout_s, buyer.post_timeout_ms / 1000)
+
+    def late(response: HttpResponse) -> None:
+        # Recorded as a timeout and perhaps sold down the tree meanwhile: an acceptance
+        # arriving now is what a buyer's dispute would cite, so it is logged.
+        answer = buyer.adapter.read_post(response)
+        log.warning(
+            "post_answer_after_timeout",
+            ping_id=record.ping_id,
+            buyer=bid.buyer_id,
+            outcome=answer.outcome.value,
+            timeout_ms=round(timeout_s * 1000),
+        )
+
+    sent = await deliver(ctx.transport, request, timeout_s, late, buyer=bid.buyer_id)
+    if sent.response is not None:
+        reply = buyer.adapter.read_post(sent.response)
+    elif sent.timed_out:
+        reply = PostReply(PostOutcome.TIMEOUT, reason=f"no answer within {timeout_s:.1f} s")
+    else:
+        reply = PostReply(PostOutcome.ERROR, reason=sent.error)
+    return reply, sent.latency_us
+
+
+@dataclass
+class _Walk:
+    """The state of one walk down the tree."""
+
+    ctx: ExchangeContext
+    record: PingRecord
+    seller: SellerConfig
+    wanted: int
+    contacts: ContactHashes | None
+    pii: list[str] = field(default_factory=list)  # the lead's PII values, to scrub
+    sold: list[tuple[Bid, int]] = field(default_factory=list)  # (bid, payout cents)
+    attempts: int = 0
+
+    def clean(self, reply: PostReply) -> PostReply:
+        """The reply with any PII the buyer quoted back removed, and its text made
+        storable (exchange.core.storable): the verdict stands whatever bytes came with it."""
+        if reply.reason is None and reply.buyer_lead_id is None:
+            return reply
+        return PostReply(
+            reply.outcome,
+            clean_text(scrub(reply.buyer_lead_id, self.pii, free_text=False), MAX_ID_CHARS),
+            clean_text(scrub(reply.reason, self.pii), MAX_REASON_CHARS),
+        )
+
+    @property
+    def totals(self) -> PostTotals:
+        return PostTotals(sum(b.price_cents for b, _ in self.sold), sum(p for _, p in self.sold))
+
+    async def note(self, bid: Bid, reply: PostReply, latency_us: int) -> None:
+        self.attempts += 1
+        metrics = self.ctx.metrics
+        metrics.request_counter(bid.buyer_id, "post", reply.outcome.value).inc()
+        if reply.outcome is not PostOutcome.SKIPPED:
+            metrics.latency_histogram(bid.buyer_id, "post").observe(latency_us / 1e6)
+        await self.ctx.writer.add(
+            "post_attempts",
+            (self.record.ping_id, self.attempts, bid.buyer_id, reply.outcome.value,
+             bid.price_cents, latency_us, reply.reason, reply.buyer_lead_id, self.ctx.now()),
+        )  # fmt: skip
+
+
+async def post_lead(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    seller: SellerConfig,
+    lead: dict[str, Any],
+    min_payout_cents: int,
+    duplicates: DuplicateCheck | None = None,
+) -> PostAnswer:
+    """Walk the ping tree; returns the committed answer. The claim must be held."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.loaded.settings.post_deadline_ms / 1000
+    vertical = ctx.loaded.config.verticals[record.vertical]
+    duplicates = duplicates or DuplicateCheck()
+    if duplicates.sold_in_vertical:
+        return await _unsold(ctx, record, UnsoldReason.DUPLICATE)
+    tree = ping_tree(record.tree, seller.payout_share, min_payout_cents)
+    if not tree:
+        reason = UnsoldReason.BELOW_MIN_PRICE if record.tree else UnsoldReason.NO_BIDS
+        return await _unsold(ctx, record, reason)
+    tree = await _arrange(ctx, record.vertical, tree)
+    schema = ctx.loaded.schemas[record.vertical]
+    walk = _Walk(ctx, record, seller, max_sales(seller, vertical), duplicates.contacts,
+                 pii_values(lead, schema.pii_fields))  # fmt: skip
+    for bid in tree:
+        if loop.time() >= deadline:
+            break
+        if bid.buyer_id in duplicates.buyers:
+            reason = "duplicate: " + duplicates.buyers[bid.buyer_id]
+            await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=reason), 0)
+            continue
+        done = await _try_buyer(walk, bid, lead, deadline - loop.time())
+        if done is not None:
+            return done
+    if walk.sold:
+        await ctx.store.finish_sold(record.ping_id, walk.totals, ctx.now())
+        return _sold_answer(walk)
+    reason = UnsoldReason.DEADLINE if loop.time() >= deadline else UnsoldReason.ALL_DECLINED
+    return await _unsold(ctx, record, reason)
+
+
+async def _arrange(ctx: ExchangeContext, vertical: str, tree: list[Bid]) -> list[Bid]:
+    tiers = ctx.loaded.config.verticals[vertical].tiers
+    if not any(b.tier is not None for b in tree):
+        return tree
+    distributions = {t: cfg.distribution for t, cfg in tiers.items()}
+    needs_state = any(d == "round_robin" for d in distributions.values())
+    last = await ctx.store.last_winners(vertical) if needs_state else {}
+    return arrange_tiers(tree, distributions, last, ctx.rng)
+
+
+async def _try_buyer(
+    walk: _Walk, bid: Bid, lead: dict[str, Any], remaining_s: float
+) -> PostAnswer | None:
+    """Offer the lead to one buyer; returns the final answer once the walk is complete."""
+    ctx, record = walk.ctx, walk.record
+    runtime = ctx.buyers.get(bid.buyer_id)
+    caps = runtime.rules.caps if runtime is not None else None
+    windows = caps.windows(ctx.now()) if caps is not None else []
+    if windows:
+        reached = await ctx.store.reserve_caps(bid.buyer_id, windows, bid.price_cents)
+        if reached is not None:
+            await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=f"capped: {reached}"), 0)
+            return None
+    reply, latency_us = await _attempt(ctx, record, bid, lead, remaining_s)
+    reply = walk.clean(reply)
+    if reply.outcome is not PostOutcome.ACCEPTED:
+        await walk.note(bid, reply, latency_us)
+        if windows:
+            await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
+        return None
+    payout = payout_cents(bid.price_cents, walk.seller.payout_share)
+    seq = len(walk.sold) + 1
+    last = seq == walk.wanted
+    contacts = walk.contacts
+    sale = SaleRow(
+        ping_id=record.ping_id,
+        seller_id=walk.seller.id,
+        buyer_id=bid.buyer_id,
+        vertical=record.vertical,
+        price_cents=bid.price_cents,
+        payout_cents=payout,
+        bid_id=bid.bid_id,
+        buyer_lead_id=reply.buyer_lead_id,
+        created_at=ctx.now(),
+        sale_seq=seq,
+        phone_hash=contacts.phone if contacts else None,
+        email_hash=contacts.email if contacts else None,
+    )
+    totals = (
+        PostTotals(walk.totals.price_cents + bid.price_cents,
+                   walk.totals.payout_cents + payout) if last else None
+    )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    write_started = loop.time()
+    try:
+        await ctx.store.record_sale(sale, ctx.now(), totals)
+    except ROW_REFUSED as exc:
+        # The buyer took the lead but the ledger will not hold its sale. A lead is never
+        # left accepted and unbilled: the attempt counts as this buyer's error, and the
+        # lead goes on down the tree.
+        sqlstate = getattr(exc, "sqlstate", None) or "client"
+        refused = f"accepted, but the ledger refused the sale ({sqlstate})"
+        await walk.note(bid, PostReply(PostOutcome.ERROR, reason=refused), latency_us)
+        ctx.metrics.sales_unrecorded.labels(bid.buyer_id).inc()
+        log.error("sale_not_recorded", ping_id=record.ping_id, buyer=bid.buyer_id,
+                  error=type(exc).__name__, sqlstate=sqlstate)  # fmt: skip
+        if windows:
+            await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
+        return None
+    except SaleConflict:
+        # The claim was declared interrupted while this walk ran: the ledger's answer
+        # stands, and this buyer is not billed.
+        await walk.note(bid, reply, latency_us)
+        log.error("sale_conflict", ping_id=record.ping_id, buyer=bid.buyer_id)
+        if windows:
+            await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
+        existing = await ctx.store.fetch_post(record.ping_id)
+        status = PostStatus(existing.status) if existing and existing.status != "in_progress" \
+            else PostStatus.UNSOLD  # fmt: skip
+        return PostAnswer(record.ping_id, status, existing.price_cents if existing else None,
+                          existing.payout_cents if existing else None,
+                          existing.reason if existing else UnsoldReason.INTERRUPTED)  # fmt: skip
+    await walk.note(bid, reply, latency_us)
+    metrics = ctx.metrics
+    metrics.db_write_latency.labels("sales").observe(loop.time() - write_started)
+    metrics.sales.labels(record.vertical).inc()
+    metrics.revenue.labels(bid.buyer_id).inc(float(cents_to_dollars(bid.price_cents)))
+    metrics.payout.labels(walk.seller.id).inc(float(cents_to_dollars(payout)))
+    metrics.seller_sales.labels(walk.seller.id).inc()
+    metrics.post_attempts_per_sale.observe(walk.attempts)
+    walk.sold.append((bid, payout))
+    if bid.tier is not None:
+        distribution = ctx.loaded.config.verticals[record.vertical].tiers.get(bid.tier)
+        if distribution is not None and distribution.distribution == "round_robin":
+            await ctx.store.set_last_winner(record.vertical, bid.tier, bid.buyer_id, ctx.now())
+    log.info(
+        "sale",
+        ping_id=record.ping_id,
+        seller=walk.seller.id,
+        vertical=record.vertical,
+        buyer=bid.buyer_id,
+        price_cents=bid.price_cents,
+        attempts=walk.attempts,
+        sale_seq=seq,
+    )
+    return _sold_answer(walk) if last else None
+
+
+def _sold_answer(walk: _Walk) -> PostAnswer:
+    totals = walk.totals
+    return PostAnswer(walk.record.ping_id, PostStatus.SOLD, totals.price_cents, totals.payout_cents)
+
+
+async def _unsold(ctx: ExchangeContext, record: PingRecord, reason: str) -> PostAnswer:
+    await ctx.store.finish_unsold(record.ping_id, reason, ctx.now())
+    ctx.metrics.unsold.labels(record.vertical).inc()
+    log.info(
+        "unsold",
+        ping_id=record.ping_id,
+        seller=record.seller_id,
+        vertical=record.vertical,
+        reason=reason,
+    )
+    return PostAnswer(record.ping_id, PostStatus.UNSOLD, None, None, reason)

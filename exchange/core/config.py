@@ -1,0 +1,320 @@
+"""The configuration's models: exchange settings, verticals, sellers and buyers, as
+validated pydantic models frozen after load, and what is derived from them once
+(``LoadedConfig``). Every key's default lives here and nowhere else.
+
+Pure: reading the file, expanding ``${VAR}`` and the checks that need the buyer adapters
+are exchange/config.py's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from exchange.core.fields import FieldSpec, LeadSchema
+from exchange.core.money import MoneyError, parse_dollars
+
+TieBreaker = Literal["company_size", "priority", "latency"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_ID = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+DEFAULT_MAX_BID_CENTS = 1_000_000  # 10,000.00 dollars
+# The default overload threshold's floor: lateness below this is ordinary scheduling noise.
+MIN_OVERLOAD_LAG_MS = 20
+
+
+def _cents(value: object) -> int:
+    try:
+        return parse_dollars(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Cents = Annotated[int, BeforeValidator(_cents)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExchangeSettings(_Model):
+    tmax_ms: int = Field(1000, ge=10, le=30_000)
+    ping_ttl_s: int = Field(120, ge=1, le=86_400)
+    admin_token: str | None = Field(None, repr=False)
+    tie_breakers: tuple[TieBreaker, ...] = ("company_size", "priority", "latency")
+    # Not fixed by the spec; operator-tunable limits with production defaults.
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    post_deadline_ms: int = Field(15_000, ge=100, le=120_000)
+    # The buyer transport: exchange/transport/h1.py, the only one.
+    transport: Literal["h1"] = "h1"
+    max_response_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Past this many auctions in flight in one process, new pings are refused at once
+    # (503) rather than letting every auction's latency grow past tmax.
+    max_inflight_auctions: int = Field(2000, ge=1)
+    # While the process's event loop keeps running more than this late, new auctions are
+    # refused (503): it has more work than CPU, and an auction started now would answer
+    # past its tmax. Default: half of tmax_ms, at least 20 ms; 0 turns the check off.
+    overload_lag_ms: int | None = Field(None, ge=0, le=60_000)
+    # Key for the HMAC of phones and emails kept for duplicate checks (a plain hash of a
+    # phone number is reversible by brute force). Required when any dedupe_days is set.
+    dedupe_hash_key: str | None = Field(None, min_length=16, repr=False)
+    # When set, every buyer URL's host must be one of these (exact host names or IPs;
+    # "*.example.com" allows subdomains), so a config typo cannot send leads elsewhere.
+    allowed_buyer_hosts: tuple[str, ...] | None = None
+    # Request-path ledger calls (claims, sales) give up after this long and answer 503;
+    # default: tmax_ms.
+    db_timeout_ms: int | None = Field(None, ge=50, le=60_000)
+
+    @field_validator("tie_breakers")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("tie-breakers must not repeat")
+        return value
+
+    @field_validator("transport", mode="before")
+    @classmethod
+    def _known_transport(cls, value: object) -> object:
+        if value == "aiohttp":
+            raise ValueError(
+                "the aiohttp buyer transport was removed; use 'h1' (the default) or drop the key"
+            )
+        return value
+
+
+class VerticalConfig(_Model):
+    fields: dict[str, FieldSpec]
+    floor: Cents = 0
+    # A sanity ceiling: a real-time bid above it is that buyer's error ("bid above
+    # max_bid"), never a price quoted to a seller. No lead is worth more.
+    max_bid: Cents = DEFAULT_MAX_BID_CENTS
+    max_sales: int = Field(1, ge=1, le=10)  # 1: exclusive; more: shared
+    dedupe_days: int = Field(0, ge=0, le=365)  # 0: no exchange-wide duplicate check
+    tiers: dict[int, TierConfig] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _not_empty(cls, value: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        if not value:
+            raise ValueError("a vertical needs at least one field")
+        return value
+
+
+class SellerConfig(_Model):
+    id: str = Field(pattern=_ID)
+    api_key: str | None = Field(None, min_length=16, repr=False)
+    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    payout_share: Decimal = Field(gt=0, le=1, decimal_places=4)
+    floor: Cents = 0
+    verticals: tuple[str, ...] | None = None  # None: every vertical
+    vertical_floors: dict[str, Cents] = Field(default_factory=dict)
+    max_sales: int | None = Field(None, ge=1, le=10)  # overrides the vertical's
+    rate_limit_per_s: float | None = Field(None, gt=0)
+
+    @field_validator("payout_share", mode="before")
+    @classmethod
+    def _exact_share(cls, value: object) -> object:
+        return repr(value) if isinstance(value, float) else value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SellerConfig:
+        if (self.api_key is None) == (self.api_key_sha256 is None):
+            raise ValueError("give exactly one of api_key or api_key_sha256")
+        return self
+
+    @property
+    def key_hash(self) -> str:
+        if self.api_key_sha256 is not None:
+            return self.api_key_sha256
+        assert self.api_key is not None
+        return hash_key(self.api_key)
+
+
+class FieldFilter(_Model):
+    in_: tuple[str | int, ...] | None = Field(None, alias="in")
+    not_in: tuple[str | int, ...] | None = None
+    gte: Decimal | None = None
+    lte: Decimal | None = None
+    prefix: tuple[str, ...] | None = None
+    exists: bool | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> FieldFilter:
+        if not self.model_fields_set:
+            raise ValueError(
+                "a filter needs at least one rule (in, not_in, gte, lte, prefix, exists)"
+            )
+        return self
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_zone)]
+
+
+class Caps(_Model):
+    """Limits on accepted sales, per period in the buyer's time zone."""
+
+    hourly: int | None = Field(None, ge=0)
+    daily: int | None = Field(None, ge=0)
+    weekly: int | None = Field(None, ge=0)
+    monthly: int | None = Field(None, ge=0)
+    daily_budget: Cents | None = None
+    monthly_budget: Cents | None = None
+
+
+class Schedule(_Model):
+    """When a buyer takes leads. ``end`` before ``start`` is an overnight window (the
+    part after midnight belongs to the day it started on)."""
+
+    timezone: TimeZone | None = None  # default: the buyer's timezone
+    days: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    start: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    end: str = Field("24:00", pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+    holidays: tuple[date, ...] = ()
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Schedule:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window is empty")
+        return self
+
+
+class TierConfig(_Model):
+    """How leads are shared out among the fixed-price buyers of one tier."""
+
+    distribution: Literal["priority", "round_robin", "weighted"] = "priority"
+
+
+class BuyerConfig(_Model):
+    id: str = Field(pattern=_ID)
+    company_size: int = Field(0, ge=0)
+    priority: int = 0
+    verticals: tuple[str, ...] = Field(min_length=1)
+    ping_url: str | None = None
+    post_url: str | None = None
+    price: Cents | None = None
+    secret: str = Field("", repr=False)
+    adapter: str = "json"
+    adapter_options: dict[str, Any] = Field(default_factory=dict)
+    timeout_ms: int | None = Field(None, ge=1)
+    post_timeout_ms: int = Field(5000, ge=1, le=120_000)
+    filters: dict[str, FieldFilter] = Field(default_factory=dict)
+    vertical_filters: dict[str, dict[str, FieldFilter]] = Field(default_factory=dict)
+    timezone: TimeZone = "UTC"
+    caps: Caps = Caps()
+    schedule: Schedule | None = None
+    tier: int | None = Field(None, ge=1)  # fixed-price buyers only
+    weight: int = Field(1, ge=1, le=1_000_000)  # for weighted tiers
+    dedupe_days: int = Field(0, ge=0, le=365)
+    return_api_key: str | None = Field(None, min_length=16, repr=False)
+    return_api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    return_window_days: int = Field(0, ge=0, le=365)
+    sellers_allow: tuple[str, ...] | None = None
+    sellers_deny: tuple[str, ...] = ()
+    enabled: bool = True
+
+    @field_validator("ping_url", "post_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials (use secret and signing)")
+        if parts.fragment:
+            raise ValueError("must not have a #fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _bids_somehow(self) -> BuyerConfig:
+        if self.ping_url is None and self.price is None:
+            raise ValueError("a buyer needs ping_url (real-time bids) or price (fixed price)")
+        if self.ping_url is not None and self.price is not None:
+            raise ValueError("give ping_url or price, not both")
+        if self.post_url is None:
+            raise ValueError("post_url is required: every buyer receives posted leads")
+        if self.price == 0:
+            raise ValueError("price must be above zero")
+        if self.tier is not None and self.price is None:
+            raise ValueError("tier is for fixed-price buyers (with price)")
+        if self.return_api_key is not None and self.return_api_key_sha256 is not None:
+            raise ValueError("give return_api_key or return_api_key_sha256, not both")
+        return self
+
+    @property
+    def return_key_hash(self) -> str | None:
+        if self.return_api_key_sha256 is not None:
+            return self.return_api_key_sha256
+        return hash_key(self.return_api_key) if self.return_api_key is not None else None
+
+    @property
+    def zone(self) -> str:
+        """The buyer's time zone for caps and (by default) its schedule."""
+        if self.schedule is not None and self.schedule.timezone is not None:
+            return self.schedule.timezone
+        return self.timezone
+
+    @property
+    def fixed_price(self) -> bool:
+        return self.ping_url is None
+
+
+class Config(_Model):
+    exchange: ExchangeSettings = ExchangeSettings()
+    verticals: dict[str, VerticalConfig] = Field(min_length=1)
+    sellers: tuple[SellerConfig, ...] = Field(min_length=1)
+    buyers: tuple[BuyerConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The validated configuration plus what is derived from it once."""
+
+    source: str
+    config: Config
+    schemas: Mapping[str, LeadSchema]
+    sellers_by_key_hash: Mapping[str, SellerConfig]
+    buyers_by_return_key_hash: Mapping[str, BuyerConfig]
+
+    @property
+    def settings(self) -> ExchangeSettings:
+        return self.config.exchange
+
+    @property
+    def overload_lag_s(self) -> float:
+        """exchange.overload_lag_ms in seconds, its default filled in; 0 is off."""
+        settings = self.config.exchange
+        if settings.overload_lag_ms is not None:
+            return settings.overload_lag_ms / 1000
+        return max(MIN_OVERLOAD_LAG_MS, settings.tmax_ms // 2) / 1000
+
+
+def hash_key(key: str) -> str:
+    """How API keys are kept: SHA-256 hex of the key (keys are long random strings)."""
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -1,0 +1,3 @@
+"""The ledger in PostgreSQL: pool and migrations, the store's statements, the batch writer
+and its rollups, dead letters.
+"""

@@ -1,0 +1,34 @@
+"""How the ledger fails, told apart: a database that is away (retry, answer 503) from a
+row it refuses for its content (never retried as it is: refused at the edge, split out
+of a batch, or sent down the ping tree)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# What a database that is away (restarting, unreachable, refusing) raises.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    # Raised when a connection breaks mid-query (e.g. a fast shutdown of the server).
+    asyncpg.InternalClientError,
+    asyncpg.InvalidCatalogNameError,  # the database is not (yet) there
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+)
+
+# What PostgreSQL (or asyncpg, encoding a parameter) raises for a row it will not take
+# for its content (a data exception, a broken constraint, a value over a limit), as
+# against a database that is away (exchange.api.errors.DATABASE_DOWN).
+# asyncpg's own DataError (a parameter it cannot encode) subclasses InterfaceError, which
+# otherwise means a broken connection: test for ROW_REFUSED first.
+ROW_REFUSED: tuple[type[Exception], ...] = (
+    asyncpg.DataError,
+    asyncpg.exceptions._base.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)

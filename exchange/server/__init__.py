@@ -1,0 +1,3 @@
+"""Running the exchange as processes: the worker supervisor of serve --workers and the
+embedded PostgreSQL.
+"""

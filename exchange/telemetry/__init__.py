@@ -1,0 +1,2 @@
+"""What the exchange tells operators: Prometheus metrics, structured logs, event-loop lag.
+"""
