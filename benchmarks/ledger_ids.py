@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import orjson
@@ -34,8 +33,10 @@ import uvloop
 from benchmarks.processes import cpu_seconds
 from benchmarks.runner import Database
 from exchange.auction.context import new_ping_id
+from exchange.core.outcomes import BidOutcome, PingStatus
+from exchange.ledger.pool import create_pool, init_connection, migrate
 from exchange.ledger.rollups import INSERT_SQL, ROLLUP_ARGS
-from exchange.ledger.store import _init_connection, create_pool, migrate
+from exchange.ledger.rows import BidOutcomeRow, PingRow, encode_rows
 
 AUCTIONS_PER_BATCH = 25
 BUYERS = 10
@@ -63,7 +64,7 @@ async def _prefill(conn: asyncpg.Connection, rows: int) -> None:
     await conn.execute("VACUUM ANALYZE pings")
 
 
-def _batch(make_id: Callable[[], str]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+def _batch(make_id: Callable[[], str]) -> tuple[list[BidOutcomeRow], list[PingRow]]:
     now = datetime.now(UTC)
     lead = {"zip": "94107", "state": "CA", "age": 41}
     outcomes, pings = [], []
@@ -71,10 +72,12 @@ def _batch(make_id: Callable[[], str]) -> tuple[list[tuple[Any, ...]], list[tupl
         ping_id = make_id()
         tree = [{"buyer_id": "buyer-0", "price_cents": 1200, "company_size": 0,
                  "priority": 0, "latency_us": 5000}]  # fmt: skip
-        pings.append((ping_id, "s", "auto_insurance", None, "ping", 250, lead, "bid", 1020,
-                      867, tree, now, now + timedelta(minutes=2), 30000, 900))  # fmt: skip
+        pings.append(PingRow(ping_id, "s", "auto_insurance", None, "ping", 250, lead,
+                             PingStatus.BID, 1020, 867, tree, now, now + timedelta(minutes=2),
+                             30000, 900))  # fmt: skip
         for i in range(BUYERS):
-            outcomes.append((ping_id, f"buyer-{i}", "bid", 1000 + i, 5000 + i, i + 1, None, now))
+            outcomes.append(BidOutcomeRow(ping_id, f"buyer-{i}", BidOutcome.BID, 1000 + i,
+                                          5000 + i, i + 1, None, now))  # fmt: skip
     return outcomes, pings
 
 
@@ -93,10 +96,10 @@ async def _measure(
         outcomes, ping_rows = _batch(make_id)
         await conn.execute(
             INSERT_SQL["bid_outcomes"], *ROLLUP_ARGS["bid_outcomes"],
-            orjson.Fragment(orjson.dumps(outcomes)),
+            orjson.Fragment(encode_rows(BidOutcomeRow, outcomes)),
         )  # fmt: skip
         for row in ping_rows:  # the ping lane commits each ping row as it comes
-            await conn.execute(INSERT_SQL["pings"], orjson.Fragment(orjson.dumps([row])))
+            await conn.execute(INSERT_SQL["pings"], orjson.Fragment(encode_rows(PingRow, [row])))
         written += len(ping_rows)
     cpu = cpu_seconds(postgres) - cpu_start
     wal = await conn.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", wal_start)
@@ -113,7 +116,7 @@ async def _run(url: str, database: Database, rows: int, pings: int) -> None:
     # A connection of its own: the pool's statement timeout is shorter than the prefill.
     conn = await asyncpg.connect(url)
     try:
-        await _init_connection(conn)
+        await init_connection(conn)
         await conn.execute("SET synchronous_commit = off")  # as the ledger lanes write
         started = time.monotonic()
         await _prefill(conn, rows)

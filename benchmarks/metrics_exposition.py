@@ -44,8 +44,10 @@ def _metrics(buyers: int) -> Metrics:
     metrics = Metrics()
     metrics.start_series(loaded.config)
     for i in range(buyers):
-        for n, outcome in enumerate(BidOutcome):
-            metrics.buyer_pinged(f"buyer-{i}", outcome, 0.001 * (n + 1) * (i + 1))
+        metrics.record_auction(
+            None,
+            [(f"buyer-{i}", outcome, (n + 1) * (i + 1)) for n, outcome in enumerate(BidOutcome)],
+        )
     metrics.apply_pending()
     return metrics
 

@@ -16,7 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from exchange.ledger.store import Store, create_pool, migrate
+from exchange.ledger.pool import create_pool, migrate
+from exchange.ledger.store import Store
 from exchange.server.embedded import EmbeddedPostgres
 
 FILL = """

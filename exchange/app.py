@@ -25,10 +25,10 @@ from exchange.api.common import CTX, LIMITS, json_response
 from exchange.api.errors import Handler, error_middleware, error_response
 from exchange.auction.context import ExchangeContext
 from exchange.core.config import LoadedConfig
-from exchange.core.money import cents_to_dollars
 from exchange.ledger.batch import BatchWriter
 from exchange.ledger.faults import DATABASE_DOWN
-from exchange.ledger.store import Store, create_pool, migrate
+from exchange.ledger.pool import create_pool, migrate
+from exchange.ledger.store import Store
 from exchange.telemetry.looplag import LagMonitor
 from exchange.telemetry.metrics import Metrics
 from exchange.transport.base import Transport
@@ -77,8 +77,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    ctx.metrics.db_queue_depth.set(ctx.writer.queued)
-    ctx.metrics.ledger_writer_up.set(0 if ctx.writer.stalled else 1)
+    ctx.metrics.record_ledger_queue(ctx.writer.queued)
+    ctx.metrics.record_ledger_writing(not ctx.writer.stalled)
     _set_cap_gauges(ctx)
     return web.Response(
         body=await ctx.metrics.exposition(),
@@ -95,7 +95,7 @@ async def _watch_database(ctx: ExchangeContext) -> None:
         if writing != (not ctx.writer.stalled):
             writing = not writing
             log.warning("ledger_writer_changed", writing=writing, queued=ctx.writer.queued)
-        ctx.metrics.ledger_writer_up.set(1 if writing else 0)
+        ctx.metrics.record_ledger_writing(writing)
         try:
             async with asyncio.timeout(HEALTH_INTERVAL_S):
                 await ctx.store.heartbeat()
@@ -105,7 +105,7 @@ async def _watch_database(ctx: ExchangeContext) -> None:
         if ready != ctx.db_ready:
             log.warning("database_ready_changed", ready=ready)
         ctx.db_ready = ready
-        ctx.metrics.db_up.set(1 if ready else 0)
+        ctx.metrics.record_database_up(ready)
         await asyncio.sleep(HEALTH_INTERVAL_S)
 
 
@@ -118,8 +118,7 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    metrics = request.app[CTX].metrics
-    metrics.inc_later(metrics.child(metrics.http_requests, route, str(response.status)))
+    request.app[CTX].metrics.record_http_answer(route, response.status)
     return response
 
 
@@ -139,12 +138,10 @@ def _set_cap_gauges(ctx: ExchangeContext) -> None:
             period = window.limit.period
             if window.limit.max_count is not None:
                 left = max(0, window.limit.max_count - sales)
-                metrics.cap_remaining.labels(buyer_id, period).set(left)
+                metrics.record_cap_left(buyer_id, period, left)
             if window.limit.max_spend_cents is not None:
                 left_cents = max(0, window.limit.max_spend_cents - spent)
-                metrics.budget_remaining.labels(buyer_id, period).set(
-                    float(cents_to_dollars(left_cents))
-                )
+                metrics.record_budget_left(buyer_id, period, left_cents)
 
 
 async def _refresh_caps(ctx: ExchangeContext) -> None:
@@ -203,8 +200,8 @@ def create_app(
         # heartbeat is taken as abandoned.
         await store.heartbeat()
         ctx.lag.start()
-        metrics.db_up.set(1)
-        metrics.ledger_writer_up.set(1)
+        metrics.record_database_up(True)
+        metrics.record_ledger_writing(True)
         app[CTX] = ctx
         loop = asyncio.get_running_loop()
         background = [

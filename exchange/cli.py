@@ -50,8 +50,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_replay_dead_letters(args: argparse.Namespace) -> int:
     """Write set-aside ledger rows again (docs/reliability.md, "Dead letters")."""
-    from exchange.ledger.batch import replay_dead_letters
-    from exchange.ledger.store import create_pool, migrate
+    from exchange.ledger.pool import create_pool, migrate
+    from exchange.ledger.replay import replay_dead_letters
 
     url = args.database_url or os.environ.get("DATABASE_URL")
     if not url:

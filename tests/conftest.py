@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, settings
 
-from exchange.ledger.store import Store, create_pool, migrate
+from exchange.ledger.pool import create_pool, migrate
+from exchange.ledger.store import Store
 from exchange.server.embedded import EmbeddedPostgres
 from exchange.telemetry.logs import configure_logging
 from tests.harness import with_database

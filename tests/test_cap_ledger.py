@@ -1,4 +1,4 @@
-"""Reserving and releasing a sale under a buyer's caps (exchange.ledger.store.Store.reserve_caps,
+"""Reserving and releasing a sale under a buyer's caps (exchange.ledger.caps.Caps.reserve_caps,
 release_caps) against a real ledger: every window or none, exactly up to the limit under
 concurrency, and a release takes the sale back from every window."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 import yaml
 
 from exchange.config import ConfigError, load_config, parse_config
-from exchange.core.outcomes import BidOutcome, PostOutcome
-from exchange.ledger.store import create_pool, migrate
+from exchange.core.outcomes import BidOutcome, ClaimStatus, PostOutcome
+from exchange.ledger.pool import create_pool, migrate
 from tests.harness import config_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,3 +141,16 @@ async def test_database_outcome_words_match_the_enums(database_url: str) -> None
         assert f"'{post_outcome.value}'" in checks["post_attempts"]
     assert checks["bid_outcomes"].count("'") == 2 * len(BidOutcome)
     assert checks["post_attempts"].count("'") == 2 * len(PostOutcome)
+
+
+async def test_database_post_statuses_match_the_claim_statuses(database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await migrate(pool)
+        check = await pool.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = 'posts'::regclass AND conname = 'posts_status_check'"
+        )
+    finally:
+        await pool.close()
+    assert set(re.findall(r"'([a-z_]+)'", check)) == {status.value for status in ClaimStatus}

@@ -1,11 +1,13 @@
-"""One unstorable row never stops the ledger (exchange/ledger/batch.py).
+"""One unstorable row never stops the ledger (exchange/ledger/batch.py,
+exchange/ledger/dead_letters.py).
 
 Rows PostgreSQL refuses, or that cannot even be encoded, are split out of their batch
 and set aside in ``ledger_rejected_rows``; every other row of the batch is written, and
 each durable waiter hears what happened to its own row. A database that cannot write
 is another matter: rows are kept and retried, and /readyz says not ready until they go.
 
-Rows are built here directly, in ``COLUMNS`` order, to get past the edge's validation.
+Typed rows are built here directly (exchange/ledger/rows.py), to get past the edge's
+validation; a dead letter keeps a row as the JSON array of its values in column order.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ from typing import Any
 import orjson
 import pytest
 
-from exchange.ledger.batch import STALL_S, BatchWriter, RowRejected, replay_dead_letters
-from exchange.ledger.store import Store, create_pool, migrate
+from exchange.core.outcomes import BidOutcome, PingStatus
+from exchange.ledger.batch import STALL_S, BatchWriter
+from exchange.ledger.dead_letters import RowRejected
+from exchange.ledger.pool import create_pool, migrate
+from exchange.ledger.replay import replay_dead_letters
+from exchange.ledger.rows import BidOutcomeRow, PingRow
+from exchange.ledger.store import Store
 from exchange.telemetry.metrics import Metrics
 from tests.faults import ControlledPostgres, controlled_postgres, create_database, serve_exchange
 from tests.harness import config_text, running_exchange
@@ -29,14 +36,17 @@ from tests.harness import config_text, running_exchange
 AT = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
 
 
-def outcome_row(buyer_id: str, price_cents: int = 1500, reason: str = "ok") -> tuple[Any, ...]:
-    return (str(uuid.uuid4()), buyer_id, "bid", price_cents, 4200, None, reason, AT)
+def outcome_row(buyer_id: str, price_cents: int = 1500, reason: str = "ok") -> BidOutcomeRow:
+    return BidOutcomeRow(
+        str(uuid.uuid4()), buyer_id, BidOutcome.BID, price_cents, 4200, None, reason, AT
+    )
 
 
-def ping_row(external_id: str) -> tuple[Any, ...]:
-    return (
+def ping_row(external_id: str) -> PingRow:
+    return PingRow(
         str(uuid.uuid4()), "acme-media", "auto_insurance", external_id, "ping", 300,
-        {"state": "CA"}, "bid", 1500, 1275, [], AT, AT + timedelta(minutes=2), 1000, 100,
+        {"state": "CA"}, PingStatus.BID, 1500, 1275, [], AT, AT + timedelta(minutes=2), 1000,
+        100,
     )  # fmt: skip
 
 
@@ -68,8 +78,8 @@ async def test_bad_rows_go_to_the_dead_letter_table_and_the_rest_of_the_batch_is
     )
     assert (written, counted) == (300, 300)
     assert [(r["table_name"], r["ping_id"]) for r in letters] == [
-        ("bid_outcomes", nul[0]),
-        ("bid_outcomes", huge[0]),
+        ("bid_outcomes", nul.ping_id),
+        ("bid_outcomes", huge.ping_id),
     ]
     assert letters[0]["sqlstate"] == "22P05"  # untranslatable character: the NUL
     assert letters[1]["sqlstate"] is None
@@ -100,15 +110,15 @@ async def test_a_fixed_dead_letter_replays_into_the_ledger_and_its_rollups(store
     await store.pool.execute(
         "UPDATE ledger_rejected_rows SET row_data = convert_to("
         "replace(convert_from(row_data, 'UTF8'), '\\u0000', ''), 'UTF8') WHERE id = $1",
-        ids[nul[0]],
+        ids[nul.ping_id],
     )
     replayed = await replay_dead_letters(store.pool)
 
     assert (replayed.written, replayed.refused) == (1, 0)
-    assert replayed.skipped == [f"id {ids[huge[0]]}"]  # its repr needs a hand fix
+    assert replayed.skipped == [f"id {ids[huge.ping_id]}"]  # its repr needs a hand fix
     assert (
         await store.pool.fetchval(
-            "SELECT reason FROM bid_outcomes WHERE ping_id = $1", uuid.UUID(nul[0])
+            "SELECT reason FROM bid_outcomes WHERE ping_id = $1", uuid.UUID(nul.ping_id)
         )
         == "ab"
     )
@@ -116,7 +126,7 @@ async def test_a_fixed_dead_letter_replays_into_the_ledger_and_its_rollups(store
         await store.pool.fetchval("SELECT pings FROM buyer_hourly WHERE buyer_id = 'steady'") == 2
     )
     left = await store.pool.fetch("SELECT id FROM ledger_rejected_rows")
-    assert [r["id"] for r in left] == [ids[huge[0]]]
+    assert [r["id"] for r in left] == [ids[huge.ping_id]]
 
 
 async def test_a_refused_durable_row_fails_only_its_own_waiter(store: Store) -> None:
@@ -145,7 +155,7 @@ async def test_a_refused_durable_row_fails_only_its_own_waiter(store: Store) -> 
         await store.pool.fetchval(
             "SELECT ping_id::text FROM ledger_rejected_rows WHERE table_name = 'pings'"
         )
-        == bad[0]
+        == bad.ping_id
     )
     await writer.close()
 
@@ -244,7 +254,7 @@ async def test_rows_left_at_stop_with_the_database_away_go_to_a_dead_letter_file
     assert writer.dropped_rows == 0 and writer.queued == 0
     lines = [orjson.loads(line) for line in writer.dead_letter_file.read_bytes().splitlines()]
     assert sorted((line["table_name"], line["row"][0]) for line in lines) == sorted(
-        [("bid_outcomes", r[0]) for r in rows] + [("pings", p[0]) for p in pings]
+        [("bid_outcomes", r.ping_id) for r in rows] + [("pings", p.ping_id) for p in pings]
     )
 
     # The database back: the file replays.

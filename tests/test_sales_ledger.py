@@ -1,4 +1,4 @@
-"""Recording a sale (exchange.ledger.store.Store.record_sale) against a real ledger: it goes in
+"""Recording a sale (exchange.ledger.sales.Sales.record_sale) against a real ledger: it goes in
 only while its post's claim is held, never twice into one slot, and writes the post's
 "sold" result with the last sale, all in one statement. And what a retried post does
 with a claim whose walk is gone."""
@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from exchange.ledger import store as store_module
-from exchange.ledger.store import PostTotals, SaleConflict, SaleRow, Store
+from exchange.ledger import sales as sales_module
+from exchange.ledger.sales import PostTotals, SaleConflict, SaleRow
+from exchange.ledger.store import Store
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.harness import (
     FULL_LEAD,
@@ -302,7 +303,7 @@ async def test_a_close_waiting_on_a_shared_leads_sale_in_flight_counts_that_sale
         transaction = conn.transaction()
         await transaction.start()
         await conn.fetchrow(
-            store_module._RECORD_SALE, uuid.UUID(ping_id), sale.sale_seq, sale.seller_id,
+            sales_module._RECORD_SALE, uuid.UUID(ping_id), sale.sale_seq, sale.seller_id,
             sale.buyer_id, sale.vertical, sale.price_cents, sale.payout_cents, sale.bid_id,
             sale.buyer_lead_id, sale.created_at, sale.phone_hash, sale.email_hash, False,
             None, None, NOW,

@@ -19,7 +19,7 @@ from exchange.core.storable import (
     integer_problem,
     text_problem,
 )
-from exchange.ledger.store import create_pool
+from exchange.ledger.pool import create_pool
 
 # Every code point, surrogates and NUL included: what a buyer's JSON escapes can make.
 ANY_TEXT = st.text(alphabet=st.characters(codec=None, categories=None), max_size=40)

@@ -197,7 +197,10 @@ async def test_a_sale_the_ledger_refuses_sends_the_lead_down_the_tree(database_u
         assert "ledger refused the sale (23514)" in story["post_attempts"][0]["reason"]
         assert story["sale"]["buyer"] == "honest"
         ex.ctx.metrics.apply_pending()
-        assert ex.ctx.metrics.sales_unrecorded.labels("odd")._value.get() == 1
+        unrecorded = ex.ctx.metrics.registry.get_sample_value(
+            "exchange_sales_unrecorded_total", {"buyer": "odd"}
+        )
+        assert unrecorded == 1
 
 
 # -- sellers ---------------------------------------------------------------------------------

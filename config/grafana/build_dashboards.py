@@ -9,10 +9,10 @@ Grafana and the tests need only the file; edit this script, never the JSON, then
     python config/grafana/build_dashboards.py          # rewrite the JSON
     python config/grafana/build_dashboards.py --check  # exit 1 if the JSON is stale
 
-Queries use only metric names from exchange/telemetry/metrics.py: tests/test_dashboards.py checks
-them against a live /metrics, tests/test_prometheus_live.py runs every one against a
-real Prometheus scraping a live exchange. docs/observability.md says what each panel
-answers.
+Queries use only metric names from exchange/telemetry/collectors.py:
+tests/test_dashboards.py checks them against a live /metrics, tests/test_prometheus_live.py
+runs every one against a real Prometheus scraping a live exchange. docs/observability.md
+says what each panel answers.
 """
 
 from __future__ import annotations

@@ -48,25 +48,25 @@ async def create_return(request: web.Request) -> web.Response:
         raise Invalid("the return is not valid", problems)
     if buyer.return_window_days <= 0:
         raise Forbidden(f"buyer {buyer.id} has no return window")
-    sale = await ctx.store.sale_for_return(ping_id, buyer.id)
-    if sale is None:
+    found = await ctx.store.sale_for_return(ping_id, buyer.id)
+    if found is None:
         raise NotFound(f"buyer {buyer.id} bought no lead {ping_id}")
-    if sale["return_id"] is not None:
+    if found.return_id is not None:
         raise Conflict(f"lead {ping_id} was already returned")
     now = ctx.now()
-    closes = sale["created_at"] + timedelta(days=buyer.return_window_days)
+    closes = found.sale.created_at + timedelta(days=buyer.return_window_days)
     if now > closes:
         raise Forbidden(f"the return window closed at {closes.isoformat()}")
     # The ledger keeps no PII, so the reason cannot quote the lead's phone or email either.
-    if not await ctx.store.record_return(sale, scrub(reason.strip()) or "", now):
+    if not await ctx.store.record_return(found, scrub(reason.strip()) or "", now):
         raise Conflict(f"lead {ping_id} was already returned")
-    ctx.metrics.returns.labels(buyer.id).inc()
+    ctx.metrics.record_return(buyer.id)
     return json_response(
         {
             "ping_id": ping_id,
             "status": "returned",
-            "credit": dollars_json(sale["price_cents"]),
-            "seller_payout_reversed": dollars_json(sale["payout_cents"]),
+            "credit": dollars_json(found.sale.price_cents),
+            "seller_payout_reversed": dollars_json(found.sale.payout_cents),
         },
         status=201,
     )

@@ -42,61 +42,60 @@ async def auction(request: web.Request) -> web.Response:
     story = await ctx.store.auction_story(ping_id)
     if story is None:
         raise NotFound(f"no auction {ping_id}")
-    ping = story["ping"]
-    post = story["post"]
-    sale = story["sales"][0] if story["sales"] else None
+    ping, post = story.ping, story.post
+    sale = story.sales[0] if story.sales else None
     body: dict[str, Any] = {
         "ping_id": ping_id,
-        "seller": ping["seller_id"],
-        "vertical": ping["vertical"],
-        "mode": ping["mode"],
-        "external_id": ping["external_id"],
-        "created_at": _iso(ping["created_at"]),
-        "expires_at": _iso(ping["expires_at"]),
-        "tmax_ms": ping["tmax_ms"],
-        "duration_ms": _ms(ping["duration_us"]),
-        "overhead_ms": _ms(ping["overhead_us"]),
-        "status": ping["status"],
-        "price": dollars_json(ping["price_cents"]),
-        "payout": dollars_json(ping["payout_cents"]),
-        "lead": ping["lead"],
+        "seller": ping.seller_id,
+        "vertical": ping.vertical,
+        "mode": ping.mode,
+        "external_id": ping.external_id,
+        "created_at": _iso(ping.created_at),
+        "expires_at": _iso(ping.expires_at),
+        "tmax_ms": ping.tmax_ms,
+        "duration_ms": _ms(ping.duration_us),
+        "overhead_ms": _ms(ping.overhead_us),
+        "status": ping.status,
+        "price": dollars_json(ping.price_cents),
+        "payout": dollars_json(ping.payout_cents),
+        "lead": ping.lead,
         "buyers": [
             {
-                "buyer": r["buyer_id"],
-                "outcome": r["outcome"],
-                "bid": dollars_json(r["price_cents"]),
-                "latency_ms": _ms(r["latency_us"]),
-                "rank": r["rank"],
-                "reason": r["reason"],
+                "buyer": r.buyer_id,
+                "outcome": r.outcome,
+                "bid": dollars_json(r.price_cents),
+                "latency_ms": _ms(r.latency_us),
+                "rank": r.rank,
+                "reason": r.reason,
             }
-            for r in story["bids"]
+            for r in story.bids
         ],
         "post_attempts": [
             {
-                "attempt": r["attempt"],
-                "buyer": r["buyer_id"],
-                "outcome": r["outcome"],
-                "price": dollars_json(r["price_cents"]),
-                "latency_ms": _ms(r["latency_us"]),
-                "reason": r["reason"],
-                "buyer_lead_id": r["buyer_lead_id"],
-                "at": _iso(r["created_at"]),
+                "attempt": r.attempt,
+                "buyer": r.buyer_id,
+                "outcome": r.outcome,
+                "price": dollars_json(r.price_cents),
+                "latency_ms": _ms(r.latency_us),
+                "reason": r.reason,
+                "buyer_lead_id": r.buyer_lead_id,
+                "at": _iso(r.created_at),
             }
-            for r in story["attempts"]
+            for r in story.attempts
         ],
         "post": None
         if post is None
-        else {"status": post["status"], "reason": post["reason"],
-              "claimed_at": _iso(post["claimed_at"]), "finished_at": _iso(post["finished_at"])},
+        else {"status": post.status, "reason": post.reason,
+              "claimed_at": _iso(post.claimed_at), "finished_at": _iso(post.finished_at)},
         "sale": None
         if sale is None
         else {
-            "buyer": sale["buyer_id"],
-            "price": dollars_json(sale["price_cents"]),
-            "payout": dollars_json(sale["payout_cents"]),
-            "bid_id": sale["bid_id"],
-            "buyer_lead_id": sale["buyer_lead_id"],
-            "at": _iso(sale["created_at"]),
+            "buyer": sale.buyer_id,
+            "price": dollars_json(sale.price_cents),
+            "payout": dollars_json(sale.payout_cents),
+            "bid_id": sale.bid_id,
+            "buyer_lead_id": sale.buyer_lead_id,
+            "at": _iso(sale.created_at),
         },
     }  # fmt: skip
     return json_response(body)
@@ -164,24 +163,24 @@ async def buyer_report(request: web.Request) -> web.Response:
             "to": _iso(until),
             "buyers": [
                 {
-                    "buyer": r["buyer_id"],
-                    "pings": r["pings"],
-                    "bids": r["bids"],
-                    "bid_rate": _rate(r["bids"], r["pings"]),
-                    "wins": r["wins"],
-                    "posts": r["posts"],
-                    "sales": r["sales"],
-                    "acceptance_rate": _rate(r["accepted"], r["posts"]),
-                    "revenue": dollars_json(r["revenue_cents"]),
-                    "returns": r["returns"],
-                    "return_rate": _rate(r["returns"], r["sales"]),
-                    "credits": dollars_json(r["credit_cents"]),
-                    "net_revenue": dollars_json(r["revenue_cents"] - r["credit_cents"]),
-                    "timeouts": r["timeouts"],
-                    "timeout_rate": _rate(r["timeouts"], r["pings"]),
-                    "errors": r["errors"],
-                    "excluded": r["excluded"],
-                    "p95_latency_ms": _ms(percentile_us(latency.get(r["buyer_id"], {}), 0.95)),
+                    "buyer": r.buyer_id,
+                    "pings": r.pings,
+                    "bids": r.bids,
+                    "bid_rate": _rate(r.bids, r.pings),
+                    "wins": r.wins,
+                    "posts": r.posts,
+                    "sales": r.sales,
+                    "acceptance_rate": _rate(r.accepted, r.posts),
+                    "revenue": dollars_json(r.revenue_cents),
+                    "returns": r.returns,
+                    "return_rate": _rate(r.returns, r.sales),
+                    "credits": dollars_json(r.credit_cents),
+                    "net_revenue": dollars_json(r.revenue_cents - r.credit_cents),
+                    "timeouts": r.timeouts,
+                    "timeout_rate": _rate(r.timeouts, r.pings),
+                    "errors": r.errors,
+                    "excluded": r.excluded,
+                    "p95_latency_ms": _ms(percentile_us(latency.get(r.buyer_id, {}), 0.95)),
                 }
                 for r in rows
             ],
@@ -198,19 +197,19 @@ async def seller_report(request: web.Request) -> web.Response:
             "to": _iso(until),
             "sellers": [
                 {
-                    "seller": r["seller_id"],
-                    "pings": r["pings"],
-                    "bids": r["bids"],
-                    "bid_rate": _rate(r["bids"], r["pings"]),
-                    "posts": r["posts"],
-                    "sales": r["sales"],
-                    "acceptance_rate": _rate(r["sales"], r["posts"]),
-                    "revenue": dollars_json(r["revenue_cents"]),
-                    "payout": dollars_json(r["payout_cents"]),
-                    "returns": r["returns"],
-                    "return_rate": _rate(r["returns"], r["sales"]),
-                    "payout_reversed": dollars_json(r["reversed_cents"]),
-                    "net_payout": dollars_json(r["payout_cents"] - r["reversed_cents"]),
+                    "seller": r.seller_id,
+                    "pings": r.pings,
+                    "bids": r.bids,
+                    "bid_rate": _rate(r.bids, r.pings),
+                    "posts": r.posts,
+                    "sales": r.sales,
+                    "acceptance_rate": _rate(r.sales, r.posts),
+                    "revenue": dollars_json(r.revenue_cents),
+                    "payout": dollars_json(r.payout_cents),
+                    "returns": r.returns,
+                    "return_rate": _rate(r.returns, r.sales),
+                    "payout_reversed": dollars_json(r.reversed_cents),
+                    "net_payout": dollars_json(r.payout_cents - r.reversed_cents),
                 }
                 for r in rows
             ],

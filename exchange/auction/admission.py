@@ -43,6 +43,5 @@ class Admitted:
 
 
 def _refuse(ctx: ExchangeContext, reason: Overload, message: str) -> NoReturn:
-    m = ctx.metrics
-    m.inc_later(m.child(m.overload_refusals, reason.value))
+    ctx.metrics.record_overload(reason)
     raise NotReady(message, headers={"Retry-After": "1"})

@@ -1,4 +1,5 @@
-"""What a post comes to: the answer a seller is given, and why a lead went unsold."""
+"""What a post comes to: the answer a seller is given (why a lead went unsold is
+exchange.core.outcomes.UnsoldReason)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,3 @@ class PostAnswer:
     price_cents: int | None  # what the buyers pay, summed
     payout_cents: int | None  # what the seller is paid, summed
     reason: str | None = None
-
-
-class UnsoldReason:
-    NO_BIDS = "no_bids"
-    BELOW_MIN_PRICE = "below_min_price"
-    ALL_DECLINED = "all_buyers_declined"
-    DEADLINE = "post_deadline"
-    INTERRUPTED = "post_interrupted"
-    DUPLICATE = "duplicate"

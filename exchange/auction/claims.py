@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from exchange.auction.answers import PostAnswer, UnsoldReason
+from exchange.auction.answers import PostAnswer
 from exchange.auction.context import ExchangeContext, PostInFlight
 from exchange.auction.lookup import LOOKUP_RETRY_S
 from exchange.auction.pingcache import PingRecord
@@ -23,7 +23,7 @@ from exchange.auction.posting import DuplicateCheck, post_lead
 from exchange.core.config import SellerConfig
 from exchange.core.dedupe import lead_digest
 from exchange.core.errors import Conflict
-from exchange.core.outcomes import PostStatus
+from exchange.core.outcomes import ClaimStatus, PostStatus, UnsoldReason
 
 log = structlog.get_logger("exchange.claims")
 
@@ -132,7 +132,7 @@ async def _await_result(
 ) -> PostAnswer:
     """Wait for a post claimed elsewhere to finish. A claim whose walk is gone is closed
     as interrupted, and a sale that walk may have started cannot commit any more
-    (exchange.ledger.store.record_sale). A walk is gone when its claim is older than the post
+    (exchange.ledger.sales.Sales.record_sale). A walk is gone when its claim is older than the post
     deadline (plus slack); at once when the claim is another process's and that process
     has stopped writing its heartbeat (PostResult.owner_silent: it died); and at once
     when the claim is this process's and no walk of it runs here any more (it failed,
@@ -142,7 +142,7 @@ async def _await_result(
     while True:
         result = await ctx.store.fetch_post(ping_id)
         assert result is not None
-        if result.status != "in_progress":
+        if result.status is not ClaimStatus.IN_PROGRESS:
             return PostAnswer(
                 ping_id, PostStatus(result.status), result.price_cents, result.payout_cents,
                 result.reason,

@@ -39,19 +39,18 @@ async def _ping_from_ledger(ctx: ExchangeContext, ping_id: str) -> PingRecord | 
     row = await ctx.store.fetch_ping(ping_id)
     if row is None:
         return None
-    tree = tree_from_ledger(row["ping_tree"])
     return PingRecord(
-        ping_id=str(row["ping_id"]),
-        seller_id=row["seller_id"],
-        vertical=row["vertical"],
-        external_id=row["external_id"],
-        lead=row["lead"],
-        tree=tree,
-        price_cents=row["price_cents"],
-        payout_cents=row["payout_cents"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        tmax_ms=row["tmax_ms"],
+        ping_id=row.ping_id,
+        seller_id=row.seller_id,
+        vertical=row.vertical,
+        external_id=row.external_id,
+        lead=row.lead,
+        tree=tree_from_ledger(row.ping_tree),
+        price_cents=row.price_cents,
+        payout_cents=row.payout_cents,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        tmax_ms=row.tmax_ms,
     )
 
 

@@ -1,6 +1,6 @@
 """Running one ping auction: screen buyers, fan the redacted ping out under the deadline,
-rank, and record. The decisions are the pure core's (exchange.core.ranking); this module is
-the I/O around them.
+rank, and record. The decisions are the pure core's (exchange.core.classify: every buyer's
+outcome, the ping tree and the price); this module is the I/O around them.
 
 The deadline is absolute: at ``start + tmax`` the auction stops waiting, cancels the
 buyers still out (each recorded as ``timeout``) and answers with what it has.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, NoReturn
 
 import structlog
@@ -19,23 +19,14 @@ import structlog
 from buyers.adapter import BidReply, HttpResponse, PingOffer
 from exchange.auction.context import BuyerRuntime, ExchangeContext
 from exchange.auction.pingcache import PingRecord, ledger_tree
+from exchange.core.classify import AuctionInputs, BuyerReply, classify
 from exchange.core.config import SellerConfig
 from exchange.core.errors import Invalid, NotReady
-from exchange.core.money import dollars_text
 from exchange.core.outcomes import BidOutcome, Overload, PingStatus
-from exchange.core.ranking import (
-    Bid,
-    Exclusion,
-    build_tree,
-    effective_floor,
-    fixed_price_bid,
-    max_sales,
-    promised_payout,
-    screen,
-    split_floor,
-)
-from exchange.core.storable import MAX_REASON_CHARS, clean_text, id_problem
-from exchange.ledger.batch import RowRejected
+from exchange.core.ranking import effective_floor, max_sales, screen
+from exchange.core.storable import MAX_REASON_CHARS, clean_text
+from exchange.ledger.dead_letters import RowRejected
+from exchange.ledger.rows import BidOutcomeRow, PingRow
 from exchange.transport.base import TransportTimeout
 
 log = structlog.get_logger("exchange.ping")
@@ -99,7 +90,6 @@ async def _fan_out(
     buyers: list[BuyerRuntime],
     offer: PingOffer,
     deadline: float,
-    max_bid_cents: int,
 ) -> list[BuyerCall]:
     """Ask every buyer at once; each answer, failure or timeout is a BuyerCall.
 
@@ -143,7 +133,7 @@ async def _fan_out(
             continue
         failure = future.exception()
         if failure is None:
-            reply = storable_bid(buyer, future.result(), max_bid_cents)
+            reply = storable_bid(buyer, future.result())
         elif isinstance(failure, TransportTimeout):
             reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {limit_s * 1000:.0f} ms")
         else:
@@ -152,24 +142,14 @@ async def _fan_out(
     return calls
 
 
-def storable_bid(buyer: BuyerRuntime, response: HttpResponse, max_bid_cents: int) -> BidReply:
-    """The buyer's answer as its adapter reads it, then held to what the ledger can keep
-    (exchange.core.storable) and to the vertical's ``max_bid``: a bid the exchange could not
-    record, or no sane lead costs, is that buyer's ``error``, and the auction goes on."""
+def storable_bid(buyer: BuyerRuntime, response: HttpResponse) -> BidReply:
+    """The buyer's answer as its adapter reads it, its free text made storable
+    (exchange.core.storable). Whether a bid stands (``max_bid``, a bid id the ledger can
+    keep) is exchange.core.classify's to decide."""
     try:
         reply = buyer.adapter.read_bid(response)
     except Exception as exc:  # an adapter must not raise; if one does, it is its buyer's error
         return BidReply(BidOutcome.ERROR, reason=f"adapter failed: {type(exc).__name__}")
-    if reply.outcome is BidOutcome.BID:
-        price = reply.price_cents
-        if price is not None and price > max_bid_cents:
-            return BidReply(
-                BidOutcome.ERROR, reason=f"bid above max_bid ({dollars_text(max_bid_cents)})"
-            )
-        if reply.bid_id is not None:
-            problem = id_problem(reply.bid_id)
-            if problem is not None:
-                return BidReply(BidOutcome.ERROR, reason=f"bid_id {problem}")
     if reply.reason is not None:
         reason = clean_text(reply.reason, MAX_REASON_CHARS)
         if reason != reply.reason:  # replies may be shared: a new one, not a changed one
@@ -212,10 +192,9 @@ async def _settled(
     return finished
 
 
-# One bid_outcomes row, in the ledger's column order (exchange/ledger/batch.py COLUMNS): ping_id,
-# buyer_id, outcome, price_cents, latency_us, rank, reason, created_at. Built as the tuple
-# the batch writer sends, since an auction makes one per buyer.
-OutcomeRow = tuple[str, str, BidOutcome, int | None, int | None, int | None, str | None, datetime]
+# One bid_outcomes row (exchange/ledger/rows.py): a slots dataclass, cheap to build, since
+# an auction makes one per buyer.
+OutcomeRow = BidOutcomeRow
 
 
 def kept_back_s(tmax_s: float, commit_s: float, lag_s: float) -> float:
@@ -248,43 +227,35 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     eligible, excluded = screen(
         rules, seller.id, request.lead, now, ctx.cap_counts, request.duplicates
     )
-    realtime: list[BuyerRuntime] = []
-    bids: list[Bid] = []
-    for buyer_rules in eligible:
-        if buyer_rules.fixed_price_cents is not None:
-            bids.append(fixed_price_bid(buyer_rules))
-        else:
-            realtime.append(ctx.buyers[buyer_rules.buyer_id])
+    realtime = [ctx.buyers[b.buyer_id] for b in eligible if b.fixed_price_cents is None]
 
     offer = PingOffer(ping_id, request.vertical, tmax_ms, floor_cents, request.lead)
-    ctx.metrics.inflight_now += 1
+    ctx.metrics.record_auction_started()
     try:
         fan_out_started = loop.time()
-        calls = await _fan_out(ctx, realtime, offer, deadline, vertical.max_bid)
+        calls = await _fan_out(ctx, realtime, offer, deadline)
         waited = loop.time() - fan_out_started if realtime else 0.0
     finally:
-        ctx.metrics.inflight_now -= 1
+        ctx.metrics.record_auction_finished()
 
-    by_id = {b.rules.buyer_id: b.rules for b in realtime}
-    for call in calls:
-        if call.reply.outcome is BidOutcome.BID and call.reply.price_cents:
-            r = by_id[call.buyer_id]
-            bids.append(
-                Bid(
-                    buyer_id=call.buyer_id,
-                    price_cents=call.reply.price_cents,
-                    company_size=r.company_size,
-                    priority=r.priority,
-                    latency_us=call.latency_us,
-                    bid_id=call.reply.bid_id,
-                )
-            )
-    kept, below = split_floor(bids, floor_cents)
-    tree = tuple(build_tree(kept, settings.tie_breakers, ping_id))
-
-    wanted = max_sales(seller, vertical)
-    price = sum(b.price_cents for b in tree[:wanted]) if tree else None
-    payout = promised_payout(tree, seller.payout_share, wanted)
+    replies = [
+        BuyerReply(c.buyer_id, c.reply.outcome, c.latency_us, c.reply.price_cents,
+                   c.reply.bid_id, c.reply.reason)
+        for c in calls
+    ]  # fmt: skip
+    decision = classify(
+        AuctionInputs(
+            ping_id=ping_id,
+            eligible=eligible,
+            excluded=excluded,
+            replies=replies,
+            floor_cents=floor_cents,
+            max_bid_cents=vertical.max_bid,
+            tie_breakers=settings.tie_breakers,
+            max_sales=max_sales(seller, vertical),
+            payout_share=seller.payout_share,
+        )
+    )
     duration = loop.time() - started
     record = PingRecord(
         ping_id=ping_id,
@@ -292,56 +263,21 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         vertical=request.vertical,
         external_id=request.external_id,
         lead=request.lead,
-        tree=tree,
-        price_cents=price,
-        payout_cents=payout,
+        tree=decision.tree,
+        price_cents=decision.price_cents,
+        payout_cents=decision.payout_cents,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.ping_ttl_s),
         tmax_ms=tmax_ms,
     )
-    rows = _rows(ping_id, now, tree, below, calls, excluded)
+    rows = [
+        OutcomeRow(ping_id, d.buyer_id, d.outcome, d.price_cents, d.latency_us, d.rank,
+                   d.reason, now)
+        for d in decision.decisions
+    ]  # fmt: skip
     await _record(ctx, record, request.mode, rows, duration, duration - waited, started, deadline)
     ctx.pings.put(record)
     return record
-
-
-def _rows(
-    ping_id: str,
-    at: datetime,
-    tree: tuple[Bid, ...],
-    below: list[Bid],
-    calls: list[BuyerCall],
-    excluded: list[Exclusion],
-) -> list[OutcomeRow]:
-    rank_of = {b.buyer_id: i + 1 for i, b in enumerate(tree)}
-    below_ids = {b.buyer_id for b in below}
-    rows: list[OutcomeRow] = []
-    for call in calls:
-        reply = call.reply
-        outcome = reply.outcome
-        reason = reply.reason
-        if call.buyer_id in below_ids:
-            outcome, reason = BidOutcome.BELOW_FLOOR, "bid under the seller's floor"
-        elif outcome is BidOutcome.BID and not reply.price_cents:
-            outcome = BidOutcome.NO_BID
-        rows.append(
-            (ping_id, call.buyer_id, outcome, reply.price_cents, call.latency_us,
-             rank_of.get(call.buyer_id), reason, at)
-        )  # fmt: skip
-    for bid in tree:
-        if bid.fixed_price:
-            rows.append(
-                (ping_id, bid.buyer_id, BidOutcome.BID, bid.price_cents, 0,
-                 rank_of[bid.buyer_id], "fixed price", at)
-            )  # fmt: skip
-    for bid in below:
-        if bid.fixed_price:
-            rows.append(
-                (ping_id, bid.buyer_id, BidOutcome.BELOW_FLOOR, bid.price_cents, 0, None,
-                 "fixed price under the seller's floor", at)
-            )  # fmt: skip
-    rows.extend((ping_id, e.buyer_id, e.outcome, None, None, None, e.reason, at) for e in excluded)
-    return rows
 
 
 async def _record(
@@ -354,13 +290,11 @@ async def _record(
     started: float,
     deadline: float,
 ) -> None:
-    m = ctx.metrics
     status = PingStatus.BID if record.tree else PingStatus.NO_BID
-    if record.tree:
-        m.inc_later(m.child(m.wins, record.tree[0].buyer_id))
-    pinged = m.buyer_pinged
-    for _, buyer_id, outcome, _, latency_us, _, _, _ in rows:
-        pinged(buyer_id, outcome, latency_us if latency_us and outcome in _CALLED else None)
+    ctx.metrics.record_auction(
+        record.tree[0].buyer_id if record.tree else None,
+        [(r.buyer_id, r.outcome, r.latency_us) for r in rows],
+    )
     await ctx.writer.add_many("bid_outcomes", rows)
     # The ping row commits before the seller hears a price: a quoted ping must survive a
     # crash so its post works, and a sale never lacks its auction. Group commit keeps this
@@ -371,9 +305,9 @@ async def _record(
     try:
         await ctx.writer.add_durable(
             "pings",
-            (
+            PingRow(
                 record.ping_id, record.seller_id, record.vertical, record.external_id, mode,
-                record.tmax_ms, record.lead, status.value, record.price_cents,
+                record.tmax_ms, record.lead, status, record.price_cents,
                 record.payout_cents, ledger_tree(record.tree), record.created_at,
                 record.expires_at, int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
             ),
@@ -393,13 +327,12 @@ async def _record(
     # A decaying maximum of recent commit times: the next auctions stop that much earlier.
     ctx.commit_time.observe(answered - commit_started, answered)
     total_s = answered - started
-    m.inc_later(m.child(m.pings, record.seller_id, record.vertical, status.value))
-    m.observe_later(m.child(m.auction_duration, record.vertical), total_s)
-    m.observe_later(
-        m.child(m.auction_overhead, record.vertical), max(0.0, overhead_s + total_s - duration_s)
-    )
-    if total_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S:
-        m.inc_later(m.child(m.deadline_misses, record.vertical))
+    missed = total_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S
+    ctx.metrics.record_ping_answer(
+        record.seller_id, record.vertical, status, total_s,
+        max(0.0, overhead_s + total_s - duration_s), missed,
+    )  # fmt: skip
+    if missed:
         # Where the time went: buyers are cut off at the deadline, then ranking and the
         # ping row's commit must fit in what was kept back.
         log.warning(
@@ -437,8 +370,7 @@ def _ledger_late(
     next auctions keep back at least this long for their commit."""
     now = asyncio.get_running_loop().time()
     ctx.commit_time.observe(now - commit_started, now)
-    m = ctx.metrics
-    m.inc_later(m.child(m.overload_refusals, Overload.LEDGER_LATE.value))
+    ctx.metrics.record_overload(Overload.LEDGER_LATE)
     log.warning(
         "ping_record_late",
         ping_id=record.ping_id,
@@ -458,9 +390,3 @@ def _ledger_late(
         + retry,
         headers={"Retry-After": "1"},
     )
-
-
-_CALLED = frozenset(
-    {BidOutcome.BID, BidOutcome.NO_BID, BidOutcome.TIMEOUT, BidOutcome.ERROR,
-     BidOutcome.BELOW_FLOOR}
-)  # fmt: skip

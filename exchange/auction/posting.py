@@ -1,6 +1,6 @@
 """Posting a lead down the ping tree until enough buyers accept it.
 
-The caller has already won the post claim for this ping (exchange.ledger.store.claim_post), so
+The caller has already won the post claim for this ping (exchange.ledger.claims.claim_post), so
 only one walk runs per ping, across processes. Each buyer is tried in tree order at its
 own bid (fixed-price tiers arranged by their distribution); a reject, error or timeout
 moves on to the next. A buyer with caps has one sale reserved in the database before it
@@ -19,18 +19,19 @@ from typing import Any
 import structlog
 
 from buyers.adapter import HttpResponse, PostOffer, PostReply
-from exchange.auction.answers import PostAnswer, UnsoldReason
+from exchange.auction.answers import PostAnswer
 from exchange.auction.context import ExchangeContext
 from exchange.auction.pingcache import PingRecord
 from exchange.core.config import SellerConfig
-from exchange.core.dedupe import ContactHashes, PastSale, buyers_with_lead, sold_in_vertical
-from exchange.core.money import cents_to_dollars, payout_cents
-from exchange.core.outcomes import PostOutcome, PostStatus
+from exchange.core.dedupe import ContactHashes, buyers_with_lead, sold_in_vertical
+from exchange.core.money import payout_cents
+from exchange.core.outcomes import ClaimStatus, PostOutcome, PostStatus, UnsoldReason
 from exchange.core.ranking import Bid, arrange_tiers, max_sales, ping_tree
 from exchange.core.scrub import pii_values, scrub
 from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS, clean_text
 from exchange.ledger.faults import ROW_REFUSED
-from exchange.ledger.store import PostTotals, SaleConflict, SaleRow
+from exchange.ledger.rows import PostAttemptRow
+from exchange.ledger.sales import PostTotals, SaleConflict, SaleRow
 from exchange.transport.base import deliver
 
 log = structlog.get_logger("exchange.post")
@@ -58,8 +59,7 @@ async def check_duplicates(
     longest = max([vertical_days, *buyer_days.values()])
     if not longest:
         return DuplicateCheck(contacts)
-    rows = await ctx.store.recent_buyers_of(contacts.values(), now - timedelta(days=longest))
-    past = [PastSale(r["buyer_id"], r["vertical"], r["created_at"]) for r in rows]
+    past = await ctx.store.recent_buyers_of(contacts.values(), now - timedelta(days=longest))
     return DuplicateCheck(
         contacts,
         sold_in_vertical(past, vertical, vertical_days, now),
@@ -129,14 +129,12 @@ class _Walk:
 
     async def note(self, bid: Bid, reply: PostReply, latency_us: int) -> None:
         self.attempts += 1
-        metrics = self.ctx.metrics
-        metrics.request_counter(bid.buyer_id, "post", reply.outcome.value).inc()
-        if reply.outcome is not PostOutcome.SKIPPED:
-            metrics.latency_histogram(bid.buyer_id, "post").observe(latency_us / 1e6)
+        self.ctx.metrics.record_post_attempt(bid.buyer_id, reply.outcome, latency_us)
         await self.ctx.writer.add(
             "post_attempts",
-            (self.record.ping_id, self.attempts, bid.buyer_id, reply.outcome.value,
-             bid.price_cents, latency_us, reply.reason, reply.buyer_lead_id, self.ctx.now()),
+            PostAttemptRow(self.record.ping_id, self.attempts, bid.buyer_id, reply.outcome,
+                           bid.price_cents, latency_us, reply.reason, reply.buyer_lead_id,
+                           self.ctx.now()),
         )  # fmt: skip
 
 
@@ -157,8 +155,8 @@ async def post_lead(
         return await _unsold(ctx, record, UnsoldReason.DUPLICATE)
     tree = ping_tree(record.tree, seller.payout_share, min_payout_cents)
     if not tree:
-        reason = UnsoldReason.BELOW_MIN_PRICE if record.tree else UnsoldReason.NO_BIDS
-        return await _unsold(ctx, record, reason)
+        empty = UnsoldReason.BELOW_MIN_PRICE if record.tree else UnsoldReason.NO_BIDS
+        return await _unsold(ctx, record, empty)
     tree = await _arrange(ctx, record.vertical, tree)
     schema = ctx.loaded.schemas[record.vertical]
     walk = _Walk(ctx, record, seller, max_sales(seller, vertical), duplicates.contacts,
@@ -243,7 +241,7 @@ async def _try_buyer(
         sqlstate = getattr(exc, "sqlstate", None) or "client"
         refused = f"accepted, but the ledger refused the sale ({sqlstate})"
         await walk.note(bid, PostReply(PostOutcome.ERROR, reason=refused), latency_us)
-        ctx.metrics.sales_unrecorded.labels(bid.buyer_id).inc()
+        ctx.metrics.record_sale_unrecorded(bid.buyer_id)
         log.error("sale_not_recorded", ping_id=record.ping_id, buyer=bid.buyer_id,
                   error=type(exc).__name__, sqlstate=sqlstate)  # fmt: skip
         if windows:
@@ -257,19 +255,17 @@ async def _try_buyer(
         if windows:
             await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
         existing = await ctx.store.fetch_post(record.ping_id)
-        status = PostStatus(existing.status) if existing and existing.status != "in_progress" \
+        status = PostStatus(existing.status) \
+            if existing and existing.status is not ClaimStatus.IN_PROGRESS \
             else PostStatus.UNSOLD  # fmt: skip
         return PostAnswer(record.ping_id, status, existing.price_cents if existing else None,
                           existing.payout_cents if existing else None,
                           existing.reason if existing else UnsoldReason.INTERRUPTED)  # fmt: skip
     await walk.note(bid, reply, latency_us)
-    metrics = ctx.metrics
-    metrics.db_write_latency.labels("sales").observe(loop.time() - write_started)
-    metrics.sales.labels(record.vertical).inc()
-    metrics.revenue.labels(bid.buyer_id).inc(float(cents_to_dollars(bid.price_cents)))
-    metrics.payout.labels(walk.seller.id).inc(float(cents_to_dollars(payout)))
-    metrics.seller_sales.labels(walk.seller.id).inc()
-    metrics.post_attempts_per_sale.observe(walk.attempts)
+    ctx.metrics.record_sale(
+        walk.seller.id, bid.buyer_id, record.vertical, bid.price_cents, payout, walk.attempts,
+        loop.time() - write_started,
+    )  # fmt: skip
     walk.sold.append((bid, payout))
     if bid.tier is not None:
         distribution = ctx.loaded.config.verticals[record.vertical].tiers.get(bid.tier)
@@ -293,9 +289,9 @@ def _sold_answer(walk: _Walk) -> PostAnswer:
     return PostAnswer(walk.record.ping_id, PostStatus.SOLD, totals.price_cents, totals.payout_cents)
 
 
-async def _unsold(ctx: ExchangeContext, record: PingRecord, reason: str) -> PostAnswer:
+async def _unsold(ctx: ExchangeContext, record: PingRecord, reason: UnsoldReason) -> PostAnswer:
     await ctx.store.finish_unsold(record.ping_id, reason, ctx.now())
-    ctx.metrics.unsold.labels(record.vertical).inc()
+    ctx.metrics.record_unsold(record.vertical)
     log.info(
         "unsold",
         ping_id=record.ping_id,

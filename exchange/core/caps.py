@@ -1,7 +1,7 @@
 """Buyer caps as pure code: which counting windows a sale falls in, in the buyer's time
 zone, and whether known counts already reach a limit.
 
-The exact check happens in the database at post time (exchange.ledger.store.reserve_caps: an
+The exact check happens in the database at post time (exchange.ledger.caps.Caps.reserve_caps: an
 atomic conditional increment per window, all in one transaction). The in-memory view
 used at ping time is advisory: it keeps capped buyers from being pinged at all, and is
 refreshed from the database every second, so several processes see each other's sales.

@@ -23,6 +23,16 @@ class BidOutcome(StrEnum):
     SELLER_BLOCKED = "seller_blocked"
 
 
+# The buyers an auction called (its ping went out to them); the other outcomes are buyers
+# screened out before the call. A buyer's ping count, latency and timeouts are over these.
+CALLED_OUTCOMES = frozenset(
+    {BidOutcome.BID, BidOutcome.NO_BID, BidOutcome.TIMEOUT, BidOutcome.ERROR,
+     BidOutcome.BELOW_FLOOR}
+)  # fmt: skip
+# Called buyers that answered with a price, above the seller's floor or not.
+PRICED_OUTCOMES = frozenset({BidOutcome.BID, BidOutcome.BELOW_FLOOR})
+
+
 class PostOutcome(StrEnum):
     """What happened to one attempt to post a lead to one buyer."""
 
@@ -46,6 +56,28 @@ class PostStatus(StrEnum):
 
     SOLD = "sold"
     UNSOLD = "unsold"
+
+
+class ClaimStatus(StrEnum):
+    """Where a post stands in the ledger (``posts.status``): claimed and its walk under
+    way, or finished with the answer's status. Never an answer itself: a seller hears
+    only a PostStatus."""
+
+    IN_PROGRESS = "in_progress"
+    SOLD = PostStatus.SOLD.value
+    UNSOLD = PostStatus.UNSOLD.value
+
+
+class UnsoldReason(StrEnum):
+    """Why a post ended unsold: the ``reason`` of its answer and of ``posts.reason``."""
+
+    NO_BIDS = "no_bids"
+    BELOW_MIN_PRICE = "below_min_price"
+    ALL_DECLINED = "all_buyers_declined"
+    DEADLINE = "post_deadline"
+    # Its walk was gone (its process died, or the ledger went away midway) with no sale.
+    INTERRUPTED = "post_interrupted"
+    DUPLICATE = "duplicate"
 
 
 class Phase(StrEnum):

@@ -1,8 +1,9 @@
 """Batched ledger writes off the auction's critical path.
 
 Pings, bid outcomes and post attempts are queued here and written every ``interval_s``
-or as soon as ``batch_rows`` are waiting, each table's batch as one INSERT (all its rows
-in one jsonb parameter) that also adds them to their hourly rollups (exchange/ledger/rollups.py):
+or as soon as ``batch_rows`` are waiting, each table's batch as one INSERT (all its
+typed rows, exchange/ledger/rows.py, in one jsonb parameter) that also adds them to
+their hourly rollups (exchange/ledger/rollups.py):
 one round trip and one implicit transaction per table and batch. Money (sales, post results)
 never passes through this queue. The queue is bounded: when it is full, ``add`` waits,
 so a slow database slows the exchange down rather than letting memory grow. Rows still
@@ -24,19 +25,16 @@ table ``ledger_rejected_rows`` with its error, its durable waiter failing with
 ``RowRejected``. One bad row never holds up the others. Only a failed batch is encoded
 row by row: the path without errors costs what it always did. At ``close`` rows the
 database did not take are written to a dead-letter file (JSON lines) rather than lost.
+Both kinds of dead letter are exchange/ledger/dead_letters.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,26 +42,19 @@ import asyncpg
 import orjson
 import structlog
 
+from exchange.ledger.dead_letters import (
+    INSERT_REJECTED,
+    Rejection,
+    RowRejected,
+    new_file,
+    rejected_args,
+    rejection,
+    write_file,
+)
 from exchange.ledger.rollups import INSERT_SQL, ROLLUP_ARGS
+from exchange.ledger.rows import ROW_TYPES, LedgerRow, encode_row, encode_rows
 
 log = structlog.get_logger("exchange.batch")
-
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "pings": (
-        "ping_id", "seller_id", "vertical", "external_id", "mode", "tmax_ms", "lead",
-        "status", "price_cents", "payout_cents", "ping_tree", "created_at", "expires_at",
-        "duration_us", "overhead_us",
-    ),
-    "bid_outcomes": (
-        "ping_id", "buyer_id", "outcome", "price_cents", "latency_us", "rank", "reason",
-        "created_at",
-    ),
-    "post_attempts": (
-        "ping_id", "attempt", "buyer_id", "outcome", "price_cents", "latency_us", "reason",
-        "buyer_lead_id", "created_at",
-    ),
-}  # fmt: skip
-
 
 _BROKEN_CONNECTION = (
     ConnectionError,
@@ -84,69 +75,10 @@ STALL_S = 2.0
 # At close, the last flush gets this long before what is left goes to the dead-letter file.
 FINAL_FLUSH_S = 5.0
 
-_INSERT_REJECTED = """
-INSERT INTO ledger_rejected_rows (table_name, ping_id, sqlstate, error, row_data)
-SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::bytea[])
-"""
-
-
-class RowRejected(Exception):
-    """A row PostgreSQL refused (or that could not be encoded): it is in the dead-letter
-    table ``ledger_rejected_rows``, not in ``table``. What a durable waiter
-    (``BatchWriter.add_durable``) raises for its row; the rest of its batch committed."""
-
-    def __init__(self, table: str, error: str) -> None:
-        super().__init__(f"{table} row rejected: {error}")
-        self.table = table
-        self.error = error
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One dead letter: the row as bytes (PostgreSQL may refuse its text), and why."""
-
-    table: str
-    ping_id: uuid.UUID | None
-    sqlstate: str | None
-    kind: str  # the exception's class: what the log says (the message may quote a value)
-    error: str
-    row_data: bytes
-
 
 def _is_data_error(exc: BaseException) -> bool:
     sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
     return isinstance(sqlstate, str) and sqlstate[:2] in _DATA_ERROR_CLASSES
-
-
-def _storable(text: str) -> str:
-    """Text PostgreSQL takes: no NUL, no lone surrogate."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-
-
-def _row_bytes(row: tuple[Any, ...]) -> bytes:
-    """The row as the batch sends it (a JSON array), or its repr when it has none."""
-    try:
-        return orjson.dumps(row)
-    except TypeError:
-        return repr(row).encode("utf-8", "backslashreplace")
-
-
-def _ping_id(row: tuple[Any, ...]) -> uuid.UUID | None:
-    """Every ledger table's first column, when it is a ping id at all."""
-    try:
-        return uuid.UUID(str(row[0]))
-    except (ValueError, IndexError):
-        return None
-
-
-def _rejection(table: str, row: tuple[Any, ...], exc: BaseException) -> Rejection:
-    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
-    message = str(exc)
-    if isinstance(exc, TypeError):
-        message = f"not encodable as JSON: {message}"
-    return Rejection(
-        table, _ping_id(row), sqlstate, type(exc).__name__, _storable(message), _row_bytes(row)
-    )
 
 
 # Tables written one after the other share a lane (and so a lock); lanes run side by side.
@@ -156,7 +88,7 @@ _LANES = {"pings": "pings", "bid_outcomes": "bulk", "post_attempts": "bulk"}
 
 # A durable row and the future its ``add_durable`` caller waits on: each waiter is settled
 # by what happened to its own row.
-Waiter = tuple[tuple[Any, ...], asyncio.Future[None]]
+Waiter = tuple[LedgerRow, asyncio.Future[None]]
 
 
 def _time_out(waiter: asyncio.Future[None]) -> None:
@@ -212,7 +144,7 @@ class BatchWriter:
         self._dead_letter_dir = dead_letter_dir or (
             Path(tempfile.gettempdir()) / "lead-exchange-dead-letters"
         )
-        self._rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in COLUMNS}
+        self._rows: dict[str, list[LedgerRow]] = {t: [] for t in ROW_TYPES}
         self._queued = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -223,7 +155,7 @@ class BatchWriter:
         # costs as much client CPU as the write itself).
         self._held: dict[str, asyncpg.pool.PoolConnectionProxy] = {}
         self._urgent_wake = asyncio.Event()
-        self._waiters: dict[str, list[Waiter]] = {t: [] for t in COLUMNS}
+        self._waiters: dict[str, list[Waiter]] = {t: [] for t in ROW_TYPES}
         self._urgent: set[str] = set()
         # time.monotonic() of each table's first failed try since its last write, and of
         # each write under way: what ``stalled`` reads.
@@ -253,7 +185,7 @@ class BatchWriter:
             loop.create_task(self._run_durable(), name="batch-writer-durable"),
         ]
 
-    async def add(self, table: str, row: tuple[Any, ...]) -> None:
+    async def add(self, table: str, row: LedgerRow) -> None:
         """Queue a row for the next batch."""
         while self._queued >= self._max_rows:
             self._room.clear()
@@ -264,7 +196,7 @@ class BatchWriter:
         if self._queued >= self._batch_rows:
             self._wake.set()
 
-    async def add_many(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def add_many(self, table: str, rows: Sequence[LedgerRow]) -> None:
         """Queue several rows at once (one room check, no await when there is room)."""
         while self._queued >= self._max_rows:
             self._room.clear()
@@ -275,7 +207,7 @@ class BatchWriter:
         if self._queued >= self._batch_rows:
             self._wake.set()
 
-    async def add_durable(self, table: str, row: tuple[Any, ...], give_up_at: float) -> None:
+    async def add_durable(self, table: str, row: LedgerRow, give_up_at: float) -> None:
         """Queue a row and return once it is committed (group commit: the writer flushes
         that table at once, with every row that arrived meanwhile). Raises what the write
         raised, or TimeoutError at ``give_up_at`` (loop time); the row stays queued and
@@ -325,7 +257,7 @@ class BatchWriter:
         go to the dead-letter table and their waiters get RowRejected. When the database
         cannot write, every row is kept for the next try, durable waiters get the
         failure, and it is raised."""
-        for table in COLUMNS:  # pings first: the post path reads them
+        for table in ROW_TYPES:  # pings first: the post path reads them
             if tables is not None and table not in tables:
                 continue
             async with self._locks[_LANES[table]]:
@@ -352,14 +284,14 @@ class BatchWriter:
                     if self._queued < self._max_rows:
                         self._room.set()
 
-    async def _write(self, table: str, rows: list[tuple[Any, ...]]) -> dict[int, Rejection]:
+    async def _write(self, table: str, rows: list[LedgerRow]) -> dict[int, Rejection]:
         """Write rows and add them to their hourly rollups in one statement: both land
         or neither, and rows already there (a retried batch) count once. Returns the rows
         rejected (by id()), already in the dead-letter table."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            encoded = orjson.dumps(rows)
+            encoded = encode_rows(ROW_TYPES[table], rows)
         except TypeError:
             rejected = await self._write_apart(table, rows)
         else:
@@ -375,19 +307,19 @@ class BatchWriter:
             self._on_flush(table, len(rows) - len(rejected), loop.time() - started)
         return rejected
 
-    async def _write_apart(self, table: str, rows: list[tuple[Any, ...]]) -> dict[int, Rejection]:
+    async def _write_apart(self, table: str, rows: list[LedgerRow]) -> dict[int, Rejection]:
         """A batch that failed for its data: rows that cannot be encoded are rejected at
         once, the rest are written in halves, and halves of failing halves, until each
         failing row is alone (a bad row costs about log2(rows) statements). Then the
         rejected rows go to the dead-letter table. A database error on the way is raised
         as from a whole batch: every row is kept, and a retry finds the same bad rows."""
         rejected: dict[int, Rejection] = {}
-        parts: list[tuple[tuple[Any, ...], bytes]] = []
+        parts: list[tuple[LedgerRow, bytes]] = []
         for row in rows:
             try:
-                parts.append((row, orjson.dumps(row)))
+                parts.append((row, encode_row(row)))
             except TypeError as exc:
-                rejected[id(row)] = _rejection(table, row, exc)
+                rejected[id(row)] = rejection(table, row, exc)
         pending = [parts] if parts else []
         while pending:
             part = pending.pop()
@@ -398,7 +330,7 @@ class BatchWriter:
                     raise
                 if len(part) == 1:
                     row = part[0][0]
-                    rejected[id(row)] = _rejection(table, row, exc)
+                    rejected[id(row)] = rejection(table, row, exc)
                 else:
                     half = len(part) // 2
                     pending += [part[half:], part[:half]]
@@ -407,15 +339,7 @@ class BatchWriter:
         return rejected
 
     async def _dead_letter(self, table: str, found: list[Rejection]) -> None:
-        await self._execute_sql(
-            table,
-            _INSERT_REJECTED,
-            [r.table for r in found],
-            [r.ping_id for r in found],
-            [r.sqlstate for r in found],
-            [r.error for r in found],
-            [r.row_data for r in found],
-        )
+        await self._execute_sql(table, INSERT_REJECTED, *rejected_args(found))
         self.rejected_rows += len(found)
         if self._on_reject is not None:
             self._on_reject(table, len(found))
@@ -464,7 +388,7 @@ class BatchWriter:
         # the process's exit.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(FINAL_FLUSH_S):
-                for table in COLUMNS:
+                for table in ROW_TYPES:
                     try:
                         await self.flush((table,))
                     except Exception:
@@ -477,34 +401,18 @@ class BatchWriter:
                 await self._pool.release(conn, timeout=1.0)
 
     def _save_unwritten(self) -> None:
-        """The rows the database did not take before the process stops, as JSON lines
-        of ``{"table_name", "row"}`` (``row`` the array the batch sends, or
-        ``row_repr`` for a row without one) in a new file under the dead-letter
-        directory; docs/reliability.md says how to load it back. Waiters still waiting
-        are failed: their rows are not in the ledger."""
-        rows, self._rows = self._rows, {t: [] for t in COLUMNS}
+        """The rows the database did not take before the process stops go to a new
+        dead-letter file under the dead-letter directory (dead_letters.write_file);
+        docs/reliability.md says how to load it back. Waiters still waiting are failed:
+        their rows are not in the ledger."""
+        rows, self._rows = self._rows, {t: [] for t in ROW_TYPES}
         count, self._queued = sum(len(r) for r in rows.values()), 0
         for table, waiters in self._waiters.items():
             _settle(waiters, RuntimeError(f"{table} row not written before stop"), {})
             self._waiters[table] = []
-        lines = []
-        for table, table_rows in rows.items():
-            for row in table_rows:
-                try:
-                    lines.append(orjson.dumps({"table_name": table, "row": row}))
-                except TypeError:
-                    text = repr(row).encode("utf-8", "backslashreplace").decode()
-                    lines.append(orjson.dumps({"table_name": table, "row_repr": text}))
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        path = self._dead_letter_dir / f"ledger-{stamp}-{os.getpid()}.jsonl"
+        path = new_file(self._dead_letter_dir)
         try:
-            self._dead_letter_dir.mkdir(parents=True, exist_ok=True)
-            # The rows hold lead fields: readable by the exchange's own user only.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with open(fd, "wb") as out:
-                out.write(b"".join(line + b"\n" for line in lines))
-                out.flush()
-                os.fsync(out.fileno())
+            write_file(path, rows)
         except OSError:
             self.dropped_rows += count
             log.exception("ledger_rows_dropped", rows=count, path=str(path))
@@ -512,57 +420,6 @@ class BatchWriter:
         self.dead_letter_file = path
         log.error("ledger_rows_saved_to_file", rows=count, path=str(path))
 
-
-@dataclass(frozen=True)
-class Replayed:
-    written: int  # rows in the ledger now (some may have been there already)
-    refused: int  # rows refused again: new dead letters
-    skipped: list[str]  # "id 17", "path:3": no JSON array to write; fix or delete by hand
-
-
-async def replay_dead_letters(
-    pool: asyncpg.Pool, ids: Sequence[int] | None = None, files: Sequence[Path] = ()
-) -> Replayed:
-    """Write set-aside rows again, once their cause is fixed: the dead letters ``ids``
-    (every one when None) and the rows of dead-letter files written at
-    stop. They go through a batch writer, so rollups count them and a row already in the
-    ledger counts once; rows still refused become new dead letters. A dead letter is
-    deleted only after its row was written (or set aside again); files are left as they
-    are."""
-    writer = BatchWriter(pool)
-    taken: list[int] = []
-    skipped: list[str] = []
-    if ids is None or ids:
-        letters = await pool.fetch(
-            "SELECT id, table_name, row_data FROM ledger_rejected_rows"
-            " WHERE $1::bigint[] IS NULL OR id = any($1) ORDER BY id",
-            None if ids is None else list(ids),
-        )
-        for letter in letters:
-            try:
-                row = orjson.loads(letter["row_data"])
-            except orjson.JSONDecodeError:
-                row = None
-            if not isinstance(row, list):
-                skipped.append(f"id {letter['id']}")
-                continue
-            await writer.add(letter["table_name"], tuple(row))
-            taken.append(letter["id"])
-    for path in files:
-        for number, line in enumerate(path.read_bytes().splitlines(), start=1):
-            entry = orjson.loads(line)
-            if isinstance(entry.get("row"), list) and entry.get("table_name") in COLUMNS:
-                await writer.add(entry["table_name"], tuple(entry["row"]))
-            else:
-                skipped.append(f"{path}:{number}")
-    total = writer.queued
-    try:
-        await writer.flush()
-    except BaseException:
-        # Nothing was lost: the rows are still where they came from.
-        writer._rows, writer._queued = {t: [] for t in COLUMNS}, 0
-        raise
-    finally:
-        await writer.close()
-    await pool.execute("DELETE FROM ledger_rejected_rows WHERE id = any($1::bigint[])", taken)
-    return Replayed(total - writer.rejected_rows, writer.rejected_rows, skipped)
+    def discard(self) -> None:
+        """Forget every queued row (their owner keeps them elsewhere, e.g. a replay)."""
+        self._rows, self._queued = {t: [] for t in ROW_TYPES}, 0

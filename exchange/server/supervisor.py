@@ -107,7 +107,7 @@ def run_workers(args: argparse.Namespace, database_url: str) -> int:
         stale.unlink()
     from prometheus_client import multiprocess
 
-    from exchange.telemetry.metrics import worker_restarts
+    from exchange.telemetry.collectors import worker_restarts
 
     restarts = worker_restarts()
     spawn = multiprocessing.get_context("spawn")
@@ -187,14 +187,15 @@ def run_workers(args: argparse.Namespace, database_url: str) -> int:
 def _close_claims_of_dead(
     database_url: str, owner: str, started: datetime, log: FilteringBoundLogger
 ) -> None:
-    """Close the post claims a dead worker left in progress (exchange.ledger.store.close_claims_of):
-    sold with their committed sales, else unsold post_interrupted, so that the sellers'
-    retries get their answer now. If the ledger cannot be reached, they age out as usual
-    (post_deadline_ms + 5 s, closed by the next retry)."""
+    """Close the post claims a dead worker left in progress
+    (exchange.ledger.claims.close_claims_of): sold with their committed sales, else unsold
+    post_interrupted, so that the sellers' retries get their answer now. If the ledger
+    cannot be reached, they age out as usual (post_deadline_ms + 5 s, closed by the next
+    retry)."""
     import asyncpg
 
-    from exchange.auction.answers import UnsoldReason
-    from exchange.ledger.store import close_claims_of
+    from exchange.core.outcomes import UnsoldReason
+    from exchange.ledger.claims import close_claims_of
 
     async def close() -> int:
         conn = await asyncpg.connect(database_url, timeout=5)

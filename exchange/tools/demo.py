@@ -21,6 +21,7 @@ from aiohttp import web
 from exchange.app import AppOptions, create_app
 from exchange.config import parse_config
 from exchange.core.money import cents_to_dollars, parse_dollars
+from exchange.core.outcomes import PostStatus
 from exchange.server.embedded import EmbeddedPostgres
 from exchange.telemetry.logs import configure_logging
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
@@ -168,7 +169,7 @@ async def one_lead(
         result = await response.json()
     if response.status != 200:
         tally.errors += 1
-    elif result["status"] == "sold":
+    elif result["status"] == PostStatus.SOLD:
         tally.sold += 1
         tally.payout_cents += parse_dollars(result["price"])
 

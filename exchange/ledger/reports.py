@@ -1,0 +1,184 @@
+"""What the operator API reads: one auction's whole story, and the buyer and seller
+reports over the hourly rollups (exchange/ledger/rollups.py), which can also be rebuilt
+from the ledger rows here."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from exchange.ledger.bounded import LedgerArea
+from exchange.ledger.claims import PostResult, post_result
+from exchange.ledger.rollups import REBUILD_SQL, ROLLUP_ARGS
+from exchange.ledger.rows import (
+    BidOutcomeRow,
+    PingRow,
+    PostAttemptRow,
+    column_list,
+    from_record,
+)
+from exchange.ledger.sales import SaleRow, sale_row
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionStory:
+    """Everything the ledger holds of one auction: bids best rank first, post attempts
+    and sales in their order."""
+
+    ping: PingRow
+    bids: list[BidOutcomeRow]
+    attempts: list[PostAttemptRow]
+    sales: list[SaleRow]
+    post: PostResult | None
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerTotals:
+    """One buyer's counts and money over a report's range."""
+
+    buyer_id: str
+    pings: int
+    bids: int
+    wins: int
+    timeouts: int
+    errors: int
+    excluded: int
+    posts: int
+    accepted: int
+    sales: int
+    revenue_cents: int
+    returns: int
+    credit_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class SellerTotals:
+    """One seller's counts and money over a report's range."""
+
+    seller_id: str
+    pings: int
+    bids: int
+    posts: int
+    sales: int
+    revenue_cents: int
+    payout_cents: int
+    returns: int
+    reversed_cents: int
+
+
+_STORY_PING = f"SELECT {column_list(PingRow)} FROM pings WHERE ping_id = $1"
+_STORY_BIDS = (
+    f"SELECT {column_list(BidOutcomeRow)} FROM bid_outcomes WHERE ping_id = $1"
+    " ORDER BY rank NULLS LAST, buyer_id"
+)
+_STORY_ATTEMPTS = (
+    f"SELECT {column_list(PostAttemptRow)} FROM post_attempts WHERE ping_id = $1 ORDER BY attempt"
+)
+_STORY_SALES = "SELECT * FROM sales WHERE ping_id = $1 ORDER BY sale_seq"
+
+
+class Reports(LedgerArea):
+    async def auction_story(self, ping_id: str) -> AuctionStory | None:
+        pid = uuid.UUID(ping_id)
+        async with self.pool.acquire() as conn:
+            ping = await conn.fetchrow(_STORY_PING, pid)
+            if ping is None:
+                return None
+            bids = await conn.fetch(_STORY_BIDS, pid)
+            attempts = await conn.fetch(_STORY_ATTEMPTS, pid)
+            sales = await conn.fetch(_STORY_SALES, pid)
+            post = await conn.fetchrow("SELECT * FROM posts WHERE ping_id = $1", pid)
+        return AuctionStory(
+            ping=from_record(PingRow, ping),
+            bids=[from_record(BidOutcomeRow, r) for r in bids],
+            attempts=[from_record(PostAttemptRow, r) for r in attempts],
+            sales=[sale_row(r) for r in sales],
+            post=post_result(post) if post is not None else None,
+        )
+
+    async def buyer_report(self, since: datetime, until: datetime) -> list[BuyerTotals]:
+        """Per-buyer totals; ``since`` and ``until`` must be whole hours (the rollups')."""
+        return [BuyerTotals(**r) for r in await self.pool.fetch(_BUYER_REPORT, since, until)]
+
+    async def buyer_latency_buckets(
+        self, since: datetime, until: datetime
+    ) -> dict[str, dict[int, int]]:
+        """Per buyer, its ping latency histogram over the range (rollups.LATENCY_EDGES_US)."""
+        found: dict[str, dict[int, int]] = {}
+        for r in await self.pool.fetch(_BUYER_LATENCY, since, until):
+            found.setdefault(r["buyer_id"], {})[r["bucket"]] = r["n"]
+        return found
+
+    async def seller_report(self, since: datetime, until: datetime) -> list[SellerTotals]:
+        """Per-seller totals; ``since`` and ``until`` must be whole hours (the rollups')."""
+        return [SellerTotals(**r) for r in await self.pool.fetch(_SELLER_REPORT, since, until)]
+
+    async def rebuild_rollups(self) -> None:
+        """Recompute every hourly rollup from the ledger rows (after a bulk load or a
+        restore); the batch writer keeps them current otherwise."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "TRUNCATE buyer_hourly, buyer_latency_hourly, seller_hourly", timeout=3600
+            )
+            for table, statement in REBUILD_SQL.items():
+                await conn.execute(statement, *ROLLUP_ARGS.get(table, ()), timeout=3600)
+
+
+_BUYER_REPORT = """
+WITH h AS (
+    SELECT buyer_id, sum(pings)::bigint AS pings, sum(bids)::bigint AS bids,
+           sum(wins)::bigint AS wins, sum(timeouts)::bigint AS timeouts,
+           sum(errors)::bigint AS errors, sum(excluded)::bigint AS excluded,
+           sum(posts)::bigint AS posts, sum(accepted)::bigint AS accepted
+    FROM buyer_hourly WHERE hour >= $1 AND hour < $2 GROUP BY buyer_id
+), s AS (
+    SELECT buyer_id, count(*) AS sales, sum(price_cents)::bigint AS revenue_cents
+    FROM sales WHERE created_at >= $1 AND created_at < $2 GROUP BY buyer_id
+), r AS (
+    SELECT buyer_id, count(*) AS returns, sum(credit_cents)::bigint AS credit_cents
+    FROM returns WHERE created_at >= $1 AND created_at < $2 GROUP BY buyer_id
+)
+SELECT coalesce(h.buyer_id, s.buyer_id, r.buyer_id) AS buyer_id,
+       coalesce(h.pings, 0) AS pings, coalesce(h.bids, 0) AS bids, coalesce(h.wins, 0) AS wins,
+       coalesce(h.timeouts, 0) AS timeouts, coalesce(h.errors, 0) AS errors,
+       coalesce(h.excluded, 0) AS excluded,
+       coalesce(h.posts, 0) AS posts, coalesce(h.accepted, 0) AS accepted,
+       coalesce(s.sales, 0) AS sales, coalesce(s.revenue_cents, 0) AS revenue_cents,
+       coalesce(r.returns, 0) AS returns, coalesce(r.credit_cents, 0) AS credit_cents
+FROM h FULL JOIN s ON s.buyer_id = h.buyer_id
+       FULL JOIN r ON r.buyer_id = coalesce(h.buyer_id, s.buyer_id)
+ORDER BY 1
+"""
+
+_BUYER_LATENCY = """
+SELECT buyer_id, bucket, sum(n)::bigint AS n FROM buyer_latency_hourly
+WHERE hour >= $1 AND hour < $2 GROUP BY buyer_id, bucket
+"""
+
+_SELLER_REPORT = """
+WITH h AS (
+    SELECT seller_id, sum(pings)::bigint AS pings, sum(bids)::bigint AS bids
+    FROM seller_hourly WHERE hour >= $1 AND hour < $2 GROUP BY seller_id
+), s AS (
+    SELECT seller_id, count(*) AS sales, sum(price_cents)::bigint AS revenue_cents,
+           sum(payout_cents)::bigint AS payout_cents
+    FROM sales WHERE created_at >= $1 AND created_at < $2 GROUP BY seller_id
+), o AS (
+    SELECT seller_id, count(*) AS posts FROM posts
+    WHERE claimed_at >= $1 AND claimed_at < $2 GROUP BY seller_id
+), r AS (
+    SELECT seller_id, count(*) AS returns, sum(payout_reversal_cents)::bigint AS reversed_cents
+    FROM returns WHERE created_at >= $1 AND created_at < $2 GROUP BY seller_id
+)
+SELECT coalesce(h.seller_id, s.seller_id, o.seller_id, r.seller_id) AS seller_id,
+       coalesce(h.pings, 0) AS pings, coalesce(h.bids, 0) AS bids,
+       coalesce(o.posts, 0) AS posts, coalesce(s.sales, 0) AS sales,
+       coalesce(s.revenue_cents, 0) AS revenue_cents,
+       coalesce(s.payout_cents, 0) AS payout_cents,
+       coalesce(r.returns, 0) AS returns, coalesce(r.reversed_cents, 0) AS reversed_cents
+FROM h FULL JOIN s ON s.seller_id = h.seller_id
+       FULL JOIN o ON o.seller_id = coalesce(h.seller_id, s.seller_id)
+       FULL JOIN r ON r.seller_id = coalesce(h.seller_id, s.seller_id, o.seller_id)
+ORDER BY 1
+"""
