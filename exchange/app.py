@@ -64,7 +64,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    if not ctx.db_ready:
+    if not ctx.health.ready:
         return error_response(
             503, "not_ready", "the ledger database is unreachable", headers={"Retry-After": "1"}
         )
@@ -87,7 +87,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 async def _watch_database(ctx: ExchangeContext) -> None:
-    """Keep ``db_ready`` true only while the database answers; asyncpg's pool reconnects
+    """Keep the ledger's health ready only while the database answers; asyncpg's pool reconnects
     by itself once it is back. Also reports whether the batch writer writes (/readyz
     reads ``writer.stalled`` itself, at once)."""
     writing = True
@@ -102,9 +102,8 @@ async def _watch_database(ctx: ExchangeContext) -> None:
             ready = True
         except (*DATABASE_DOWN, asyncpg.PostgresError):
             ready = False
-        if ready != ctx.db_ready:
+        if ctx.health.mark(ready):
             log.warning("database_ready_changed", ready=ready)
-        ctx.db_ready = ready
         ctx.metrics.record_database_up(ready)
         await asyncio.sleep(HEALTH_INTERVAL_S)
 
@@ -127,14 +126,15 @@ CAP_REFRESH_S = 1.0
 
 def _set_cap_gauges(ctx: ExchangeContext) -> None:
     """What each capped buyer can still take, from this process's view of the counters."""
-    now = ctx.now()
+    now = ctx.clock.now()
     metrics = ctx.metrics
     for buyer_id, runtime in ctx.buyers.items():
         caps = runtime.rules.caps
         if caps is None:
             continue
         for window in caps.windows(now):
-            sales, spent = ctx.cap_counts.get((buyer_id, window.limit.period, window.start), (0, 0))
+            key = (buyer_id, window.limit.period, window.start)
+            sales, spent = ctx.caps.counts.get(key, (0, 0))
             period = window.limit.period
             if window.limit.max_count is not None:
                 left = max(0, window.limit.max_count - sales)
@@ -150,7 +150,7 @@ async def _refresh_caps(ctx: ExchangeContext) -> None:
     while True:
         # While the database is away the watcher reports it and the last view stays.
         with contextlib.suppress(*DATABASE_DOWN):
-            ctx.cap_counts = await ctx.store.cap_counts(ctx.now() - timedelta(days=32))
+            ctx.caps.replace(await ctx.store.cap_counts(ctx.clock.now() - timedelta(days=32)))
         await asyncio.sleep(CAP_REFRESH_S)
 
 
@@ -225,10 +225,7 @@ def create_app(
                     await task
             # Claims of failed walks still being closed get a moment before the pool goes
             # (else they age out: another process closes them after post_deadline_ms + 5 s).
-            if ctx.claim_closers:
-                _, pending = await asyncio.wait(set(ctx.claim_closers), timeout=1.0)
-                for task in pending:
-                    task.cancel()
+            await ctx.claim_closers.finish(timeout_s=1.0)
             await writer.close()
             with contextlib.suppress(Exception):  # else the row ages: claims wait 5 s more
                 await store.leave()

@@ -333,17 +333,16 @@ async def test_buyer_returns_a_lead_and_the_ledger_credits_it(database_url: str)
             assert status == 409
             status, _, _ = await ex.call("POST", "/v1/returns", body, key=SELLER_KEY)
             assert status == 401
-            real_now = ex.ctx.now
             _, other, _ = await ex.call(
                 "POST", "/v1/leads", {"vertical": "auto_insurance", "lead": lead(2)}
             )
-            ex.ctx.now = lambda: real_now() + timedelta(days=8)
+            ex.ctx.clock.advance(timedelta(days=8))
             status, late, _ = await ex.call(
                 "POST", "/v1/returns", {"ping_id": other["ping_id"], "reason": "late"},
                 key="returner-key-0123456789",
             )  # fmt: skip
             assert status == 403, late
-            ex.ctx.now = real_now
+            ex.ctx.clock.reset()
             status, report, _ = await ex.call("GET", "/v1/reports/sellers", key=ADMIN_TOKEN)
             acme = next(r for r in report["sellers"] if r["seller"] == "acme-media")
             assert acme["sales"] == 2 and acme["returns"] == 1 and acme["return_rate"] == 0.5

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from types import SimpleNamespace
 from typing import Any, cast
 
 from buyers.adapter import BuyerEndpoint, HttpRequest, PingOffer
 from buyers.json_adapter import JsonAdapter
+from exchange.auction.context import Clock
 from exchange.auction.pinging import _fan_out
 from exchange.core.outcomes import BidOutcome
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
@@ -34,7 +34,7 @@ async def test_an_adapter_that_raises_costs_its_buyer_not_the_auction() -> None:
         url = sim.ping_url("good")
         good = JsonAdapter(BuyerEndpoint("good", url, url, b""))
         transport = H1Transport()
-        ctx = cast(Any, SimpleNamespace(transport=transport, unix_time=time.time))
+        ctx = cast(Any, SimpleNamespace(transport=transport, clock=Clock()))
         try:
             deadline = asyncio.get_running_loop().time() + 1.0
             buyers = [_buyer("broken", _BrokenAdapter()), _buyer("good", good)]

@@ -245,15 +245,14 @@ async def _seller_answers(r: Recorder, ex: Exchange, database_url: str) -> None:
 
     # 410: a ping past its TTL that was never posted.
     status, late, _ = await r.send("POST", "/v1/ping", body=ping)
-    real_now = ex.ctx.now
-    ex.ctx.now = lambda: real_now() + timedelta(seconds=121)
+    ex.ctx.clock.advance(timedelta(seconds=121))
     try:
         status, _, _ = await r.send(
             "POST", "/v1/post", body={"ping_id": late["ping_id"], "lead": FULL_LEAD}
         )
         assert status == 410
     finally:
-        ex.ctx.now = real_now
+        ex.ctx.clock.reset()
 
     # An external_id bound to a ping whose auction was never recorded (its first attempt
     # failed): the retry runs the auction under the bound id.
@@ -305,13 +304,12 @@ async def _return_answers(r: Recorder, ex: Exchange) -> None:
     assert (await r.send("POST", path, body=unknown, key=RETURN_KEY))[0] == 404
     assert (await r.send("POST", path, body=good, key=RETURN_KEY))[0] == 201
     assert (await r.send("POST", path, body=good, key=RETURN_KEY))[0] == 409
-    real_now = ex.ctx.now
-    ex.ctx.now = lambda: real_now() + timedelta(days=8)
+    ex.ctx.clock.advance(timedelta(days=8))
     try:
         late = {**good, "ping_id": r.direct_ping_id}
         assert (await r.send("POST", path, body=late, key=RETURN_KEY))[0] == 403
     finally:
-        ex.ctx.now = real_now
+        ex.ctx.clock.reset()
 
 
 async def _rate_limited_answers(r: Recorder) -> None:

@@ -84,7 +84,7 @@ async def test_a_ping_read_back_from_the_ledger_has_the_tree_its_auction_ranked(
         )
         async with running_exchange(text, database_url) as ex:
             ping_id = (await ex.ping())["ping_id"]
-            cached = ex.ctx.pings.get(ping_id, ex.ctx.now())
+            cached = ex.ctx.pings.get(ping_id, ex.ctx.clock.now())
             stored = await _ping_from_ledger(ex.ctx, ping_id)
             raw = await ex.ctx.store.pool.fetchval(
                 "SELECT ping_tree FROM pings WHERE ping_id = $1", uuid.UUID(ping_id)

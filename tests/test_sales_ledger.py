@@ -144,7 +144,7 @@ async def test_a_claim_closed_while_the_sale_waits_for_its_lock_gains_no_sale(
 
 async def _leave_claim(ex: Exchange, ping_id: str, left_by: str) -> None:
     if left_by == "a failed walk of this process":  # its claim, no walk of it running
-        assert await ex.ctx.store.claim_post(ping_id, "acme-media", ex.ctx.now()) is None
+        assert await ex.ctx.store.claim_post(ping_id, "acme-media", ex.ctx.clock.now()) is None
         return
     if left_by == "a process silent for 10 s":
         await ex.ctx.store.pool.execute(
@@ -212,7 +212,8 @@ async def test_a_post_claimed_by_another_process_is_waited_for(database_url: str
                 await post
             claim = await ex.ctx.store.fetch_post(bid["ping_id"])
             # Let the handler's wait end now rather than when the claim ages out.
-            await ex.ctx.store.close_interrupted(bid["ping_id"], "post_interrupted", ex.ctx.now())
+            now = ex.ctx.clock.now()
+            await ex.ctx.store.close_interrupted(bid["ping_id"], "post_interrupted", now)
     assert not done  # still waiting on the other process's walk
     assert claim is not None and claim.status == "in_progress"
 

@@ -106,8 +106,7 @@ async def test_post_that_disagrees_with_ping_is_409_and_names_the_field(ex: Exch
 
 async def test_post_after_ttl_is_410(ex: Exchange) -> None:
     answer = await ex.ping()
-    real_now = ex.ctx.now
-    ex.ctx.now = lambda: real_now() + timedelta(seconds=121)
+    ex.ctx.clock.advance(timedelta(seconds=121))
     status, body, _ = await ex.call(
         "POST", "/v1/post", {"ping_id": answer["ping_id"], "lead": FULL_LEAD}
     )
@@ -117,8 +116,7 @@ async def test_post_after_ttl_is_410(ex: Exchange) -> None:
 async def test_post_after_ttl_of_an_already_sold_ping_returns_the_sale(ex: Exchange) -> None:
     answer = await ex.ping()
     sold = await ex.post(answer["ping_id"])
-    real_now = ex.ctx.now
-    ex.ctx.now = lambda: real_now() + timedelta(seconds=500)
+    ex.ctx.clock.advance(timedelta(seconds=500))
     status, body, _ = await ex.call(
         "POST", "/v1/post", {"ping_id": answer["ping_id"], "lead": FULL_LEAD}
     )

@@ -53,7 +53,7 @@ async def create_return(request: web.Request) -> web.Response:
         raise NotFound(f"buyer {buyer.id} bought no lead {ping_id}")
     if found.return_id is not None:
         raise Conflict(f"lead {ping_id} was already returned")
-    now = ctx.now()
+    now = ctx.clock.now()
     closes = found.sale.created_at + timedelta(days=buyer.return_window_days)
     if now > closes:
         raise Forbidden(f"the return window closed at {closes.isoformat()}")

@@ -92,7 +92,7 @@ def _rate_limit(request: web.Request, seller: SellerConfig) -> None:
 
 
 def check_ready(ctx: ExchangeContext) -> None:
-    if not ctx.db_ready:
+    if not ctx.health.ready:
         raise NotReady(
             "the ledger database is unavailable; retry shortly", headers={"Retry-After": "1"}
         )

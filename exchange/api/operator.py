@@ -126,7 +126,7 @@ def _range(request: web.Request) -> tuple[datetime, datetime]:
         bounds[key] = value
     if problems:
         raise Invalid("bad report range", problems)
-    until = bounds.get("to", ctx.now())
+    until = bounds.get("to", ctx.clock.now())
     since = bounds.get("from", until - timedelta(days=1))
     if since >= until:
         raise Invalid("bad report range", [{"loc": ["query", "from"], "msg": "must be before to"}])

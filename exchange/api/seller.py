@@ -229,7 +229,7 @@ async def post(request: web.Request) -> web.Response:
         problems.extend(_problems_from(exc))
     if problems:
         raise Invalid("the post is not valid", problems)
-    if record.expires_at <= ctx.now():
+    if record.expires_at <= ctx.clock.now():
         earlier = await result_of(ctx, ping_id, digest_of(ctx, ping_id, lead))
         if earlier is not None:
             return json_response(_post_answer(earlier))
@@ -258,7 +258,7 @@ async def _post_matching(
     if mismatched:
         raise Conflict(conflict, [{"loc": ["lead", name], "msg": differs} for name in mismatched])
     duplicates = await check_duplicates(
-        ctx, record.vertical, _contacts(ctx, schema, lead), ctx.now()
+        ctx, record.vertical, _contacts(ctx, schema, lead), ctx.clock.now()
     )
     return await settle_post(ctx, record, seller, lead, min_payout, duplicates)
 
@@ -286,7 +286,7 @@ async def leads(request: web.Request) -> web.Response:
             answer = await _repeat_lead(ctx, earlier, seller, lead, offer.min_payout)
             return json_response(_post_answer(answer))
         duplicates = await check_duplicates(
-            ctx, schema.vertical, _contacts(ctx, schema, lead), ctx.now()
+            ctx, schema.vertical, _contacts(ctx, schema, lead), ctx.clock.now()
         )
         ping_request = PingRequest(
             ping_id, seller, schema.vertical, schema.redact(lead), offer.tmax_ms,

@@ -24,7 +24,7 @@ class Admitted:
     def __enter__(self) -> None:
         ctx = self._ctx
         limit = ctx.loaded.settings.max_inflight_auctions
-        if ctx.admitted >= limit:
+        if ctx.admission.admitted >= limit:
             _refuse(ctx, Overload.INFLIGHT, f"exchange overloaded: {limit} auctions in flight")
         lag_limit = ctx.loaded.overload_lag_s
         if lag_limit:
@@ -36,10 +36,10 @@ class Admitted:
                     f"exchange overloaded: running {behind * 1000:.0f} ms behind "
                     f"(limit {lag_limit * 1000:.0f} ms)",
                 )
-        ctx.admitted += 1
+        ctx.admission.take()
 
     def __exit__(self, *exc_info: object) -> None:
-        self._ctx.admitted -= 1
+        self._ctx.admission.release()
 
 
 def _refuse(ctx: ExchangeContext, reason: Overload, message: str) -> NoReturn:

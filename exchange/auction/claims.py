@@ -16,10 +16,11 @@ from typing import Any
 import structlog
 
 from exchange.auction.answers import PostAnswer
-from exchange.auction.context import ExchangeContext, PostInFlight
+from exchange.auction.context import ExchangeContext
 from exchange.auction.lookup import LOOKUP_RETRY_S
 from exchange.auction.pingcache import PingRecord
 from exchange.auction.posting import DuplicateCheck, post_lead
+from exchange.auction.state import PostInFlight
 from exchange.core.config import SellerConfig
 from exchange.core.dedupe import lead_digest
 from exchange.core.errors import Conflict
@@ -48,14 +49,14 @@ async def settle_post(
     the same lead (a retry, a race, another process) gets that walk's answer, and one
     posting another lead under the ping (other contact details) a 409."""
     digest = digest_of(ctx, record.ping_id, lead)
-    inflight = ctx.posts_inflight.get(record.ping_id)
+    inflight = ctx.inflight.post(record.ping_id)
     if inflight is not None:
         _same_lead(record.ping_id, inflight.lead_digest, digest)
         return await asyncio.shield(inflight.answer)
     loop = asyncio.get_running_loop()
     future: asyncio.Future[PostAnswer] = loop.create_future()
-    ctx.posts_inflight[record.ping_id] = PostInFlight(future, digest)
-    claimed_at = ctx.now()
+    ctx.inflight.start_post(record.ping_id, PostInFlight(future, digest))
+    claimed_at = ctx.clock.now()
     walked = False
     try:
         existing = await ctx.store.claim_post(record.ping_id, seller.id, claimed_at, digest)
@@ -74,7 +75,7 @@ async def settle_post(
         future.exception()
         raise
     finally:
-        del ctx.posts_inflight[record.ping_id]
+        ctx.inflight.end_post(record.ping_id)
 
 
 def digest_of(ctx: ExchangeContext, ping_id: str, lead: dict[str, Any]) -> bytes:
@@ -97,9 +98,7 @@ def _close_later(
     ctx: ExchangeContext, ping_id: str, claimed_at: datetime, error: BaseException
 ) -> None:
     log.warning("post_walk_failed", ping_id=ping_id, error=type(error).__name__)
-    task = asyncio.get_running_loop().create_task(_close_abandoned(ctx, ping_id, claimed_at))
-    ctx.claim_closers.add(task)
-    task.add_done_callback(ctx.claim_closers.discard)
+    ctx.claim_closers.start(_close_abandoned(ctx, ping_id, claimed_at))
 
 
 async def _close_abandoned(ctx: ExchangeContext, ping_id: str, claimed_at: datetime) -> None:
@@ -114,7 +113,7 @@ async def _close_abandoned(ctx: ExchangeContext, ping_id: str, claimed_at: datet
     while True:
         try:
             closed = await ctx.store.close_interrupted(
-                ping_id, UnsoldReason.INTERRUPTED, ctx.now(), claimed_at=claimed_at
+                ping_id, UnsoldReason.INTERRUPTED, ctx.clock.now(), claimed_at=claimed_at
             )
         except Exception as exc:  # the ledger is still away: try again shortly
             if loop.time() + CLOSE_RETRY_S >= give_up_at:
@@ -147,14 +146,14 @@ async def _await_result(
                 ping_id, PostStatus(result.status), result.price_cents, result.payout_cents,
                 result.reason,
             )  # fmt: skip
-        walking = ctx.posts_inflight.get(ping_id)
+        walking = ctx.inflight.post(ping_id)
         if result.claimed_by == ctx.store.owner:
             abandoned = walking is None or walking.answer is mine
         else:  # another process's: abandoned if that process has stopped beating
             abandoned = result.owner_silent
-        age_s = (ctx.now() - result.claimed_at).total_seconds()
+        age_s = (ctx.clock.now() - result.claimed_at).total_seconds()
         if abandoned or age_s > settings.post_deadline_ms / 1000 + CLAIM_AGE_SLACK_S:
-            await ctx.store.close_interrupted(ping_id, UnsoldReason.INTERRUPTED, ctx.now())
+            await ctx.store.close_interrupted(ping_id, UnsoldReason.INTERRUPTED, ctx.clock.now())
             continue
         await asyncio.sleep(LOOKUP_RETRY_S)
 
@@ -162,7 +161,7 @@ async def _await_result(
 async def result_of(ctx: ExchangeContext, ping_id: str, digest: bytes) -> PostAnswer | None:
     """The answer of the post already made under ``ping_id`` (a 409 if it was made with
     another lead than ``digest``'s), or None when there is none."""
-    inflight = ctx.posts_inflight.get(ping_id)
+    inflight = ctx.inflight.post(ping_id)
     if inflight is not None:
         _same_lead(ping_id, inflight.lead_digest, digest)
         return await asyncio.shield(inflight.answer)

@@ -6,19 +6,17 @@ Nothing here is a module-level global; tests build their own with a fixed clock 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from buyers.adapter import Adapter, BuyerEndpoint
 from buyers.registry import build_adapter
-from exchange.auction.answers import PostAnswer
-from exchange.auction.pingcache import PingCache, PingRecord
-from exchange.core.caps import CapCounts
+from exchange.auction.pingcache import PingCache
+from exchange.auction.state import Admission, CapView, ClaimClosers, InFlight, LedgerHealth
 from exchange.core.config import BuyerConfig, LoadedConfig
 from exchange.core.ranking import BuyerRules, buyers_by_vertical
 from exchange.ledger.batch import BatchWriter
@@ -52,16 +50,6 @@ class BuyerRuntime:
             timeout_ms=buyer.timeout_ms,
             post_timeout_ms=buyer.post_timeout_ms,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class PostInFlight:
-    """A post walking the ping tree in this process: its answer to come, and the digest
-    of the lead it walks with (exchange.core.dedupe.lead_digest), so a concurrent post of
-    another lead under the same ping is told apart from a retry."""
-
-    answer: asyncio.Future[PostAnswer]
-    lead_digest: bytes
 
 
 def utc_now() -> datetime:
@@ -102,36 +90,66 @@ class _PingIds:
 new_ping_id = _PingIds()
 
 
-@dataclass(repr=False)  # holds live resources and secrets: nothing worth printing whole
+class Clock:
+    """The exchange's wall-clock time (UTC datetimes and Unix seconds), passed to
+    everything that stamps or compares times; ``advance`` moves it forward for tests of
+    expiry and windows. Deadlines are the event loop's time, not this."""
+
+    __slots__ = ("_now", "_offset", "_unix_time")
+
+    def __init__(
+        self,
+        now: Callable[[], datetime] = utc_now,
+        unix_time: Callable[[], float] = time.time,
+    ) -> None:
+        self._now = now
+        self._unix_time = unix_time
+        self._offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return self._now() + self._offset if self._offset else self._now()
+
+    def unix_time(self) -> float:
+        return self._unix_time() + self._offset.total_seconds()
+
+    def advance(self, by: timedelta) -> None:
+        self._offset += by
+
+    def reset(self) -> None:
+        self._offset = timedelta(0)
+
+
+@dataclass(frozen=True, repr=False)  # holds live resources and secrets: nothing to print
 class ExchangeContext:
+    """The services every request is handed: config, ledger, transport, metrics, clock,
+    and one owner for each piece of this process's mutable state (exchange.auction.state),
+    changed only through its own methods. Built once by the app; never reassigned."""
+
     loaded: LoadedConfig
     store: Store
     writer: BatchWriter
     transport: Transport
     metrics: Metrics
-    pings: PingCache = field(default_factory=PingCache)
-    now: Callable[[], datetime] = utc_now
+    clock: Clock = field(default_factory=Clock)
     new_id: Callable[[], str] = new_ping_id
-    unix_time: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
-    db_ready: bool = True
-    admitted: int = 0  # auctions admitted and not finished (exchange.auction.admission)
+    pings: PingCache = field(default_factory=PingCache)
     # Recent time to commit a ping row (a decaying maximum, loop time), kept back from
     # the deadline.
     commit_time: DecayingMax = field(default_factory=lambda: DecayingMax(initial=0.005))
-    # The event loop's recent lag (exchange.telemetry.looplag), also kept back from the deadline.
+    # The event loop's recent lag (exchange.telemetry.looplag), also kept back from it.
     lag: LagMonitor = field(default_factory=LagMonitor)
-    # Accepted sales per buyer cap window, refreshed from the ledger (advisory, ping time).
-    cap_counts: CapCounts = field(default_factory=dict)
-    # Work in flight in this process, so a concurrent retry waits on it instead of polling.
-    pings_inflight: dict[str, asyncio.Future[PingRecord]] = field(default_factory=dict)
-    posts_inflight: dict[str, PostInFlight] = field(default_factory=dict)
-    # Closing the claims of this process's failed walks (exchange.auction.claims).
-    claim_closers: set[asyncio.Task[None]] = field(default_factory=set)
+    inflight: InFlight = field(default_factory=InFlight)
+    admission: Admission = field(default_factory=Admission)
+    health: LedgerHealth = field(default_factory=LedgerHealth)
+    caps: CapView = field(default_factory=CapView)
+    claim_closers: ClaimClosers = field(default_factory=ClaimClosers)
     buyers: Mapping[str, BuyerRuntime] = field(init=False)
     by_vertical: Mapping[str, tuple[BuyerRules, ...]] = field(init=False)
 
     def __post_init__(self) -> None:
         config = self.loaded.config
-        self.buyers = {b.id: BuyerRuntime.from_config(b) for b in config.buyers if b.enabled}
-        self.by_vertical = buyers_by_vertical(config)
+        buyers = {b.id: BuyerRuntime.from_config(b) for b in config.buyers if b.enabled}
+        # Derived once from the frozen config: set here, as a frozen dataclass allows.
+        object.__setattr__(self, "buyers", buyers)
+        object.__setattr__(self, "by_vertical", buyers_by_vertical(config))

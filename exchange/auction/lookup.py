@@ -23,10 +23,10 @@ async def find_ping(ctx: ExchangeContext, ping_id: str, wait_s: float = 0.0) -> 
     loop = asyncio.get_running_loop()
     give_up = loop.time() + wait_s
     while True:
-        inflight = ctx.pings_inflight.get(ping_id)
+        inflight = ctx.inflight.ping(ping_id)
         if inflight is not None:
             return await asyncio.shield(inflight)
-        record = ctx.pings.get(ping_id, ctx.now())
+        record = ctx.pings.get(ping_id, ctx.clock.now())
         if record is not None:
             return record
         record = await _ping_from_ledger(ctx, ping_id)
@@ -58,7 +58,7 @@ async def run_auction(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     """Run the auction as this process's in-flight one for its ping id: a concurrent
     request for the same ping (a post, a repeated external_id) waits on it."""
     future: asyncio.Future[PingRecord] = asyncio.get_running_loop().create_future()
-    ctx.pings_inflight[request.ping_id] = future
+    ctx.inflight.start_ping(request.ping_id, future)
     try:
         record = await run_ping(ctx, request)
         future.set_result(record)
@@ -68,4 +68,4 @@ async def run_auction(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         future.exception()  # retrieved: waiters get it, no "never retrieved" warning
         raise
     finally:
-        del ctx.pings_inflight[request.ping_id]
+        ctx.inflight.end_ping(request.ping_id)

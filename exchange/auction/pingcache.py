@@ -67,6 +67,10 @@ class PingCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        """Forget every ping (they are then read from the ledger)."""
+        self._entries.clear()
+
 
 def _pack(r: PingRecord) -> bytes:
     tree = [

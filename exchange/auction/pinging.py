@@ -100,7 +100,7 @@ async def _fan_out(
         return []
     loop = asyncio.get_running_loop()
     sent_at = loop.time()
-    timestamp = int(ctx.unix_time())
+    timestamp = int(ctx.clock.unix_time())
     start = ctx.transport.start
     futures: list[asyncio.Future[HttpResponse]] = []
     limits: list[float] = []
@@ -211,7 +211,7 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     """Run the auction for one redacted lead and record it; returns the ping's record."""
     loop = asyncio.get_running_loop()
     started = request.received_at
-    now = ctx.now()
+    now = ctx.clock.now()
     settings = ctx.loaded.settings
     tmax_ms = min(request.tmax_ms, settings.tmax_ms)
     # Stop waiting on buyers early enough to rank, commit the ping row and answer by tmax
@@ -225,7 +225,7 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
 
     rules = ctx.by_vertical.get(request.vertical, ()) if request.offer_to_buyers else ()
     eligible, excluded = screen(
-        rules, seller.id, request.lead, now, ctx.cap_counts, request.duplicates
+        rules, seller.id, request.lead, now, ctx.caps.counts, request.duplicates
     )
     realtime = [ctx.buyers[b.buyer_id] for b in eligible if b.fixed_price_cents is None]
 

@@ -74,7 +74,7 @@ async def _attempt(
     if buyer is None:  # removed from the config since the ping
         return PostReply(PostOutcome.ERROR, reason="buyer no longer configured"), 0
     offer = PostOffer(record.ping_id, bid.bid_id, bid.price_cents, record.vertical, lead)
-    request = buyer.adapter.post_request(offer, int(ctx.unix_time()))
+    request = buyer.adapter.post_request(offer, int(ctx.clock.unix_time()))
     timeout_s = min(timeout_s, buyer.post_timeout_ms / 1000)
 
     def late(response: HttpResponse) -> None:
@@ -134,7 +134,7 @@ class _Walk:
             "post_attempts",
             PostAttemptRow(self.record.ping_id, self.attempts, bid.buyer_id, reply.outcome,
                            bid.price_cents, latency_us, reply.reason, reply.buyer_lead_id,
-                           self.ctx.now()),
+                           self.ctx.clock.now()),
         )  # fmt: skip
 
 
@@ -172,7 +172,7 @@ async def post_lead(
         if done is not None:
             return done
     if walk.sold:
-        await ctx.store.finish_sold(record.ping_id, walk.totals, ctx.now())
+        await ctx.store.finish_sold(record.ping_id, walk.totals, ctx.clock.now())
         return _sold_answer(walk)
     reason = UnsoldReason.DEADLINE if loop.time() >= deadline else UnsoldReason.ALL_DECLINED
     return await _unsold(ctx, record, reason)
@@ -195,7 +195,7 @@ async def _try_buyer(
     ctx, record = walk.ctx, walk.record
     runtime = ctx.buyers.get(bid.buyer_id)
     caps = runtime.rules.caps if runtime is not None else None
-    windows = caps.windows(ctx.now()) if caps is not None else []
+    windows = caps.windows(ctx.clock.now()) if caps is not None else []
     if windows:
         reached = await ctx.store.reserve_caps(bid.buyer_id, windows, bid.price_cents)
         if reached is not None:
@@ -221,7 +221,7 @@ async def _try_buyer(
         payout_cents=payout,
         bid_id=bid.bid_id,
         buyer_lead_id=reply.buyer_lead_id,
-        created_at=ctx.now(),
+        created_at=ctx.clock.now(),
         sale_seq=seq,
         phone_hash=contacts.phone if contacts else None,
         email_hash=contacts.email if contacts else None,
@@ -233,7 +233,7 @@ async def _try_buyer(
     loop = asyncio.get_running_loop()
     write_started = loop.time()
     try:
-        await ctx.store.record_sale(sale, ctx.now(), totals)
+        await ctx.store.record_sale(sale, ctx.clock.now(), totals)
     except ROW_REFUSED as exc:
         # The buyer took the lead but the ledger will not hold its sale. A lead is never
         # left accepted and unbilled: the attempt counts as this buyer's error, and the
@@ -270,7 +270,8 @@ async def _try_buyer(
     if bid.tier is not None:
         distribution = ctx.loaded.config.verticals[record.vertical].tiers.get(bid.tier)
         if distribution is not None and distribution.distribution == "round_robin":
-            await ctx.store.set_last_winner(record.vertical, bid.tier, bid.buyer_id, ctx.now())
+            now = ctx.clock.now()
+            await ctx.store.set_last_winner(record.vertical, bid.tier, bid.buyer_id, now)
     log.info(
         "sale",
         ping_id=record.ping_id,
@@ -290,7 +291,7 @@ def _sold_answer(walk: _Walk) -> PostAnswer:
 
 
 async def _unsold(ctx: ExchangeContext, record: PingRecord, reason: UnsoldReason) -> PostAnswer:
-    await ctx.store.finish_unsold(record.ping_id, reason, ctx.now())
+    await ctx.store.finish_unsold(record.ping_id, reason, ctx.clock.now())
     ctx.metrics.record_unsold(record.vertical)
     log.info(
         "unsold",
