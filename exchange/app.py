@@ -165,6 +165,8 @@ async def _apply_metrics(metrics: Metrics) -> None:
         metrics.apply_pending()
 
 
+# Long on purpose: the composition root builds every live part in order and tears them
+# down in reverse, in one place a reader can check at a glance.
 def create_app(
     loaded: LoadedConfig, options: AppOptions, metrics: Metrics | None = None
 ) -> web.Application:

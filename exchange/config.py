@@ -72,6 +72,22 @@ def _loc(loc: Iterable[int | str]) -> str:
 
 
 def _cross_checks(config: Config) -> list[str]:
+    """What no single key can check: references between sections, and what the buyer
+    adapters say of their options. In file order: sellers, verticals, buyers."""
+    problems = _seller_problems(config) + _vertical_problems(config)
+    hashes = [s.key_hash for s in config.sellers]
+    if len(set(hashes)) != len(hashes):
+        problems.append("sellers: two sellers share one api key")
+    seen: set[str] = set()
+    for i, buyer in enumerate(config.buyers):
+        if buyer.id in seen:
+            problems.append(f"buyers[{i}].id: duplicate buyer id {buyer.id!r}")
+        seen.add(buyer.id)
+        problems.extend(_buyer_problems(config, buyer, f"buyers[{i}]"))
+    return problems
+
+
+def _seller_problems(config: Config) -> list[str]:
     problems: list[str] = []
     verticals = config.verticals
     seen: set[str] = set()
@@ -86,6 +102,12 @@ def _cross_checks(config: Config) -> list[str]:
         for v in seller.vertical_floors:
             if v not in verticals:
                 problems.append(f"sellers[{i}].vertical_floors: unknown vertical {v!r}")
+    return problems
+
+
+def _vertical_problems(config: Config) -> list[str]:
+    problems: list[str] = []
+    verticals = config.verticals
     dedupe = any(v.dedupe_days for v in verticals.values()) or any(
         b.dedupe_days for b in config.buyers
     )
@@ -100,79 +122,90 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(
                 f"verticals.{name}.dedupe_days: the vertical has no phone or email field"
             )
-    hashes = [s.key_hash for s in config.sellers]
-    if len(set(hashes)) != len(hashes):
-        problems.append("sellers: two sellers share one api key")
-    seen = set()
-    for i, buyer in enumerate(config.buyers):
-        where = f"buyers[{i}]"
-        if buyer.id in seen:
-            problems.append(f"{where}.id: duplicate buyer id {buyer.id!r}")
-        seen.add(buyer.id)
-        for v in buyer.verticals:
-            if v not in verticals:
-                problems.append(f"{where}.verticals: unknown vertical {v!r}")
-        if buyer.timeout_ms is not None and buyer.timeout_ms > config.exchange.tmax_ms:
-            problems.append(
-                f"{where}.timeout_ms: {buyer.timeout_ms} is beyond exchange.tmax_ms "
-                f"({config.exchange.tmax_ms})"
-            )
-        for v in buyer.vertical_filters:
-            if v not in buyer.verticals:
-                problems.append(f"{where}.vertical_filters.{v}: not one of the buyer's verticals")
-            elif v in verticals:
-                for name in buyer.vertical_filters[v]:
-                    spec = verticals[v].fields.get(name)
-                    if spec is None:
-                        problems.append(f"{where}.vertical_filters.{v}.{name}: no such field")
-                    elif spec.pii:
-                        problems.append(
-                            f"{where}.vertical_filters.{v}.{name}: PII fields cannot be filtered on"
-                        )
-        allowed = config.exchange.allowed_buyer_hosts
-        if allowed is not None:
-            for key in ("ping_url", "post_url"):
-                url = getattr(buyer, key)
-                host = (urlsplit(url).hostname or "") if url else None
-                if host is not None and not _host_allowed(host, allowed):
-                    problems.append(
-                        f"{where}.{key}: host {host!r} is not in exchange.allowed_buyer_hosts"
-                    )
-        if buyer.price is not None:
-            for v in buyer.verticals:
-                if v in verticals and buyer.price > verticals[v].max_bid:
-                    problems.append(
-                        f"{where}.price: above verticals.{v}.max_bid "
-                        f"({dollars_text(verticals[v].max_bid)})"
-                    )
-        if buyer.tier is not None:
-            for v in buyer.verticals:
-                if v in verticals and buyer.tier not in verticals[v].tiers:
-                    problems.append(
-                        f"{where}.tier: tier {buyer.tier} is not defined in verticals.{v}.tiers"
-                    )
-        known_fields = {f for v in buyer.verticals if v in verticals for f in verticals[v].fields}
-        for name in buyer.filters:
-            if name not in known_fields:
-                problems.append(f"{where}.filters.{name}: no such field in the buyer's verticals")
-            elif any(
-                verticals[v].fields[name].pii
-                for v in buyer.verticals
-                if name in verticals[v].fields
-            ):
+    return problems
+
+
+def _buyer_problems(config: Config, buyer: BuyerConfig, where: str) -> list[str]:
+    problems: list[str] = []
+    verticals = config.verticals
+    for v in buyer.verticals:
+        if v not in verticals:
+            problems.append(f"{where}.verticals: unknown vertical {v!r}")
+    if buyer.timeout_ms is not None and buyer.timeout_ms > config.exchange.tmax_ms:
+        problems.append(
+            f"{where}.timeout_ms: {buyer.timeout_ms} is beyond exchange.tmax_ms "
+            f"({config.exchange.tmax_ms})"
+        )
+    problems.extend(_vertical_filter_problems(config, buyer, where))
+    allowed = config.exchange.allowed_buyer_hosts
+    if allowed is not None:
+        for key in ("ping_url", "post_url"):
+            url = getattr(buyer, key)
+            host = (urlsplit(url).hostname or "") if url else None
+            if host is not None and not _host_allowed(host, allowed):
                 problems.append(
-                    f"{where}.filters.{name}: PII fields are not in pings and cannot be filtered on"
+                    f"{where}.{key}: host {host!r} is not in exchange.allowed_buyer_hosts"
                 )
-        for s in (*(buyer.sellers_allow or ()), *buyer.sellers_deny):
-            if s not in {seller.id for seller in config.sellers}:
-                problems.append(f"{where}: unknown seller {s!r} in sellers_allow/sellers_deny")
-        if buyer.adapter not in ADAPTERS:
+    for v in buyer.verticals:
+        if v not in verticals:
+            continue
+        if buyer.price is not None and buyer.price > verticals[v].max_bid:
             problems.append(
-                f"{where}.adapter: unknown adapter {buyer.adapter!r} "
-                f"(known: {', '.join(sorted(ADAPTERS))})"
+                f"{where}.price: above verticals.{v}.max_bid "
+                f"({dollars_text(verticals[v].max_bid)})"
             )
-        else:
-            problems.extend(_adapter_problems(buyer, where))
+    if buyer.tier is not None:
+        for v in buyer.verticals:
+            if v in verticals and buyer.tier not in verticals[v].tiers:
+                problems.append(
+                    f"{where}.tier: tier {buyer.tier} is not defined in verticals.{v}.tiers"
+                )
+    problems.extend(_filter_problems(config, buyer, where))
+    sellers = {seller.id for seller in config.sellers}
+    for s in (*(buyer.sellers_allow or ()), *buyer.sellers_deny):
+        if s not in sellers:
+            problems.append(f"{where}: unknown seller {s!r} in sellers_allow/sellers_deny")
+    if buyer.adapter not in ADAPTERS:
+        problems.append(
+            f"{where}.adapter: unknown adapter {buyer.adapter!r} "
+            f"(known: {', '.join(sorted(ADAPTERS))})"
+        )
+    else:
+        problems.extend(_adapter_problems(buyer, where))
+    return problems
+
+
+def _vertical_filter_problems(config: Config, buyer: BuyerConfig, where: str) -> list[str]:
+    problems: list[str] = []
+    verticals = config.verticals
+    for v in buyer.vertical_filters:
+        if v not in buyer.verticals:
+            problems.append(f"{where}.vertical_filters.{v}: not one of the buyer's verticals")
+        elif v in verticals:
+            for name in buyer.vertical_filters[v]:
+                spec = verticals[v].fields.get(name)
+                if spec is None:
+                    problems.append(f"{where}.vertical_filters.{v}.{name}: no such field")
+                elif spec.pii:
+                    problems.append(
+                        f"{where}.vertical_filters.{v}.{name}: PII fields cannot be filtered on"
+                    )
+    return problems
+
+
+def _filter_problems(config: Config, buyer: BuyerConfig, where: str) -> list[str]:
+    problems: list[str] = []
+    verticals = config.verticals
+    known_fields = {f for v in buyer.verticals if v in verticals for f in verticals[v].fields}
+    for name in buyer.filters:
+        if name not in known_fields:
+            problems.append(f"{where}.filters.{name}: no such field in the buyer's verticals")
+        elif any(
+            verticals[v].fields[name].pii for v in buyer.verticals if name in verticals[v].fields
+        ):
+            problems.append(
+                f"{where}.filters.{name}: PII fields are not in pings and cannot be filtered on"
+            )
     return problems
 
 

@@ -17,14 +17,14 @@ from exchange.ledger.pool import create_pool, migrate
 from exchange.ledger.store import Store
 from exchange.server.embedded import EmbeddedPostgres
 from exchange.telemetry.logs import configure_logging
-from tests.harness import with_database
+from tests.support.harness import with_database
 
 configure_logging(json=False, level="debug")
 
 # Hypothesis profiles. "ci", the default, keeps Hypothesis' own example counts (tests that
-# set max_examples keep theirs); the live fuzzers, tests/test_fuzz_buyer_answers.py and
-# tests/test_fuzz_seller_bodies.py, run a bounded count of their own under it (see
-# tests/fuzzing.py). "deep" (`pytest --hypothesis-profile=deep`) runs thousands of
+# set max_examples keep theirs); the live fuzzers, tests/faults/test_fuzz_buyer_answers.py and
+# tests/faults/test_fuzz_seller_bodies.py, run a bounded count of their own under it (see
+# tests/support/fuzzing.py). "deep" (`pytest --hypothesis-profile=deep`) runs thousands of
 # examples with no deadline, the live fuzzers included.
 settings.register_profile("ci", print_blob=True)
 settings.register_profile(

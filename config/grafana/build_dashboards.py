@@ -10,8 +10,9 @@ Grafana and the tests need only the file; edit this script, never the JSON, then
     python config/grafana/build_dashboards.py --check  # exit 1 if the JSON is stale
 
 Queries use only metric names from exchange/telemetry/collectors.py:
-tests/test_dashboards.py checks them against a live /metrics, tests/test_prometheus_live.py
-runs every one against a real Prometheus scraping a live exchange. docs/observability.md
+tests/telemetry/test_dashboards.py checks them against a live /metrics, and
+tests/telemetry/test_prometheus_live.py runs every one against a real Prometheus scraping
+a live exchange. docs/observability.md
 says what each panel answers.
 """
 

@@ -2,7 +2,7 @@
 endpoints, kept as exchange/api/openapi.yaml and served as JSON at ``GET /openapi.json``.
 
 The YAML file is the source; it is read once when the routes are built. A test
-(tests/test_openapi_contract.py) keeps it and the app's router in step and validates real
+(tests/api/test_openapi_contract.py) keeps it and the app's router in step and validates real
 answers against its schemas, so the document cannot drift from the handlers.
 """
 

@@ -30,6 +30,7 @@ def _ms(us: int | None) -> float | None:
     return None if us is None else round(us / 1000, 3)
 
 
+# Long on purpose: the auction record is one JSON document, written field by field.
 async def auction(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     authenticate_admin(request, ctx)

@@ -207,6 +207,8 @@ def kept_back_s(tmax_s: float, commit_s: float, lag_s: float) -> float:
     return min(wanted, cap)
 
 
+# Long on purpose: one auction's steps in order (deadline, screening, fan-out, the
+# core's decision, the record); split, the deadline arithmetic would scatter.
 async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     """Run the auction for one redacted lead and record it; returns the ping's record."""
     loop = asyncio.get_running_loop()
@@ -280,6 +282,8 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     return record
 
 
+# Long on purpose: the commit-before-answer sequence and its deadline accounting are
+# one invariant (docs/auction.md, "Deadline"), kept together.
 async def _record(
     ctx: ExchangeContext,
     record: PingRecord,

@@ -22,6 +22,7 @@ from buyers.adapter import HttpResponse, PostOffer, PostReply
 from exchange.auction.answers import PostAnswer
 from exchange.auction.context import ExchangeContext
 from exchange.auction.pingcache import PingRecord
+from exchange.core.caps import CapWindow
 from exchange.core.config import SellerConfig
 from exchange.core.dedupe import ContactHashes, buyers_with_lead, sold_in_vertical
 from exchange.core.money import payout_cents
@@ -208,28 +209,16 @@ async def _try_buyer(
         if windows:
             await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
         return None
-    payout = payout_cents(bid.price_cents, walk.seller.payout_share)
-    seq = len(walk.sold) + 1
-    last = seq == walk.wanted
-    contacts = walk.contacts
-    sale = SaleRow(
-        ping_id=record.ping_id,
-        seller_id=walk.seller.id,
-        buyer_id=bid.buyer_id,
-        vertical=record.vertical,
-        price_cents=bid.price_cents,
-        payout_cents=payout,
-        bid_id=bid.bid_id,
-        buyer_lead_id=reply.buyer_lead_id,
-        created_at=ctx.clock.now(),
-        sale_seq=seq,
-        phone_hash=contacts.phone if contacts else None,
-        email_hash=contacts.email if contacts else None,
-    )
-    totals = (
-        PostTotals(walk.totals.price_cents + bid.price_cents,
-                   walk.totals.payout_cents + payout) if last else None
-    )  # fmt: skip
+    return await _sell(walk, bid, reply, latency_us, windows)
+
+
+async def _sell(
+    walk: _Walk, bid: Bid, reply: PostReply, latency_us: int, windows: list[CapWindow]
+) -> PostAnswer | None:
+    """Record the sale the buyer accepted, before anyone hears of it; returns the final
+    answer once the walk is complete (or the ledger's, when the claim was lost)."""
+    ctx, record = walk.ctx, walk.record
+    sale, totals = _sale_row(walk, bid, reply)
     loop = asyncio.get_running_loop()
     write_started = loop.time()
     try:
@@ -254,35 +243,63 @@ async def _try_buyer(
         log.error("sale_conflict", ping_id=record.ping_id, buyer=bid.buyer_id)
         if windows:
             await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
-        existing = await ctx.store.fetch_post(record.ping_id)
-        status = PostStatus(existing.status) \
-            if existing and existing.status is not ClaimStatus.IN_PROGRESS \
-            else PostStatus.UNSOLD  # fmt: skip
-        return PostAnswer(record.ping_id, status, existing.price_cents if existing else None,
-                          existing.payout_cents if existing else None,
-                          existing.reason if existing else UnsoldReason.INTERRUPTED)  # fmt: skip
+        return await _ledger_answer(ctx, record.ping_id)
     await walk.note(bid, reply, latency_us)
     ctx.metrics.record_sale(
-        walk.seller.id, bid.buyer_id, record.vertical, bid.price_cents, payout, walk.attempts,
-        loop.time() - write_started,
+        walk.seller.id, bid.buyer_id, record.vertical, bid.price_cents, sale.payout_cents,
+        walk.attempts, loop.time() - write_started,
     )  # fmt: skip
-    walk.sold.append((bid, payout))
-    if bid.tier is not None:
-        distribution = ctx.loaded.config.verticals[record.vertical].tiers.get(bid.tier)
-        if distribution is not None and distribution.distribution == "round_robin":
-            now = ctx.clock.now()
-            await ctx.store.set_last_winner(record.vertical, bid.tier, bid.buyer_id, now)
-    log.info(
-        "sale",
-        ping_id=record.ping_id,
-        seller=walk.seller.id,
-        vertical=record.vertical,
-        buyer=bid.buyer_id,
+    walk.sold.append((bid, sale.payout_cents))
+    await _rotate_tier(ctx, record.vertical, bid)
+    log.info("sale", ping_id=record.ping_id, seller=walk.seller.id, vertical=record.vertical,
+             buyer=bid.buyer_id, price_cents=bid.price_cents, attempts=walk.attempts,
+             sale_seq=sale.sale_seq)  # fmt: skip
+    return _sold_answer(walk) if totals is not None else None
+
+
+def _sale_row(walk: _Walk, bid: Bid, reply: PostReply) -> tuple[SaleRow, PostTotals | None]:
+    """The sale of ``bid``, and with it the post's totals when it is the walk's last."""
+    payout = payout_cents(bid.price_cents, walk.seller.payout_share)
+    seq = len(walk.sold) + 1
+    contacts = walk.contacts
+    sale = SaleRow(
+        ping_id=walk.record.ping_id,
+        seller_id=walk.seller.id,
+        buyer_id=bid.buyer_id,
+        vertical=walk.record.vertical,
         price_cents=bid.price_cents,
-        attempts=walk.attempts,
+        payout_cents=payout,
+        bid_id=bid.bid_id,
+        buyer_lead_id=reply.buyer_lead_id,
+        created_at=walk.ctx.clock.now(),
         sale_seq=seq,
+        phone_hash=contacts.phone if contacts else None,
+        email_hash=contacts.email if contacts else None,
     )
-    return _sold_answer(walk) if last else None
+    if seq != walk.wanted:
+        return sale, None
+    so_far = walk.totals
+    return sale, PostTotals(so_far.price_cents + bid.price_cents, so_far.payout_cents + payout)
+
+
+async def _ledger_answer(ctx: ExchangeContext, ping_id: str) -> PostAnswer:
+    """The post's answer as the ledger holds it (a claim closed under this walk)."""
+    existing = await ctx.store.fetch_post(ping_id)
+    if existing is None:
+        return PostAnswer(ping_id, PostStatus.UNSOLD, None, None, UnsoldReason.INTERRUPTED)
+    status = PostStatus.UNSOLD if existing.status is ClaimStatus.IN_PROGRESS \
+        else PostStatus(existing.status)  # fmt: skip
+    return PostAnswer(ping_id, status, existing.price_cents, existing.payout_cents,
+                      existing.reason)  # fmt: skip
+
+
+async def _rotate_tier(ctx: ExchangeContext, vertical: str, bid: Bid) -> None:
+    """A round-robin tier's last winner, shared by every process."""
+    if bid.tier is None:
+        return
+    distribution = ctx.loaded.config.verticals[vertical].tiers.get(bid.tier)
+    if distribution is not None and distribution.distribution == "round_robin":
+        await ctx.store.set_last_winner(vertical, bid.tier, bid.buyer_id, ctx.clock.now())
 
 
 def _sold_answer(walk: _Walk) -> PostAnswer:

@@ -6,7 +6,7 @@ buyer lead ids, prices) and from return requests. PostgreSQL refuses, in ``text`
 ``jsonb`` alike, the NUL character; a Python string holding an unpaired surrogate cannot
 even be encoded for the wire. An integer beyond 64 bits fits no ``bigint`` column and no
 JSON encoder the exchange uses. What this module lets through is stored: a Hypothesis
-test writes whatever it accepts to a real database (tests/test_storable.py).
+test writes whatever it accepts to a real database (tests/core/test_storable.py).
 
 Two ways to apply the rules, by what the value is:
 

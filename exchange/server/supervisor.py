@@ -80,6 +80,8 @@ def serve_worker(
     )  # fmt: skip
 
 
+# One function on purpose: the supervision loop (start, watch, replace, stop) reads as one
+# sequence, and its pieces share the signal handlers and the restart window.
 def run_workers(args: argparse.Namespace, database_url: str) -> int:
     """Start ``args.workers`` processes on one port and keep that many running: a worker
     that exits on its own (a crash, an out-of-memory kill) is replaced at once, unless

@@ -6,7 +6,7 @@ observations to plain dicts here (``Pending``), and ``Pending.apply`` adds the t
 the real series in one go. prometheus_client has no bulk observe, so applying a
 histogram's observations, and reading a labelled metric a few series at a time for the
 sliced scrape (exchange/telemetry/exposition.py), reach into its private attributes. This
-module is the only one that does; tests/test_metrics_batching.py fails if they change.
+module is the only one that does; tests/telemetry/test_metrics_batching.py fails if they change.
 
 Checked against prometheus_client 0.20.0 and 0.25.0 (their source) and 0.26.0 (the tests).
 What is relied on:

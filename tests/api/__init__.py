@@ -1,0 +1,1 @@
+"""The HTTP API: errors, the OpenAPI contract, reports, security."""

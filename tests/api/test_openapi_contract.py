@@ -1,0 +1,361 @@
+"""exchange/api/openapi.yaml is the API as it runs: every route is documented and every
+documented operation is routed, the closed word lists (outcomes, error codes, statuses)
+are the code's, and real answers of a live exchange - one of every documented status of
+every operation - fit the documented schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import jsonschema_rs
+import orjson
+import pytest
+import yaml
+from aiohttp import web
+
+from exchange.api import errors as middleware
+from exchange.api import openapi
+from exchange.app import AppOptions, create_app
+from exchange.core import errors
+from exchange.core.outcomes import BidOutcome, PingStatus, PostOutcome, PostStatus
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
+from tests.support.faults import (
+    Contract,
+    ControlledPostgres,
+    controlled_postgres,
+    create_database,
+    with_openapi,
+)
+from tests.support.faults import serve_exchange as serve
+from tests.support.harness import (
+    ADMIN_TOKEN,
+    FULL_LEAD,
+    OTHER_SELLER_KEY,
+    PING_LEAD,
+    SELLER_KEY,
+    Exchange,
+    make_config,
+    realtime_buyer,
+)
+
+LIMITED_KEY = "limited-test-key-0123456789"
+RETURN_KEY = "ca-only-return-key-0123456789"
+HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[ControlledPostgres]:
+    with controlled_postgres() as server:
+        yield server
+
+
+def contract() -> Contract:
+    return Contract()
+
+
+def routed_operations(app: web.Application) -> set[tuple[str, str]]:
+    return {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.method in HTTP_METHODS
+    }
+
+
+def test_every_route_is_documented_and_every_documented_operation_is_routed() -> None:
+    # Building the app only wires routes; nothing connects until it starts.
+    app = create_app(make_config([]), AppOptions(database_url="postgresql://unused/x"))
+    routed = routed_operations(with_openapi(app))
+    documented = contract().operations()
+    assert routed - documented == set(), "routes missing from exchange/api/openapi.yaml"
+    assert documented - routed == set(), "documented operations no route serves"
+
+
+def test_document_is_valid_openapi_3_1_with_valid_schemas() -> None:
+    from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
+
+    document = contract().document
+    OPENAPI_31_VALIDATOR.validate(document)
+    for name, schema in document["components"]["schemas"].items():
+        assert jsonschema_rs.meta.is_valid(schema), name
+    # Every $ref resolves.
+    text = orjson.dumps(document).decode()
+    refs = {part.split('"')[0] for part in text.split('"$ref":"')[1:]}
+    for ref in refs:
+        assert contract().resolve({"$ref": ref}) is not None, ref
+
+
+def test_document_version_is_the_package_version() -> None:
+    assert contract().document["info"]["version"] == metadata.version("lead-exchange")
+
+
+def _client_errors() -> list[type[errors.ClientError]]:
+    found, todo = [], list(errors.ClientError.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_word_lists_are_the_codes() -> None:
+    c = contract()
+    schemas = c.document["components"]["schemas"]
+    story = schemas["AuctionStory"]["properties"]
+    assert set(story["buyers"]["items"]["properties"]["outcome"]["enum"]) == set(BidOutcome)
+    assert set(story["post_attempts"]["items"]["properties"]["outcome"]["enum"]) == set(PostOutcome)
+    assert set(schemas["PingAnswer"]["properties"]["status"]["enum"]) == set(PingStatus)
+    assert set(schemas["PostAnswer"]["properties"]["status"]["enum"]) == set(PostStatus)
+    codes = {cls.code for cls in _client_errors()}
+    codes |= {code for code, _ in middleware._HTTP_CODES.values()}
+    assert set(schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"]) == codes
+    # Every client error status of SPEC section 4 is a documented answer of some operation.
+    documented = {
+        int(status) for method, path in c.operations() for status in c.responses(method, path)
+    }
+    assert {cls.status for cls in _client_errors()} <= documented
+
+
+# -- real answers -------------------------------------------------------------------------
+
+
+class Recorder:
+    """Sends requests to a live exchange and checks every answer against the contract."""
+
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.contract = contract()
+        self.seen: set[tuple[str, str, int]] = set()
+        self.problems: list[str] = []
+        self.sold_ping_id = ""
+        self.direct_ping_id = ""
+
+    async def send(
+        self,
+        method: str,
+        template: str,
+        path: str | None = None,
+        body: Any = None,
+        key: str | None = SELLER_KEY,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any, Mapping[str, str]]:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        data = raw if raw is not None else (None if body is None else orjson.dumps(body))
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        async with self.ex.http.request(
+            method, self.ex.url + (path or template), data=data, headers=headers
+        ) as response:
+            payload = await response.read()
+            status, answer_headers = response.status, response.headers
+        self.seen.add((method, template, status))
+        self.problems += self.contract.problems(method, template, status, answer_headers, payload)
+        try:
+            parsed = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            parsed = payload
+        return status, parsed, answer_headers
+
+    def unseen(self) -> set[tuple[str, str, int]]:
+        documented = {
+            (method, path, int(status))
+            for method, path in self.contract.operations()
+            for status in self.contract.responses(method, path)
+        }
+        return documented - self.seen
+
+
+async def test_real_answers_fit_the_document(pg: ControlledPostgres) -> None:
+    pg.ensure_running()
+    database_url = await create_database(pg.dsn)
+    specs = [SimulatedBuyerSpec("ca-only", bid_cents=(2000, 2000))]
+    async with BuyerSimulator(specs) as sim:
+        config = make_config(
+            [realtime_buyer(sim, "ca-only", filters={"state": {"in": ["CA"]}},
+                            return_api_key=RETURN_KEY, return_window_days=7)],
+            exchange={"tmax_ms": 200, "max_body_bytes": 4096},
+            sellers=[
+                {"id": "acme-media", "api_key": SELLER_KEY, "payout_share": 0.85, "floor": 2.0},
+                {"id": "other-seller", "api_key": OTHER_SELLER_KEY, "payout_share": 0.8,
+                 "verticals": []},
+                {"id": "limited", "api_key": LIMITED_KEY, "payout_share": 0.8,
+                 "rate_limit_per_s": 1},
+            ],
+        )  # fmt: skip
+        async with serve(config, database_url) as ex:
+            r = Recorder(ex)
+            await _healthy_answers(r)
+            await _seller_answers(r, ex, database_url)
+            await _operator_answers(r)
+            await _return_answers(r, ex)
+            await _rate_limited_answers(r)
+            await _answers_with_the_database_away(r, pg)
+            pg.ensure_running()
+    assert r.problems == []
+    assert r.unseen() == set(), "documented answers this test could not produce"
+
+
+async def _healthy_answers(r: Recorder) -> None:
+    assert (await r.send("GET", "/healthz", key=None))[0] == 200
+    assert (await r.send("GET", "/readyz", key=None))[0] == 200
+    assert (await r.send("GET", "/metrics", key=None))[0] == 200
+    status, served, _ = await r.send("GET", "/openapi.json", key=None)
+    assert status == 200
+    assert served == yaml.safe_load(Path(openapi.__file__).with_name("openapi.yaml").read_text())
+
+
+async def _seller_answers(r: Recorder, ex: Exchange, database_url: str) -> None:
+    ping = {"vertical": "auto_insurance", "lead": PING_LEAD}
+    status, bid, _ = await r.send("POST", "/v1/ping", body=ping)
+    assert (status, bid["status"]) == (200, "bid")
+    status, no_bid, _ = await r.send(
+        "POST", "/v1/ping", body={**ping, "lead": {**PING_LEAD, "state": "TX"}}
+    )
+    assert (status, no_bid["status"]) == (200, "no_bid")
+    post = {"ping_id": bid["ping_id"], "lead": FULL_LEAD}
+    for op in ("/v1/ping", "/v1/post", "/v1/leads"):
+        assert (await r.send("POST", op, raw=b'{"vertical": '))[0] == 400
+        assert (await r.send("POST", op, body=ping, key="no-such-key-0123456789"))[0] == 401
+        assert (await r.send("POST", op, raw=b'{"pad": "' + b"x" * 8000 + b'"}'))[0] == 413
+        assert (await r.send("POST", op, body={"lead": 7}))[0] == 422
+    for op in ("/v1/ping", "/v1/leads"):
+        assert (await r.send("POST", op, body=ping, key=OTHER_SELLER_KEY))[0] == 403
+
+    unknown = {"ping_id": str(uuid.uuid4()), "lead": FULL_LEAD}
+    assert (await r.send("POST", "/v1/post", body=unknown))[0] == 404
+    status, _, _ = await r.send(
+        "POST", "/v1/post", body={**post, "lead": {**FULL_LEAD, "state": "TX"}}
+    )
+    assert status == 409
+    status, sold, _ = await r.send("POST", "/v1/post", body=post)
+    assert (status, sold["status"]) == (200, "sold")
+    texan = {**FULL_LEAD, "state": "TX"}
+    status, unsold, _ = await r.send(
+        "POST", "/v1/post", body={"ping_id": no_bid["ping_id"], "lead": texan}
+    )
+    assert (status, unsold["status"]) == (200, "unsold")
+    status, direct, _ = await r.send("POST", "/v1/leads", body={**ping, "lead": FULL_LEAD})
+    assert (status, direct["status"]) == (200, "sold")
+
+    # 410: a ping past its TTL that was never posted.
+    status, late, _ = await r.send("POST", "/v1/ping", body=ping)
+    ex.ctx.clock.advance(timedelta(seconds=121))
+    try:
+        status, _, _ = await r.send(
+            "POST", "/v1/post", body={"ping_id": late["ping_id"], "lead": FULL_LEAD}
+        )
+        assert status == 410
+    finally:
+        ex.ctx.clock.reset()
+
+    # An external_id bound to a ping whose auction was never recorded (its first attempt
+    # failed): the retry runs the auction under the bound id.
+    orphan = uuid.uuid4()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO external_ids (seller_id, external_id, ping_id) VALUES ($1, $2, $3)",
+            "acme-media", "orphan-1", orphan,
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    status, body, _ = await r.send("POST", "/v1/ping", body={**ping, "external_id": "orphan-1"})
+    assert (status, body["ping_id"]) == (200, str(orphan))
+    # 409 on a direct post: its external_id names a ping of a different lead.
+    assert (await r.send("POST", "/v1/ping", body={**ping, "external_id": "pinged-1"}))[0] == 200
+    other = {**FULL_LEAD, "state": "TX"}
+    status, _, _ = await r.send(
+        "POST", "/v1/leads", body={**ping, "lead": other, "external_id": "pinged-1"}
+    )
+    assert status == 409
+    r.sold_ping_id = bid["ping_id"]
+    r.direct_ping_id = direct["ping_id"]
+
+
+async def _operator_answers(r: Recorder) -> None:
+    ping_id = r.sold_ping_id
+    story = f"/v1/auctions/{ping_id}"
+    status, body, _ = await r.send("GET", "/v1/auctions/{ping_id}", story, key=ADMIN_TOKEN)
+    assert status == 200 and body["sale"] is not None
+    unknown = f"/v1/auctions/{uuid.uuid4()}"
+    assert (await r.send("GET", "/v1/auctions/{ping_id}", unknown, key=ADMIN_TOKEN))[0] == 404
+    assert (await r.send("GET", "/v1/auctions/{ping_id}", story, key=SELLER_KEY))[0] == 401
+    for report in ("/v1/reports/buyers", "/v1/reports/sellers"):
+        status, body, _ = await r.send("GET", report, key=ADMIN_TOKEN)
+        assert status == 200 and any(body.values())
+        assert (await r.send("GET", report, report + "?from=yesterday", key=ADMIN_TOKEN))[0] == 422
+        assert (await r.send("GET", report, key=None))[0] == 401
+
+
+async def _return_answers(r: Recorder, ex: Exchange) -> None:
+    path = "/v1/returns"
+    good = {"ping_id": r.sold_ping_id, "reason": "wrong number"}
+    assert (await r.send("POST", path, raw=b"[1", key=RETURN_KEY))[0] == 400
+    assert (await r.send("POST", path, body=good, key=SELLER_KEY))[0] == 401
+    assert (await r.send("POST", path, raw=b'"' + b"x" * 8000 + b'"', key=RETURN_KEY))[0] == 413
+    assert (await r.send("POST", path, body={"ping_id": 5}, key=RETURN_KEY))[0] == 422
+    unknown = {**good, "ping_id": str(uuid.uuid4())}
+    assert (await r.send("POST", path, body=unknown, key=RETURN_KEY))[0] == 404
+    assert (await r.send("POST", path, body=good, key=RETURN_KEY))[0] == 201
+    assert (await r.send("POST", path, body=good, key=RETURN_KEY))[0] == 409
+    ex.ctx.clock.advance(timedelta(days=8))
+    try:
+        late = {**good, "ping_id": r.direct_ping_id}
+        assert (await r.send("POST", path, body=late, key=RETURN_KEY))[0] == 403
+    finally:
+        ex.ctx.clock.reset()
+
+
+async def _rate_limited_answers(r: Recorder) -> None:
+    ping = {"vertical": "auto_insurance", "lead": PING_LEAD}
+    bodies = {"/v1/ping": ping, "/v1/post": {"ping_id": str(uuid.uuid4()), "lead": FULL_LEAD},
+              "/v1/leads": {**ping, "lead": FULL_LEAD}}  # fmt: skip
+    for op, body in bodies.items():
+        statuses = [(await r.send("POST", op, body=body, key=LIMITED_KEY))[0] for _ in range(3)]
+        assert 429 in statuses, (op, statuses)
+
+
+async def _answers_with_the_database_away(r: Recorder, pg: ControlledPostgres) -> None:
+    pg.stop("fast")
+    for _ in range(100):
+        if (await r.send("GET", "/readyz", key=None))[0] == 503:
+            break
+        await asyncio.sleep(0.05)
+    ping = {"vertical": "auto_insurance", "lead": PING_LEAD}
+    for op, body in (
+        ("/v1/ping", ping),
+        ("/v1/post", {"ping_id": str(uuid.uuid4()), "lead": FULL_LEAD}),
+        ("/v1/leads", {**ping, "lead": FULL_LEAD}),
+    ):
+        assert (await r.send("POST", op, body=body))[0] == 503
+    story = f"/v1/auctions/{r.sold_ping_id}"
+    assert (await r.send("GET", "/v1/auctions/{ping_id}", story, key=ADMIN_TOKEN))[0] == 503
+    returned = {"ping_id": r.direct_ping_id, "reason": "wrong number"}
+    assert (await r.send("POST", "/v1/returns", body=returned, key=RETURN_KEY))[0] == 503
+    for report in ("/v1/reports/buyers", "/v1/reports/sellers"):
+        assert (await r.send("GET", report, key=ADMIN_TOKEN))[0] == 503
+
+
+def test_the_checker_refuses_answers_that_drift() -> None:
+    c = contract()
+    json_headers = {"Content-Type": "application/json"}
+    good = {"ping_id": str(uuid.uuid4()), "status": "sold", "price": 17.0}
+    assert c.problems("POST", "/v1/post", 200, json_headers, orjson.dumps(good)) == []
+    extra = orjson.dumps({**good, "buyer": "big-insurer"})
+    assert c.problems("POST", "/v1/post", 200, json_headers, extra)
+    assert c.problems("POST", "/v1/post", 418, json_headers, orjson.dumps(good))
+    wrong_code = orjson.dumps({"error": {"code": "forbidden", "message": "no"}})
+    assert c.problems("POST", "/v1/post", 404, json_headers, wrong_code)
+    no_retry_after = orjson.dumps({"error": {"code": "not_ready", "message": "later"}})
+    assert c.problems("POST", "/v1/ping", 503, json_headers, no_retry_after)
+    assert (
+        c.problems("POST", "/v1/ping", 503, {**json_headers, "Retry-After": "1"}, no_retry_after)
+        == []
+    )
+    assert c.problems("POST", "/v1/ping", 400, {"Content-Type": "text/plain"}, b"Bad Request")

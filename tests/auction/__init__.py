@@ -1,0 +1,1 @@
+"""Auctions end to end through the real exchange."""

@@ -1,0 +1,1 @@
+"""Buyer adapters, by their fixture files."""

@@ -1,0 +1,1 @@
+"""The pure core: outcomes, money, fields, storable values, eligibility, ranking, classify."""

@@ -1,0 +1,1 @@
+"""Hostile buyers, careless sellers, a database that fails, crashes, fuzzing."""

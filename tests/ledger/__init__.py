@@ -1,0 +1,1 @@
+"""The ledger on a real PostgreSQL: sales, claims, caps, durability, dead letters."""

@@ -1,0 +1,1 @@
+"""Processes: the worker supervisor, the compose file."""

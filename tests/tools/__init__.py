@@ -1,0 +1,1 @@
+"""The buyer simulator and the benchmark."""

@@ -1,0 +1,1 @@
+"""The buyer transport against real loopback servers."""
