@@ -30,6 +30,7 @@ from exchange.core.outcomes import ClaimStatus, PostOutcome, PostStatus, UnsoldR
 from exchange.core.ranking import Bid, arrange_tiers, max_sales, ping_tree
 from exchange.core.scrub import pii_values, scrub
 from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS, clean_text
+from exchange.core.verdicts import after_walk, before_walk, walk_complete
 from exchange.ledger.faults import ROW_REFUSED
 from exchange.ledger.rows import PostAttemptRow
 from exchange.ledger.sales import PostTotals, SaleConflict, SaleRow
@@ -152,12 +153,10 @@ async def post_lead(
     deadline = loop.time() + ctx.loaded.settings.post_deadline_ms / 1000
     vertical = ctx.loaded.config.verticals[record.vertical]
     duplicates = duplicates or DuplicateCheck()
-    if duplicates.sold_in_vertical:
-        return await _unsold(ctx, record, UnsoldReason.DUPLICATE)
     tree = ping_tree(record.tree, seller.payout_share, min_payout_cents)
-    if not tree:
-        empty = UnsoldReason.BELOW_MIN_PRICE if record.tree else UnsoldReason.NO_BIDS
-        return await _unsold(ctx, record, empty)
+    verdict = before_walk(duplicates.sold_in_vertical, bool(record.tree), bool(tree))
+    if verdict is not None and verdict.reason is not None:
+        return await _unsold(ctx, record, verdict.reason)
     tree = await _arrange(ctx, record.vertical, tree)
     schema = ctx.loaded.schemas[record.vertical]
     walk = _Walk(ctx, record, seller, max_sales(seller, vertical), duplicates.contacts,
@@ -172,11 +171,11 @@ async def post_lead(
         done = await _try_buyer(walk, bid, lead, deadline - loop.time())
         if done is not None:
             return done
-    if walk.sold:
+    verdict = after_walk(len(walk.sold), deadline_passed=loop.time() >= deadline)
+    if verdict.reason is None:
         await ctx.store.finish_sold(record.ping_id, walk.totals, ctx.clock.now())
         return _sold_answer(walk)
-    reason = UnsoldReason.DEADLINE if loop.time() >= deadline else UnsoldReason.ALL_DECLINED
-    return await _unsold(ctx, record, reason)
+    return await _unsold(ctx, record, verdict.reason)
 
 
 async def _arrange(ctx: ExchangeContext, vertical: str, tree: list[Bid]) -> list[Bid]:
@@ -276,7 +275,7 @@ def _sale_row(walk: _Walk, bid: Bid, reply: PostReply) -> tuple[SaleRow, PostTot
         phone_hash=contacts.phone if contacts else None,
         email_hash=contacts.email if contacts else None,
     )
-    if seq != walk.wanted:
+    if not walk_complete(seq, walk.wanted):
         return sale, None
     so_far = walk.totals
     return sale, PostTotals(so_far.price_cents + bid.price_cents, so_far.payout_cents + payout)

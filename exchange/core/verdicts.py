@@ -1,0 +1,47 @@
+"""What a post comes to, decided from plain facts: whether the lead is walked down the
+ping tree at all, and, once the walk is over, sold or unsold and why. The walk itself
+(who was called, what each said, what the ledger took) is exchange/auction/posting.py's;
+the verdict is decided here, and only here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exchange.core.outcomes import PostStatus, UnsoldReason
+
+
+@dataclass(frozen=True, slots=True)
+class PostVerdict:
+    status: PostStatus
+    reason: UnsoldReason | None = None  # why unsold; None when sold
+
+
+def before_walk(sold_in_vertical: bool, had_bids: bool, walkable: bool) -> PostVerdict | None:
+    """Unsold before any buyer sees the lead, or None when the walk goes ahead.
+
+    In this order: the person was sold in the vertical lately (``duplicate``); the auction
+    had no bid (``no_bids``); no bid pays the seller's ``min_price`` (``below_min_price``).
+    """
+    if sold_in_vertical:
+        return PostVerdict(PostStatus.UNSOLD, UnsoldReason.DUPLICATE)
+    if not had_bids:
+        return PostVerdict(PostStatus.UNSOLD, UnsoldReason.NO_BIDS)
+    if not walkable:
+        return PostVerdict(PostStatus.UNSOLD, UnsoldReason.BELOW_MIN_PRICE)
+    return None
+
+
+def walk_complete(sales: int, wanted: int) -> bool:
+    """The walk stops once ``wanted`` buyers bought the lead (1: an exclusive lead)."""
+    return sales >= wanted
+
+
+def after_walk(sales: int, deadline_passed: bool) -> PostVerdict:
+    """The tree is exhausted or the post deadline passed: sold if anyone bought (a shared
+    lead may sell fewer times than it could), else unsold for the deadline or because
+    every buyer declined."""
+    if sales:
+        return PostVerdict(PostStatus.SOLD)
+    if deadline_passed:
+        return PostVerdict(PostStatus.UNSOLD, UnsoldReason.DEADLINE)
+    return PostVerdict(PostStatus.UNSOLD, UnsoldReason.ALL_DECLINED)
