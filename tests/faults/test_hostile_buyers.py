@@ -96,14 +96,23 @@ async def huge_until_close(request: RawRequest, writer: Writer) -> bool:
 
 
 @cache
+@cache
 def gzip_bomb(answer: bytes = b'{"bid": 99.0}') -> bytes:
     """50 MB of JSON whitespace and then a high bid, gzipped to ~50 kB: under the response
-    cap, so the exchange reads it whole; decompressed, it would be a valid 99.00 bid."""
+    cap, so the exchange reads it whole; decompressed, it would be a valid 99.00 bid.
+    Made once, before any exchange runs (``_arm_bombs``): compressing 50 MB takes a few
+    hundred ms, and on the test's event loop, which the exchange under test shares, that
+    would be a stall of the test's own making, not the buyer's."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     spaces = b" " * (1024 * 1024)
     parts = [packer.compress(spaces) for _ in range(BODY_BYTES // len(spaces))]
     parts += [packer.compress(answer), packer.flush()]
     return b"".join(parts)
+
+
+def _arm_bombs() -> None:
+    gzip_bomb(b'{"bid": 99.0}')
+    gzip_bomb(b'{"accepted": true}')
 
 
 async def gzip_bombed(request: RawRequest, writer: Writer) -> bool:
@@ -194,6 +203,7 @@ async def hostile_setup(
                 ],
                 exchange={"tmax_ms": TMAX_MS, "transport": transport, **exchange},
             )  # fmt: skip
+            _arm_bombs()
             async with serve_exchange(config, database_url) as ex:
                 yield ex, hostile, sim
 
@@ -259,6 +269,7 @@ async def test_hostile_post_endpoint_falls_back_down_the_ping_tree(
               "post_url": hb.url("/post"), "secret": "s", "post_timeout_ms": POST_TIMEOUT_MS}],
             exchange={"tmax_ms": TMAX_MS, "transport": transport},
         )  # fmt: skip
+        _arm_bombs()
         async with serve_exchange(config, database_url) as ex:
             answer = await ex.ping()
             assert answer["price"] == 42.5  # the hostile buyer's 50.00 leads the tree
