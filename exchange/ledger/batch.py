@@ -51,34 +51,17 @@ from exchange.ledger.dead_letters import (
     rejection,
     write_file,
 )
+from exchange.ledger.faults import BROKEN_CONNECTION, is_row_error
 from exchange.ledger.rollups import INSERT_SQL, ROLLUP_ARGS
 from exchange.ledger.rows import ROW_TYPES, LedgerRow, encode_row, encode_rows
 
 log = structlog.get_logger("exchange.batch")
-
-_BROKEN_CONNECTION = (
-    ConnectionError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
-
-# SQLSTATE classes of errors about the rows, not the database: data exceptions (22),
-# integrity constraint violations (23), program limits exceeded (54, e.g. a batch too big
-# for one jsonb value). A batch failing so is split to find the rows at fault.
-_DATA_ERROR_CLASSES = ("22", "23", "54")
 
 # How long rows may keep failing to write (or one write take) before the writer counts
 # as stalled: /readyz answers 503 and exchange_ledger_writer_up is 0.
 STALL_S = 2.0
 # At close, the last flush gets this long before what is left goes to the dead-letter file.
 FINAL_FLUSH_S = 5.0
-
-
-def _is_data_error(exc: BaseException) -> bool:
-    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
-    return isinstance(sqlstate, str) and sqlstate[:2] in _DATA_ERROR_CLASSES
 
 
 # Tables written one after the other share a lane (and so a lock); lanes run side by side.
@@ -298,7 +281,7 @@ class BatchWriter:
             try:
                 await self._execute(table, encoded)
             except Exception as exc:
-                if not _is_data_error(exc):
+                if not is_row_error(exc):
                     raise
                 rejected = await self._write_apart(table, rows)
             else:
@@ -326,7 +309,7 @@ class BatchWriter:
             try:
                 await self._execute(table, b"[" + b",".join(e for _, e in part) + b"]")
             except Exception as exc:
-                if not _is_data_error(exc):
+                if not is_row_error(exc):
                     raise
                 if len(part) == 1:
                     row = part[0][0]
@@ -374,7 +357,7 @@ class BatchWriter:
                 # A held connection the server dropped meanwhile (a restart, a terminated
                 # backend): the batch goes once more on a fresh one. Rows already written
                 # are skipped by the statement itself.
-                if attempt == 2 or not isinstance(exc, _BROKEN_CONNECTION):
+                if attempt == 2 or not isinstance(exc, BROKEN_CONNECTION):
                     raise
 
     async def close(self) -> None:

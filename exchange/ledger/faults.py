@@ -32,3 +32,25 @@ ROW_REFUSED: tuple[type[Exception], ...] = (
     asyncpg.IntegrityConstraintViolationError,
     asyncpg.ProgramLimitExceededError,
 )
+
+
+# A held connection that broke under a write (the server restarted, the backend was
+# terminated): the batch writer sends the batch once more on a fresh one.
+BROKEN_CONNECTION = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
+# SQLSTATE classes of errors about the rows, not the database: data exceptions (22),
+# integrity constraint violations (23), program limits exceeded (54, e.g. a batch too big
+# for one jsonb value). A batch failing so is split to find the rows at fault.
+DATA_ERROR_CLASSES = ("22", "23", "54")
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """A failure caused by the rows written, not by the database: split them to find it."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+    return isinstance(sqlstate, str) and sqlstate[:2] in DATA_ERROR_CLASSES
