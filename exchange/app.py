@@ -192,6 +192,7 @@ def create_app(
             on_reject=metrics.record_rejected,
             dead_letter_dir=data_dir / "dead-letters" if data_dir else None,
         )  # fmt: skip
+        await writer.warm()
         writer.start()
         transport = build_transport(loaded)
         metrics.watch_transport(transport.stats)

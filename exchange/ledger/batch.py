@@ -335,6 +335,14 @@ class BatchWriter:
                 ping_id=ping_id,
             )  # fmt: skip
 
+    async def warm(self) -> None:
+        """Run each table's statement once, with no rows, on its lane's connection: a
+        fresh connection plans a statement and loads its tables' catalog entries on first
+        use, and the first auctions' ping rows must not pay for that past their tmax."""
+        for table in ROW_TYPES:
+            async with self._locks[_LANES[table]]:
+                await self._execute(table, b"[]")
+
     async def _execute(self, table: str, encoded: bytes) -> None:
         await self._execute_sql(
             table, INSERT_SQL[table], *ROLLUP_ARGS.get(table, ()), orjson.Fragment(encoded)
