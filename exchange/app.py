@@ -36,6 +36,8 @@ from exchange.transport.h1 import H1Transport
 
 log = structlog.get_logger("exchange.app")
 HEALTH_INTERVAL_S = 1.0
+# How long the start waits for the batch writer to warm its statements.
+WARM_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,10 @@ def create_app(
             on_reject=metrics.record_rejected,
             dead_letter_dir=data_dir / "dead-letters" if data_dir else None,
         )  # fmt: skip
-        await writer.warm()
+        # Best effort: a ledger slow or locked at start delays the first commits, not the start.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(WARM_S):
+                await writer.warm()
         writer.start()
         transport = build_transport(loaded)
         metrics.watch_transport(transport.stats)

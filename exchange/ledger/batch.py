@@ -339,9 +339,17 @@ class BatchWriter:
         """Run each table's statement once, with no rows, on its lane's connection: a
         fresh connection plans a statement and loads its tables' catalog entries on first
         use, and the first auctions' ping rows must not pay for that past their tmax."""
-        for table in ROW_TYPES:
-            async with self._locks[_LANES[table]]:
-                await self._execute(table, b"[]")
+        try:
+            for table in ROW_TYPES:
+                async with self._locks[_LANES[table]]:
+                    await self._execute(table, b"[]")
+        finally:
+            # Back to the pool, warm (statements stay cached on their connections): the
+            # lanes take them again with their first rows.
+            held, self._held = self._held, {}
+            for conn in held.values():
+                with contextlib.suppress(Exception):
+                    await self._pool.release(conn, timeout=1.0)
 
     async def _execute(self, table: str, encoded: bytes) -> None:
         await self._execute_sql(
