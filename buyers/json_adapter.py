@@ -34,9 +34,7 @@ from buyers.adapter import (
 from buyers.signing import Signer
 from exchange.core.money import dollars_json
 from exchange.core.outcomes import BidOutcome, PostOutcome
-
-MAX_ID_CHARS = 128
-MAX_REASON_CHARS = 200
+from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS
 
 _CENT = Decimal("0.01")
 # A float's shortest repr equals the JSON text it came from whenever that text has at
