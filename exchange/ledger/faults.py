@@ -44,13 +44,16 @@ BROKEN_CONNECTION = (
     asyncpg.InternalClientError,
 )
 
-# SQLSTATE classes of errors about the rows, not the database: data exceptions (22),
-# integrity constraint violations (23), program limits exceeded (54, e.g. a batch too big
-# for one jsonb value). A batch failing so is split to find the rows at fault.
+# The SQLSTATE classes of ROW_REFUSED: data exceptions (22), integrity constraint
+# violations (23), program limits exceeded (54, e.g. a batch too big for one jsonb value).
 DATA_ERROR_CLASSES = ("22", "23", "54")
 
 
 def is_row_error(exc: BaseException) -> bool:
-    """A failure caused by the rows written, not by the database: split them to find it."""
+    """A failure caused by the rows written, not by the database (ROW_REFUSED, or a
+    server error of the same classes that asyncpg has no class for): a batch failing so
+    is split to find the rows at fault."""
+    if isinstance(exc, ROW_REFUSED):
+        return True
     sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
     return isinstance(sqlstate, str) and sqlstate[:2] in DATA_ERROR_CLASSES
