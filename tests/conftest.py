@@ -17,6 +17,7 @@ from exchange.ledger.pool import create_pool, migrate
 from exchange.ledger.store import Store
 from exchange.server.embedded import EmbeddedPostgres
 from exchange.telemetry.logs import configure_logging
+from tests.support.faults import ControlledPostgres, controlled_postgres, create_database
 from tests.support.harness import with_database
 
 configure_logging(json=False, level="debug")
@@ -80,3 +81,17 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         yield Store(pool, timeout_s=5.0)
     finally:
         await pool.close()
+
+
+# A PostgreSQL cluster the test controls (stop, restart, freeze), one per test module that
+# asks for it, and a fresh database on it per test.
+@pytest.fixture(scope="module")
+def pg() -> Iterator[ControlledPostgres]:
+    with controlled_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+async def fault_db(pg: ControlledPostgres) -> str:
+    pg.ensure_running()
+    return await create_database(pg.dsn)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +16,6 @@ from typing import Any
 import asyncpg
 import jsonschema_rs
 import orjson
-import pytest
 import yaml
 from aiohttp import web
 
@@ -29,7 +28,6 @@ from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.support.faults import (
     Contract,
     ControlledPostgres,
-    controlled_postgres,
     create_database,
     with_openapi,
 )
@@ -48,12 +46,6 @@ from tests.support.harness import (
 LIMITED_KEY = "limited-test-key-0123456789"
 RETURN_KEY = "ca-only-return-key-0123456789"
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[ControlledPostgres]:
-    with controlled_postgres() as server:
-        yield server
 
 
 def contract() -> Contract:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,8 +28,6 @@ from tests.support.faults import (
     ControlledPostgres,
     SellerTraffic,
     check_ledger,
-    controlled_postgres,
-    create_database,
     seller_loop,
     serve_exchange,
     until_answered,
@@ -43,18 +41,6 @@ SLACK_S = 0.15
 INTERNAL_CLIENT_ERROR_IS_500 = False
 CAPPED_HOURLY = 5
 SELLERS = 4
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[ControlledPostgres]:
-    with controlled_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-async def fault_db(pg: ControlledPostgres) -> str:
-    pg.ensure_running()
-    return await create_database(pg.dsn)
 
 
 @pytest.fixture

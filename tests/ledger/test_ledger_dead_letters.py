@@ -15,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import pytest
 
 from exchange.core.outcomes import BidOutcome, PingStatus
 from exchange.ledger.batch import STALL_S, BatchWriter
@@ -32,8 +30,6 @@ from exchange.ledger.store import Store
 from exchange.telemetry.metrics import Metrics
 from tests.support.faults import (
     ControlledPostgres,
-    controlled_postgres,
-    create_database,
     serve_exchange,
 )
 from tests.support.harness import config_text, running_exchange
@@ -196,18 +192,6 @@ async def test_rows_that_cannot_be_written_keep_readiness_false_until_they_are(
 
 
 # -- the database away ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[ControlledPostgres]:
-    with controlled_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-async def fault_db(pg: ControlledPostgres) -> str:
-    pg.ensure_running()
-    return await create_database(pg.dsn)
 
 
 async def test_while_the_database_is_away_rows_are_kept_and_readiness_is_false(
