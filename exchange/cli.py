@@ -23,12 +23,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
-
-
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from exchange.server.embedded import EmbeddedPostgres
 

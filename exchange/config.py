@@ -151,8 +151,7 @@ def _buyer_problems(config: Config, buyer: BuyerConfig, where: str) -> list[str]
             continue
         if buyer.price is not None and buyer.price > verticals[v].max_bid:
             problems.append(
-                f"{where}.price: above verticals.{v}.max_bid "
-                f"({dollars_text(verticals[v].max_bid)})"
+                f"{where}.price: above verticals.{v}.max_bid ({dollars_text(verticals[v].max_bid)})"
             )
     if buyer.tier is not None:
         for v in buyer.verticals:

@@ -121,9 +121,6 @@ def _post_answer(answer: PostAnswer) -> dict[str, Any]:
     return out
 
 
-# -- finding pings and results that may be in flight elsewhere -----------------------------
-
-
 # -- handlers ------------------------------------------------------------------------------
 
 

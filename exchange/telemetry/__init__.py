@@ -1,2 +1,1 @@
-"""What the exchange tells operators: Prometheus metrics, structured logs, event-loop lag.
-"""
+"""What the exchange tells operators: Prometheus metrics, structured logs, event-loop lag."""

@@ -1,2 +1,1 @@
-"""Tools around the product, not part of it: the buyer simulator and the demo.
-"""
+"""Tools around the product, not part of it: the buyer simulator and the demo."""

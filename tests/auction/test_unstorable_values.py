@@ -316,7 +316,6 @@ async def test_a_repeated_external_id_with_other_contact_details_is_a_409(
         assert status == 409, error
 
 
-
 async def test_a_ping_row_the_ledger_refuses_fails_that_ping_alone_with_a_422(
     database_url: str,
 ) -> None:
