@@ -341,6 +341,9 @@ class ControlledPostgres:
             self._user = "pgserver"
             entry = ensure_user_exists(self._user)
             ensure_prefix_permissions(self.data)
+            # As pgserver does for its own server: the binaries may sit below a folder
+            # only root can enter (a checkout in a private temporary folder).
+            ensure_prefix_permissions(self.bin)
             for path in (self.dir, self.data):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         self._run(
