@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from exchange.core.config import PingTemplate, PostTemplate
+from exchange.core.fields import FieldSpec
 from exchange.core.outcomes import BidOutcome, PostOutcome
 
 # Objects made once per buyer per auction are plain slots dataclasses, not frozen ones
@@ -56,6 +58,11 @@ class BuyerEndpoint:
     post_url: str | None
     secret: bytes = field(repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
+    # The http adapter's templates (SPEC section 8), and the lead fields of the buyer's
+    # verticals its templates may name (None: not checked, as in fixtures).
+    ping_template: PingTemplate | None = None
+    post_template: PostTemplate | None = None
+    lead_fields: Mapping[str, FieldSpec] | None = None
 
 
 @dataclass(slots=True)
@@ -98,15 +105,23 @@ class BidReply:
 
 @dataclass(frozen=True, slots=True)
 class PostReply:
-    """A buyer's answer to a post: ACCEPTED, REJECTED or ERROR (with a reason)."""
+    """A buyer's answer to a post: ACCEPTED, REJECTED or ERROR (with a reason).
+
+    ``redirect_url`` is where the buyer wants the consumer sent after a sale (SPEC
+    section 8); it reaches the seller in the answer to its post."""
 
     outcome: PostOutcome
     buyer_lead_id: str | None = None
     reason: str | None = None
+    redirect_url: str | None = None
 
 
 class Adapter(Protocol):
-    """Turns offers into requests and responses into replies for one buyer."""
+    """Turns offers into requests and responses into replies for one buyer.
+
+    An adapter may also have ``masked``: the lower-case header names and query parameter
+    names whose values are credentials, masked wherever a request is shown
+    (``lead-exchange buyer-test``)."""
 
     def ping_request(self, offer: PingOffer, timestamp: int) -> HttpRequest: ...
 

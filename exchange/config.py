@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
-from buyers.adapter import BuyerEndpoint
-from buyers.registry import ADAPTERS, build_adapter
+from buyers.registry import ADAPTERS, adapter_for
+from buyers.templates import TemplateError
 from exchange.core.config import (
     BuyerConfig,
     Config,
@@ -170,7 +170,7 @@ def _buyer_problems(config: Config, buyer: BuyerConfig, where: str) -> list[str]
             f"(known: {', '.join(sorted(ADAPTERS))})"
         )
     else:
-        problems.extend(_adapter_problems(buyer, where))
+        problems.extend(_adapter_problems(buyer, config.verticals, where))
     return problems
 
 
@@ -217,14 +217,15 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def _adapter_problems(buyer: BuyerConfig, where: str) -> list[str]:
+def _adapter_problems(
+    buyer: BuyerConfig, verticals: Mapping[str, VerticalConfig], where: str
+) -> list[str]:
     """Build the buyer's adapter once now, so bad adapter_options fail the load, not the
     first auction."""
-    endpoint = BuyerEndpoint(
-        buyer.id, buyer.ping_url, buyer.post_url, buyer.secret.encode(), buyer.adapter_options
-    )
     try:
-        build_adapter(buyer.adapter, endpoint)
+        adapter_for(buyer, verticals)
+    except TemplateError as exc:
+        return [f"{where}.{exc.path}: {exc.message}"]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return [f"{where}.adapter_options: {exc}"]
     return []

@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from buyers.adapter import Adapter, BuyerEndpoint
-from buyers.registry import build_adapter
+from buyers.adapter import Adapter
+from buyers.registry import adapter_for
 from exchange.auction.pingcache import PingCache
 from exchange.auction.state import Admission, CapView, ClaimClosers, InFlight, LedgerHealth
-from exchange.core.config import BuyerConfig, LoadedConfig
+from exchange.core.config import BuyerConfig, LoadedConfig, VerticalConfig
 from exchange.core.ranking import BuyerRules, buyers_by_vertical
 from exchange.ledger.batch import BatchWriter
 from exchange.ledger.store import Store
@@ -36,17 +36,12 @@ class BuyerRuntime:
     post_timeout_ms: int
 
     @classmethod
-    def from_config(cls, buyer: BuyerConfig) -> BuyerRuntime:
-        endpoint = BuyerEndpoint(
-            buyer_id=buyer.id,
-            ping_url=buyer.ping_url,
-            post_url=buyer.post_url,
-            secret=buyer.secret.encode(),
-            options=buyer.adapter_options,
-        )
+    def from_config(
+        cls, buyer: BuyerConfig, verticals: Mapping[str, VerticalConfig]
+    ) -> BuyerRuntime:
         return cls(
             rules=BuyerRules.from_config(buyer),
-            adapter=build_adapter(buyer.adapter, endpoint),
+            adapter=adapter_for(buyer, verticals),
             timeout_ms=buyer.timeout_ms,
             post_timeout_ms=buyer.post_timeout_ms,
         )
@@ -149,7 +144,9 @@ class ExchangeContext:
 
     def __post_init__(self) -> None:
         config = self.loaded.config
-        buyers = {b.id: BuyerRuntime.from_config(b) for b in config.buyers if b.enabled}
+        buyers = {
+            b.id: BuyerRuntime.from_config(b, config.verticals) for b in config.buyers if b.enabled
+        }
         # Derived once from the frozen config: set here, as a frozen dataclass allows.
         object.__setattr__(self, "buyers", buyers)
         object.__setattr__(self, "by_vertical", buyers_by_vertical(config))

@@ -6,6 +6,8 @@ A fixture holds the buyer endpoint, one offer (``ping`` or ``post``) and a times
 exact HTTP request the adapter must build; a canned response; and the reply the adapter
 must read from it. The request body is given as ``body`` (JSON, compared with types:
 ``2.0`` is not ``2``) or ``body_text`` (exact text). The signature header pins the bytes.
+An ``http`` adapter's endpoint carries its ``ping_template`` and ``post_template`` as
+written in a buyer's config (SPEC section 8).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from buyers.adapter import (
     PostReply,
 )
 from buyers.registry import ADAPTERS, build_adapter
+from exchange.core.config import PingTemplate, PostTemplate
 from exchange.core.outcomes import BidOutcome, PostOutcome
 
 FIXTURES = Path(__file__).resolve().parents[2] / "buyers" / "fixtures"
@@ -48,6 +51,12 @@ def _endpoint(spec: dict[str, Any]) -> BuyerEndpoint:
         post_url=spec.get("post_url"),
         secret=spec.get("secret", "").encode(),
         options=spec.get("options", {}),
+        ping_template=(
+            PingTemplate.model_validate(spec["ping_template"]) if "ping_template" in spec else None
+        ),
+        post_template=(
+            PostTemplate.model_validate(spec["post_template"]) if "post_template" in spec else None
+        ),
     )
 
 
