@@ -318,6 +318,10 @@ class HttpAdapter:
             best = best_price(prices, bid_path.source)
             if best is None or best[0] == 0:
                 reason = _reason_text(answer, self._ping_reason)
+                if reason is None and not prices:
+                    # Said, so that a path that never matches is seen as such, not
+                    # mistaken for a buyer that never bids.
+                    reason = f"{bid_path.source}: nothing there"
                 return _NO_BID if reason is None else BidReply(BidOutcome.NO_BID, reason=reason)
             cents, index = best
             bid_id = self._read_bid_id(answer, index, len(prices))

@@ -1,4 +1,4 @@
-"""The `lead-exchange` command: serve, check-config, demo."""
+"""The `lead-exchange` command: serve, check-config, demo, buyer-test."""
 
 from __future__ import annotations
 
@@ -78,6 +78,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args))
 
 
+def cmd_buyer_test(args: argparse.Namespace) -> int:
+    from exchange.tools.buyer_test import run_buyer_test
+
+    return run_buyer_test(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lead-exchange", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     demo.set_defaults(func=cmd_demo)
+
+    buyer_test = sub.add_parser(
+        "buyer-test", help="send one ping (and post) to a buyer and show how it was read"
+    )
+    buyer_test.add_argument("--config", required=True)
+    buyer_test.add_argument("buyer", metavar="BUYER", help="the buyer's id in the config")
+    buyer_test.add_argument(
+        "--lead", metavar="FILE", help="a JSON object of lead fields (default: a sample lead)"
+    )
+    buyer_test.add_argument(
+        "--vertical", default=None, help="for a buyer of several verticals (default: its first)"
+    )
+    buyer_test.add_argument(
+        "--post", action="store_true", help="post the full lead too, when the buyer bids"
+    )
+    buyer_test.add_argument("--json", action="store_true", help="machine-readable output")
+    buyer_test.set_defaults(func=cmd_buyer_test)
     return parser
 
 

@@ -1,6 +1,10 @@
 """`lead-exchange demo`: the whole loop on one machine. An embedded PostgreSQL, simulated
 buyers on loopback ports, the exchange, and sellers sending leads at a steady rate, with
-a live summary line every second."""
+a live summary line every second.
+
+Most buyers speak our JSON; some speak the formats of real buyer APIs (form fields with
+XML answers, XML, custom JSON: exchange/tools/dialects.py) and are configured as
+``adapter: http`` buyers whose templates the simulator writes to match."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from exchange.core.money import cents_to_dollars, parse_dollars
 from exchange.core.outcomes import PostStatus
 from exchange.server.embedded import EmbeddedPostgres
 from exchange.telemetry.logs import configure_logging
+from exchange.tools.dialects import OUR_JSON, Dialect
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 
 SELLERS = [
@@ -31,7 +36,7 @@ SELLERS = [
     {"id": "quote-forms-co", "api_key": "quote-demo-key-0123456789", "payout_share": 0.8,
      "floor": 5.0},
 ]  # fmt: skip
-VERTICAL = {
+VERTICAL: dict[str, dict[str, dict[str, Any]]] = {
     "fields": {
         "first_name": {"type": "string", "pii": True, "required": True},
         "last_name": {"type": "string", "pii": True, "required": True},
@@ -44,18 +49,31 @@ VERTICAL = {
     }
 }
 STATES = {"CA": "902", "TX": "750", "FL": "331", "NY": "100", "IL": "606", "WA": "981"}
+PII_FIELDS = {name for name, spec in VERTICAL["fields"].items() if spec.get("pii")}
+# Buyers (by position, in every group of eight) that speak another API than ours, with
+# their credentials; the rest, at least half, speak our JSON and sign with a secret.
+DIALECTS = {
+    1: Dialect("form", api_key="boberdoo-demo-key"),
+    3: Dialect("xml", api_key="crm-demo:crm-demo-password"),
+    5: Dialect("custom_json", api_key="px-demo-api-key"),
+}
+OUT_OF_AREA = {3: ("CA", "TX", "FL", "NY")}  # the CRM buyer covers these states only
 
 
 def buyer_specs(count: int) -> list[SimulatedBuyerSpec]:
-    """A varied market: big and small bidders, slow ones, some that hang or reject."""
+    """A varied market: big and small bidders, slow ones, some that hang or reject, in
+    our JSON and in other buyer APIs."""
     specs = []
     for n in range(count):
         rng = random.Random(n)
         low = rng.randrange(300, 2000)
+        dialect = DIALECTS.get(n % 8)
         specs.append(
             SimulatedBuyerSpec(
-                buyer_id=f"buyer-{n + 1}",
-                secret=f"demo-secret-{n + 1}".encode(),
+                buyer_id=f"buyer-{n + 1}"
+                if dialect is None
+                else f"buyer-{n + 1}-{dialect.format.replace('_', '-')}",
+                secret=b"" if dialect is not None else f"demo-secret-{n + 1}".encode(),
                 bid_cents=(low, low + rng.randrange(500, 3000)),
                 no_bid_rate=rng.choice([0.1, 0.2, 0.4]),
                 latency_ms=(5, rng.choice([40, 80, 150, 400])),
@@ -63,6 +81,8 @@ def buyer_specs(count: int) -> list[SimulatedBuyerSpec]:
                 error_rate=0.01,
                 reject_rate=rng.choice([0.05, 0.15, 0.3]),
                 seed=n,
+                dialect=dialect or OUR_JSON,
+                states=OUT_OF_AREA.get(n % 8, ()),
             )
         )
     return specs
@@ -76,9 +96,7 @@ def demo_config(sim: BuyerSimulator, specs: list[SimulatedBuyerSpec]) -> str:
             "company_size": [5000, 1200, 300, 40][n % 4],
             "priority": n % 5,
             "verticals": ["auto_insurance"],
-            "ping_url": sim.ping_url(spec.buyer_id),
-            "post_url": sim.post_url(spec.buyer_id),
-            "secret": spec.secret.decode(),
+            **sim.exchange_buyer(spec.buyer_id, VERTICAL["fields"], PII_FIELDS),
             "timeout_ms": 300,
         }
         if n % 3 == 1:
@@ -111,9 +129,6 @@ def random_lead(rng: random.Random) -> dict[str, Any]:
         "age": rng.randrange(18, 80),
         "credit_rating": rng.choice(["excellent", "good", "fair", "poor"]),
     }
-
-
-PII_FIELDS = {"first_name", "last_name", "email", "phone"}
 
 
 @dataclass
@@ -202,6 +217,18 @@ def summary_line(elapsed: float, window: Tally, total: Tally) -> str:
     )
 
 
+def buyer_lines(sim: BuyerSimulator) -> list[str]:
+    """What each simulated buyer saw and did, as the buyers themselves counted it."""
+    lines = [f"{'buyer':<24} {'format':<12} {'pings':>7} {'bids':>7} {'posts':>6} {'accepted':>8}"]
+    for buyer_id in sim.buyer_ids():
+        c = sim.counters(buyer_id)
+        lines.append(
+            f"{buyer_id:<24} {sim.spec(buyer_id).dialect.format:<12} "
+            f"{c.pings:>7} {c.bids:>7} {c.posts:>6} {c.accepted:>8}"
+        )
+    return lines
+
+
 def final_line(elapsed: float, total: Tally) -> str:
     return (
         f"final: {elapsed:.0f}s  {total.pings / elapsed:.1f} pings/s on average  "
@@ -251,6 +278,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             total.add(window)
             elapsed = time.perf_counter() - started
             print(final_line(elapsed, total))
+            print("\n".join(buyer_lines(sim)))
             await runner.cleanup()
     finally:
         embedded.stop()

@@ -1,10 +1,16 @@
-"""Simulated buyers: real HTTP servers on loopback speaking SPEC section 5.
+"""Simulated buyers: real HTTP servers on loopback speaking SPEC section 5, or the
+formats of real buyer APIs (SPEC section 8).
 
 Used by the demo, the tests and the benchmarks. Each buyer gets its own server and port;
 its behaviour (bid range, no-bid, latency, hangs, errors, rejects) comes from a
 ``SimulatedBuyerSpec`` and may be swapped at runtime with ``set_spec``. What each buyer
 received is recorded (unless ``record=False``) so a test can check, say, that no PII
 reached a ping endpoint.
+
+A spec's ``dialect`` picks the wire format: ``json`` (ours, the default and the fast
+path) or one of exchange/tools/dialects.py (form-encoded with XML answers, XML, custom
+JSON). Whatever the format, a request is read in full before anything is decided, and
+what to answer is decided here, the same way for every dialect.
 
 The handler is kept minimal (aiohttp's low-level server, no router, no middleware, no
 access log) because in benchmarks it shares the CPU with the exchange.
@@ -22,7 +28,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,11 +40,23 @@ from aiohttp import web
 
 from buyers.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from exchange.core.money import dollars_json
+from exchange.tools.dialects import (
+    OUR_JSON,
+    Dialect,
+    Phase,
+    PingAnswer,
+    PostAnswer,
+    Refused,
+    Speaker,
+)
 
 PING_PATH = "/ping"
 POST_PATH = "/post"
 HANG_SECONDS = 3600.0  # far beyond any auction deadline; hangs end when the server stops
 REJECT_REASON = "simulated reject"
+OUT_OF_AREA = "out of area"
+UNKNOWN_BID = "unknown bid id"
+MAX_REMEMBERED_BIDS = 100_000  # bid ids a dialect buyer still recognises in a post
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -61,6 +79,10 @@ class SimulatedBuyerSpec:
     seed: int | None = None
     bid_id_prefix: str = "bid-"
     lead_id_prefix: str = "lead-"
+    # The wire format: our json, or form, xml, custom_json (exchange/tools/dialects.py).
+    # A post naming a bid id this buyer never gave (those formats only) is rejected.
+    dialect: Dialect = OUR_JSON
+    states: tuple[str, ...] = ()  # bids only on leads in these states (empty: any)
 
     def __post_init__(self) -> None:
         if not self.buyer_id:
@@ -84,12 +106,17 @@ class SimulatedBuyerSpec:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedRequest:
-    """One request as a simulated buyer received it. ``body`` is None if not JSON."""
+    """One request as a simulated buyer received it. ``body`` is the JSON body of a
+    ``json`` buyer (None if not JSON, or another dialect); ``fields`` what a buyer of
+    another dialect read from the request, under our field names (None if refused)."""
 
     path: str
     headers: Mapping[str, str]
     body: Any
     raw: bytes
+    fields: Mapping[str, str] | None = None
+    method: str = "POST"
+    query_string: str = ""
 
 
 @dataclass
@@ -118,6 +145,16 @@ class _Buyer:
     runner: web.ServerRunner | None = None
     port: int = 0
     serial: int = 0
+    speaker: Speaker | None = None  # None: our own JSON
+    issued_bids: dict[str, None] = field(default_factory=dict)  # oldest first
+
+    def __post_init__(self) -> None:
+        self.speaker = self.spec.dialect.speaker()
+
+    def remember_bid(self, bid_id: str) -> None:
+        self.issued_bids[bid_id] = None
+        if len(self.issued_bids) > MAX_REMEMBERED_BIDS:
+            del self.issued_bids[next(iter(self.issued_bids))]
 
 
 def _chance(rng: random.Random, rate: float) -> bool:
@@ -229,6 +266,19 @@ class BuyerSimulator:
     def post_url(self, buyer_id: str) -> str:
         return f"http://{self._host}:{self.port(buyer_id)}{POST_PATH}"
 
+    def exchange_buyer(
+        self, buyer_id: str, lead_fields: Collection[str] = (), pii: Collection[str] = ()
+    ) -> dict[str, Any]:
+        """How the exchange's config reaches this buyer: ``ping_url``, ``post_url`` and
+        ``secret`` for a ``json`` buyer; ``adapter: http`` with ``ping:`` and ``post:``
+        templates in the buyer's dialect otherwise (see ``Speaker.exchange_buyer``)."""
+        buyer = self._buyer(buyer_id)
+        urls = (self.ping_url(buyer_id), self.post_url(buyer_id))
+        secret = buyer.spec.secret.decode()
+        if buyer.speaker is None:
+            return {"ping_url": urls[0], "post_url": urls[1], "secret": secret}
+        return buyer.speaker.exchange_buyer(*urls, lead_fields, pii, secret)
+
     def spec(self, buyer_id: str) -> SimulatedBuyerSpec:
         return self._buyer(buyer_id).spec
 
@@ -239,6 +289,7 @@ class BuyerSimulator:
             raise ValueError(f"spec is for {spec.buyer_id!r}, not {buyer_id!r}")
         buyer = self._buyer(buyer_id)
         buyer.spec = spec
+        buyer.speaker = spec.dialect.speaker()
         if spec.seed is not None:
             buyer.rng = random.Random(spec.seed)
 
@@ -266,6 +317,8 @@ class BuyerSimulator:
                 buyer.in_flight.discard(task)
 
     async def _answer(self, buyer: _Buyer, request: web.BaseRequest) -> web.StreamResponse:
+        if buyer.speaker is not None:
+            return await self._answer_dialect(buyer, buyer.speaker, request)
         path = request.path
         if path not in (PING_PATH, POST_PATH):
             return _json(404, {"error": "not found"})
@@ -280,13 +333,7 @@ class BuyerSimulator:
             buyer.received.append(ReceivedRequest(path, dict(request.headers), body, raw))
         spec = buyer.spec
         if spec.secret:
-            problem = verify(
-                spec.secret,
-                request.headers.get(TIMESTAMP_HEADER),
-                request.headers.get(SIGNATURE_HEADER),
-                raw,
-                time.time(),
-            )
+            problem = _signature_problem(spec.secret, request, raw)
             if problem is not None:
                 buyer.counters.unauthorized += 1
                 return _json(401, {"error": problem})
@@ -294,45 +341,114 @@ class BuyerSimulator:
             buyer.counters.errors += 1
             return _json(400, {"error": "body must be a JSON object"})
         if path == PING_PATH:
-            return await self._ping(buyer, spec)
-        return await self._post(buyer, spec)
-
-    async def _ping(self, buyer: _Buyer, spec: SimulatedBuyerSpec) -> web.StreamResponse:
-        counters, rng = buyer.counters, buyer.rng
-        counters.pings += 1
-        if _chance(rng, spec.hang_rate):
-            counters.hangs += 1
-            await asyncio.sleep(HANG_SECONDS)
-        await _pause(rng, spec.latency_ms)
-        if _chance(rng, spec.error_rate):
-            counters.errors += 1
+            lead = body.get("lead") if spec.states else None
+            state = lead.get("state") if isinstance(lead, dict) else None
+            bid = await _decide_ping(buyer, spec, state if isinstance(state, str) else None)
+            if bid.error:
+                return _json(500, {"error": "simulated error"})
+            if bid.bid_cents is None:
+                return web.Response(status=204)
+            return _json(200, {"bid": dollars_json(bid.bid_cents), "bid_id": bid.bid_id})
+        verdict = await _decide_post(buyer, spec, None)
+        if verdict.error:
             return _json(500, {"error": "simulated error"})
-        if _chance(rng, spec.no_bid_rate):
-            counters.no_bids += 1
-            return web.Response(status=204)
-        counters.bids += 1
-        buyer.serial += 1
-        cents = rng.randint(*spec.bid_cents)
-        bid_id = f"{spec.bid_id_prefix}{buyer.serial}"
-        return _json(200, {"bid": dollars_json(cents), "bid_id": bid_id})
+        if not verdict.accepted:
+            return _json(200, {"accepted": False, "reason": verdict.reason})
+        return _json(200, {"accepted": True, "buyer_lead_id": verdict.lead_id})
 
-    async def _post(self, buyer: _Buyer, spec: SimulatedBuyerSpec) -> web.StreamResponse:
-        counters, rng = buyer.counters, buyer.rng
-        counters.posts += 1
-        if _chance(rng, spec.post_hang_rate):
-            counters.hangs += 1
-            await asyncio.sleep(HANG_SECONDS)
-        await _pause(rng, spec.post_latency_ms)
-        if _chance(rng, spec.post_error_rate):
-            counters.errors += 1
-            return _json(500, {"error": "simulated error"})
-        if _chance(rng, spec.reject_rate):
-            counters.rejected += 1
-            return _json(200, {"accepted": False, "reason": REJECT_REASON})
-        counters.accepted += 1
-        buyer.serial += 1
-        lead_id = f"{spec.lead_id_prefix}{buyer.serial}"
-        return _json(200, {"accepted": True, "buyer_lead_id": lead_id})
+    async def _answer_dialect(
+        self, buyer: _Buyer, speaker: Speaker, request: web.BaseRequest
+    ) -> web.StreamResponse:
+        path = request.path
+        if path not in (PING_PATH, POST_PATH):
+            return speaker.refusal(404, "not found")
+        if request.method not in speaker.methods:
+            return speaker.refusal(405, "method not allowed")
+        raw = await request.read()
+        phase: Phase = "ping" if path == PING_PATH else "post"
+        spec = buyer.spec
+        fields: dict[str, str] | None = None
+        try:
+            if spec.secret:
+                problem = _signature_problem(spec.secret, request, raw)
+                if problem is not None:
+                    raise Refused(401, problem)
+            fields = speaker.read(phase, request.headers, request.query, raw)
+        except Refused as refused:
+            if refused.status == 401:
+                buyer.counters.unauthorized += 1
+            else:
+                buyer.counters.errors += 1
+            return speaker.refusal(refused.status, refused.reason)
+        finally:
+            if buyer.record:
+                seen = (path, dict(request.headers), None, raw, fields)
+                buyer.received.append(ReceivedRequest(*seen, request.method, request.query_string))
+        if phase == "ping":
+            bid = await _decide_ping(buyer, spec, fields.get("state"))
+            if bid.bid_id is not None and speaker.reference_field is not None:
+                buyer.remember_bid(bid.bid_id)
+            return speaker.ping_response(bid)
+        known = fields.get("bid_id") in buyer.issued_bids
+        verdict = await _decide_post(buyer, spec, known if speaker.reference_field else None)
+        return speaker.post_response(verdict)
+
+
+def _signature_problem(secret: bytes, request: web.BaseRequest, raw: bytes) -> str | None:
+    return verify(
+        secret,
+        request.headers.get(TIMESTAMP_HEADER),
+        request.headers.get(SIGNATURE_HEADER),
+        raw,
+        time.time(),
+    )
+
+
+async def _decide_ping(buyer: _Buyer, spec: SimulatedBuyerSpec, state: str | None) -> PingAnswer:
+    """Whether and what to bid, for every dialect alike. ``state``: the lead's, as read."""
+    counters, rng = buyer.counters, buyer.rng
+    counters.pings += 1
+    if _chance(rng, spec.hang_rate):
+        counters.hangs += 1
+        await asyncio.sleep(HANG_SECONDS)
+    await _pause(rng, spec.latency_ms)
+    if _chance(rng, spec.error_rate):
+        counters.errors += 1
+        return PingAnswer(error=True)
+    if spec.states and (state or "").upper() not in spec.states:
+        counters.no_bids += 1
+        return PingAnswer(reason=OUT_OF_AREA)
+    if _chance(rng, spec.no_bid_rate):
+        counters.no_bids += 1
+        return PingAnswer(reason="no match")
+    counters.bids += 1
+    buyer.serial += 1
+    return PingAnswer(rng.randint(*spec.bid_cents), f"{spec.bid_id_prefix}{buyer.serial}")
+
+
+async def _decide_post(
+    buyer: _Buyer, spec: SimulatedBuyerSpec, bid_known: bool | None
+) -> PostAnswer:
+    """Whether to take a post, for every dialect alike. ``bid_known``: whether the post
+    names a bid this buyer made (None: the buyer's format names none)."""
+    counters, rng = buyer.counters, buyer.rng
+    counters.posts += 1
+    if _chance(rng, spec.post_hang_rate):
+        counters.hangs += 1
+        await asyncio.sleep(HANG_SECONDS)
+    await _pause(rng, spec.post_latency_ms)
+    if _chance(rng, spec.post_error_rate):
+        counters.errors += 1
+        return PostAnswer(error=True)
+    if bid_known is False:
+        counters.rejected += 1
+        return PostAnswer(reason=UNKNOWN_BID)
+    if _chance(rng, spec.reject_rate):
+        counters.rejected += 1
+        return PostAnswer(reason=REJECT_REASON)
+    counters.accepted += 1
+    buyer.serial += 1
+    return PostAnswer(True, f"{spec.lead_id_prefix}{buyer.serial}")
 
 
 async def _pause(rng: random.Random, range_ms: tuple[float, float]) -> None:
@@ -356,26 +472,42 @@ _RANGE_FIELDS = {"bid_cents", "latency_ms", "post_latency_ms"}
 
 
 def spec_from_mapping(buyer_id: str, settings: Mapping[str, Any]) -> SimulatedBuyerSpec:
-    """A spec from config keys named like the dataclass fields (``secret`` as text)."""
+    """A spec from config keys named like the dataclass fields (``secret`` as text,
+    ``dialect`` as a format's name or a mapping of ``Dialect``'s fields)."""
     values: dict[str, Any] = {}
-    for key, value in settings.items():
-        if key not in _FIELDS or key == "buyer_id":
-            raise ValueError(f"buyer {buyer_id!r}: unknown key {key!r}")
-        if key in _RANGE_FIELDS:
-            value = _range(value, f"buyer {buyer_id!r}: {key}")
-        elif key == "secret":
-            value = str(value).encode()
-        values[key] = value
     try:
+        for key, value in settings.items():
+            if key not in _FIELDS or key == "buyer_id":
+                raise ValueError(f"unknown key {key!r}")
+            values[key] = _CONVERSIONS.get(key, _as_is)(value, key)
         return SimulatedBuyerSpec(buyer_id=buyer_id, **values)
     except (TypeError, ValueError) as problem:
         raise ValueError(f"buyer {buyer_id!r}: {problem}") from None
 
 
+def _as_is(value: Any, key: str) -> Any:
+    return value
+
+
+def _states(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{key} must be a list of state codes")
+    return tuple(str(state).upper() for state in value)
+
+
+_CONVERSIONS: Mapping[str, Callable[[Any, str], Any]] = {
+    **{key: _range for key in _RANGE_FIELDS},
+    "secret": lambda value, key: str(value).encode(),
+    "dialect": lambda value, key: Dialect.from_config(value),
+    "states": _states,
+}
+
+
 def load_specs(path: Path, count: int = 0) -> list[SimulatedBuyerSpec]:
     """Specs from a YAML file, topped up with default buyers to ``count``.
 
-    Format: ``defaults: {...}`` applied to every buyer, ``buyers: {buyer_id: {...}}``.
+    Format: ``defaults: {...}`` applied to every buyer, ``buyers: {buyer_id: {...}}``,
+    keys named like ``SimulatedBuyerSpec``'s fields (``dialect: form``, ``fields: {...}``).
     """
     document = yaml.safe_load(path.read_text()) or {}
     if not isinstance(document, dict):

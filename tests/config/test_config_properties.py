@@ -193,7 +193,7 @@ def assert_names_file_and_key(problem: str) -> None:
 def test_the_base_config_loads() -> None:
     loaded = parse_config(yaml.safe_dump(BASE), SOURCE, env={})
     for buyer in loaded.config.buyers:
-        BuyerRuntime.from_config(buyer)
+        BuyerRuntime.from_config(buyer, loaded.config.verticals)
 
 
 def _unbounded_number_field(doc: Any) -> bool:
@@ -251,7 +251,7 @@ def test_bad_adapter_options_are_config_errors(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as raised:
         loaded = parse_config(yaml.safe_dump(doc), SOURCE, env={})
         for buyer in loaded.config.buyers:  # what create_app does with each buyer
-            BuyerRuntime.from_config(buyer)
+            BuyerRuntime.from_config(buyer, loaded.config.verticals)
     assert any("buyers[0].adapter_options" in p for p in raised.value.problems)
 
 

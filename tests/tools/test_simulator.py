@@ -108,6 +108,18 @@ async def test_a_hanging_buyer_outlasts_a_short_client_timeout(
         assert sim.counters("b1").hangs == 1
 
 
+async def test_a_buyer_with_states_bids_only_on_leads_in_them(
+    client: aiohttp.ClientSession,
+) -> None:
+    async with BuyerSimulator([SimulatedBuyerSpec("b1", states=("TX", "FL"))]) as sim:
+        adapter = _adapter(sim, "b1")
+        assert (await _send(client, adapter, PING)).status == 204  # a Californian lead
+        texan = PingOffer("p-2", "auto_insurance", 500, 100, {"state": "TX", "zip": "75001"})
+        assert adapter.read_bid(await _send(client, adapter, texan)).outcome is BidOutcome.BID
+        counters = sim.counters("b1")
+        assert (counters.pings, counters.no_bids, counters.bids) == (2, 1, 1)
+
+
 async def test_latency_delays_the_answer(client: aiohttp.ClientSession) -> None:
     async with BuyerSimulator([SimulatedBuyerSpec("b1", latency_ms=(120, 120))]) as sim:
         started = time.monotonic()
