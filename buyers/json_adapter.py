@@ -220,7 +220,15 @@ class JsonAdapter:
             answer = _load_object(response.body)
             accepted = answer.get("accepted")
             if accepted is True:
-                return PostReply(PostOutcome.ACCEPTED, buyer_lead_id=_lead_id(answer))
+                # An optional "redirect_url" (SPEC section 8), read as given: any string is
+                # passed on, and the exchange keeps it only if it is a plain http(s) URL
+                # (exchange/core/redirects.py); anything else is no redirect, never an error.
+                redirect = answer.get("redirect_url")
+                return PostReply(
+                    PostOutcome.ACCEPTED,
+                    buyer_lead_id=_lead_id(answer),
+                    redirect_url=redirect if isinstance(redirect, str) and redirect else None,
+                )
             if accepted is False:
                 return PostReply(PostOutcome.REJECTED, reason=_reject_reason(answer))
             if accepted is None:

@@ -16,6 +16,7 @@ from exchange.api.common import CTX, authenticate_admin, json_response
 from exchange.auction.context import ExchangeContext
 from exchange.core.errors import Invalid, NotFound
 from exchange.core.money import dollars_json
+from exchange.core.outcomes import PostOutcome
 from exchange.ledger.rollups import hour_of, percentile_us
 
 # Report bounds outside these years are refused (and stay clear of datetime's limits).
@@ -45,6 +46,9 @@ async def auction(request: web.Request) -> web.Response:
         raise NotFound(f"no auction {ping_id}")
     ping, post = story.ping, story.post
     sale = story.sales[0] if story.sales else None
+    # An accepted attempt's redirect is its sale's (a buyer buys a lead at most once); an
+    # acceptance that made no sale (the post's claim was closed under the walk) has none.
+    redirects = {s.buyer_id: s.redirect_url for s in story.sales}
     body: dict[str, Any] = {
         "ping_id": ping_id,
         "seller": ping.seller_id,
@@ -80,6 +84,8 @@ async def auction(request: web.Request) -> web.Response:
                 "latency_ms": _ms(r.latency_us),
                 "reason": r.reason,
                 "buyer_lead_id": r.buyer_lead_id,
+                "redirect_url": redirects.get(r.buyer_id)
+                if r.outcome is PostOutcome.ACCEPTED else None,
                 "at": _iso(r.created_at),
             }
             for r in story.attempts
@@ -87,6 +93,7 @@ async def auction(request: web.Request) -> web.Response:
         "post": None
         if post is None
         else {"status": post.status, "reason": post.reason,
+              "redirect_url": post.redirect_url,
               "claimed_at": _iso(post.claimed_at), "finished_at": _iso(post.finished_at)},
         "sale": None
         if sale is None
@@ -96,6 +103,7 @@ async def auction(request: web.Request) -> web.Response:
             "payout": dollars_json(sale.payout_cents),
             "bid_id": sale.bid_id,
             "buyer_lead_id": sale.buyer_lead_id,
+            "redirect_url": sale.redirect_url,
             "at": _iso(sale.created_at),
         },
     }  # fmt: skip

@@ -118,6 +118,8 @@ def _post_answer(answer: PostAnswer) -> dict[str, Any]:
     }
     if answer.reason is not None:
         out["reason"] = answer.reason
+    if answer.redirect_url is not None:
+        out["redirect_url"] = answer.redirect_url
     return out
 
 

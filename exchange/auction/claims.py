@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from exchange.auction.answers import PostAnswer
+from exchange.auction.answers import PostAnswer, ledger_answer
 from exchange.auction.context import ExchangeContext
 from exchange.auction.lookup import LOOKUP_RETRY_S
 from exchange.auction.pingcache import PingRecord
@@ -24,7 +24,7 @@ from exchange.auction.state import PostInFlight
 from exchange.core.config import SellerConfig
 from exchange.core.dedupe import lead_digest
 from exchange.core.errors import Conflict
-from exchange.core.outcomes import ClaimStatus, PostStatus, UnsoldReason
+from exchange.core.outcomes import ClaimStatus, UnsoldReason
 
 log = structlog.get_logger("exchange.claims")
 
@@ -142,10 +142,7 @@ async def _await_result(
         result = await ctx.store.fetch_post(ping_id)
         assert result is not None
         if result.status is not ClaimStatus.IN_PROGRESS:
-            return PostAnswer(
-                ping_id, PostStatus(result.status), result.price_cents, result.payout_cents,
-                result.reason,
-            )  # fmt: skip
+            return ledger_answer(result)
         walking = ctx.inflight.post(ping_id)
         if result.claimed_by == ctx.store.owner:
             abandoned = walking is None or walking.answer is mine

@@ -7,6 +7,10 @@ moves on to the next. A buyer with caps has one sale reserved in the database be
 is called, released if it declines. Each sale commits *before* the seller is answered;
 an exclusive lead's sale and the post's "sold" result commit in one transaction.
 Every attempt is recorded (batched: attempts are not money).
+
+A buyer's verdict is cleaned before anything of it is kept (``_Walk.clean``); its
+``redirect_url`` is kept with the sale when it passes exchange/core/redirects.py, and the
+seller's answer carries the first sale's that has one (exchange/auction/answers.py).
 """
 
 from __future__ import annotations
@@ -19,15 +23,16 @@ from typing import Any
 import structlog
 
 from buyers.adapter import HttpResponse, PostOffer, PostReply
-from exchange.auction.answers import PostAnswer
+from exchange.auction.answers import PostAnswer, ledger_answer
 from exchange.auction.context import ExchangeContext
 from exchange.auction.pingcache import PingRecord
 from exchange.core.caps import CapWindow
 from exchange.core.config import SellerConfig
 from exchange.core.dedupe import ContactHashes, buyers_with_lead, sold_in_vertical
 from exchange.core.money import payout_cents
-from exchange.core.outcomes import ClaimStatus, PostOutcome, PostStatus, UnsoldReason
+from exchange.core.outcomes import PostOutcome, PostStatus, UnsoldReason
 from exchange.core.ranking import Bid, arrange_tiers, max_sales, ping_tree
+from exchange.core.redirects import clean_redirect
 from exchange.core.scrub import pii_values, scrub
 from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS, clean_text
 from exchange.core.verdicts import after_walk, before_walk, walk_complete
@@ -113,16 +118,22 @@ class _Walk:
     pii: list[str] = field(default_factory=list)  # the lead's PII values, to scrub
     sold: list[tuple[Bid, int]] = field(default_factory=list)  # (bid, payout cents)
     attempts: int = 0
+    # The seller's redirect: the first sale's (in walk order) whose buyer gave one.
+    redirect_url: str | None = None
 
     def clean(self, reply: PostReply) -> PostReply:
         """The reply with any PII the buyer quoted back removed, and its text made
-        storable (exchange.core.storable): the verdict stands whatever bytes came with it."""
-        if reply.reason is None and reply.buyer_lead_id is None:
+        storable (exchange.core.storable): the verdict stands whatever bytes came with it.
+        A redirect is kept for an acceptance only, and only as exchange.core.redirects
+        passes it (else dropped whole, never altered)."""
+        if reply.reason is None and reply.buyer_lead_id is None and reply.redirect_url is None:
             return reply
+        accepted = reply.outcome is PostOutcome.ACCEPTED
         return PostReply(
             reply.outcome,
             clean_text(scrub(reply.buyer_lead_id, self.pii, free_text=False), MAX_ID_CHARS),
             clean_text(scrub(reply.reason, self.pii), MAX_REASON_CHARS),
+            clean_redirect(reply.redirect_url, self.pii) if accepted else None,
         )
 
     @property
@@ -249,6 +260,8 @@ async def _sell(
         walk.attempts, loop.time() - write_started,
     )  # fmt: skip
     walk.sold.append((bid, sale.payout_cents))
+    if walk.redirect_url is None:
+        walk.redirect_url = sale.redirect_url
     await _rotate_tier(ctx, record.vertical, bid)
     log.info("sale", ping_id=record.ping_id, seller=walk.seller.id, vertical=record.vertical,
              buyer=bid.buyer_id, price_cents=bid.price_cents, attempts=walk.attempts,
@@ -274,6 +287,7 @@ def _sale_row(walk: _Walk, bid: Bid, reply: PostReply) -> tuple[SaleRow, PostTot
         sale_seq=seq,
         phone_hash=contacts.phone if contacts else None,
         email_hash=contacts.email if contacts else None,
+        redirect_url=reply.redirect_url,
     )
     if not walk_complete(seq, walk.wanted):
         return sale, None
@@ -286,10 +300,7 @@ async def _ledger_answer(ctx: ExchangeContext, ping_id: str) -> PostAnswer:
     existing = await ctx.store.fetch_post(ping_id)
     if existing is None:
         return PostAnswer(ping_id, PostStatus.UNSOLD, None, None, UnsoldReason.INTERRUPTED)
-    status = PostStatus.UNSOLD if existing.status is ClaimStatus.IN_PROGRESS \
-        else PostStatus(existing.status)  # fmt: skip
-    return PostAnswer(ping_id, status, existing.price_cents, existing.payout_cents,
-                      existing.reason)  # fmt: skip
+    return ledger_answer(existing)
 
 
 async def _rotate_tier(ctx: ExchangeContext, vertical: str, bid: Bid) -> None:
@@ -303,7 +314,8 @@ async def _rotate_tier(ctx: ExchangeContext, vertical: str, bid: Bid) -> None:
 
 def _sold_answer(walk: _Walk) -> PostAnswer:
     totals = walk.totals
-    return PostAnswer(walk.record.ping_id, PostStatus.SOLD, totals.price_cents, totals.payout_cents)
+    return PostAnswer(walk.record.ping_id, PostStatus.SOLD, totals.price_cents,
+                      totals.payout_cents, redirect_url=walk.redirect_url)  # fmt: skip
 
 
 async def _unsold(ctx: ExchangeContext, record: PingRecord, reason: UnsoldReason) -> PostAnswer:

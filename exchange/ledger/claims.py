@@ -10,7 +10,7 @@ exchange/ledger/sales.py.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -43,6 +43,9 @@ class PostResult:
     # heartbeat row at all): it is gone, and so is its walk.
     owner_silent: bool = False
     finished_at: datetime | None = None
+    # A sold post's redirect for the seller: that of its first sale (in sale order) whose
+    # buyer gave one. Read by read_post (Claims.fetch_post) only; None elsewhere.
+    redirect_url: str | None = None
 
 
 def post_result(row: asyncpg.Record) -> PostResult:
@@ -67,6 +70,26 @@ SELECT p.*, p.claimed_by IS NOT NULL
 FROM posts p LEFT JOIN exchange_processes h ON h.owner = p.claimed_by
 WHERE p.ping_id = $1
 """
+# A sold post's redirect for the seller. A statement of its own, read only once the post
+# is sold (its sales are then final): reading a claim in progress never touches ``sales``,
+# so it is not held up by what holds that table.
+_SOLD_REDIRECT = """
+SELECT redirect_url FROM sales
+WHERE ping_id = $1 AND redirect_url IS NOT NULL ORDER BY sale_seq LIMIT 1
+"""
+
+
+async def read_post(db: asyncpg.Pool | asyncpg.Connection, ping_id: uuid.UUID) -> PostResult | None:
+    """A post's row as Claims.fetch_post gives it: with whether its process is silent, and
+    a sold post's redirect for the seller."""
+    row = await db.fetchrow(_FETCH_POST, ping_id, OWNER_SILENT_S)
+    if row is None:
+        return None
+    result = post_result(row)
+    if result.status is not ClaimStatus.SOLD:
+        return result
+    return replace(result, redirect_url=await db.fetchval(_SOLD_REDIRECT, ping_id))
+
 
 # Closing a claim whose walk is gone (Claims.close_interrupted): lock it while in progress
 # (only a given process's, made at a given moment, when those are given), then, in the
@@ -173,8 +196,7 @@ class Claims(LedgerArea):
 
     @bounded
     async def fetch_post(self, ping_id: str) -> PostResult | None:
-        row = await self.pool.fetchrow(_FETCH_POST, uuid.UUID(ping_id), OWNER_SILENT_S)
-        return post_result(row) if row is not None else None
+        return await read_post(self.pool, uuid.UUID(ping_id))
 
     @bounded
     async def close_interrupted(

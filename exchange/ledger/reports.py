@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from exchange.ledger.bounded import LedgerArea
-from exchange.ledger.claims import PostResult, post_result
+from exchange.ledger.claims import PostResult, read_post
 from exchange.ledger.rollups import REBUILD_SQL, ROLLUP_ARGS
 from exchange.ledger.rows import (
     BidOutcomeRow,
@@ -88,13 +88,13 @@ class Reports(LedgerArea):
             bids = await conn.fetch(_STORY_BIDS, pid)
             attempts = await conn.fetch(_STORY_ATTEMPTS, pid)
             sales = await conn.fetch(_STORY_SALES, pid)
-            post = await conn.fetchrow("SELECT * FROM posts WHERE ping_id = $1", pid)
+            post = await read_post(conn, pid)
         return AuctionStory(
             ping=from_record(PingRow, ping),
             bids=[from_record(BidOutcomeRow, r) for r in bids],
             attempts=[from_record(PostAttemptRow, r) for r in attempts],
             sales=[sale_row(r) for r in sales],
-            post=post_result(post) if post is not None else None,
+            post=post,
         )
 
     async def buyer_report(self, since: datetime, until: datetime) -> list[BuyerTotals]:

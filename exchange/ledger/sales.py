@@ -4,6 +4,10 @@ seller hears the answer.
 What must never break is enforced by the database itself: ``sales (ping_id, sale_seq)``
 and ``sales (ping_id, buyer_id)`` are unique, and a sale goes in only while its post's
 claim (exchange/ledger/claims.py) is in progress.
+
+A sale also keeps the buyer's ``redirect_url`` (cleaned: exchange/core/redirects.py), so
+that the seller's answer rebuilt from the ledger (exchange/ledger/claims.py,
+``Claims.fetch_post``) carries the redirect the first answer did.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class SaleRow:
     sale_seq: int = 1
     phone_hash: bytes | None = None
     email_hash: bytes | None = None
+    redirect_url: str | None = None  # where the buyer wants the consumer sent
 
 
 def sale_row(record: Mapping[str, Any]) -> SaleRow:
@@ -60,6 +65,7 @@ def sale_row(record: Mapping[str, Any]) -> SaleRow:
         sale_seq=record["sale_seq"],
         phone_hash=record["phone_hash"],
         email_hash=record["email_hash"],
+        redirect_url=record["redirect_url"],
     )
 
 
@@ -70,22 +76,23 @@ class SaleConflict(Exception):
 # One sale in one statement (one round trip, atomic on its own): the post's claim is
 # locked first, so a claim declared interrupted meanwhile (its seller may have been told
 # "unsold") gains no sale; the sale goes in only while the claim is in progress, and a
-# taken slot (the same sequence number or buyer) inserts nothing; with $13 the post's
+# taken slot (the same sequence number or buyer) inserts nothing; with $14 the post's
 # "sold" result is written with it. ``sold`` says whether the sale went in.
 _RECORD_SALE = f"""
 WITH claim AS (
     SELECT status FROM posts WHERE ping_id = $1 FOR UPDATE
 ), sale AS (
     INSERT INTO sales (ping_id, sale_seq, seller_id, buyer_id, vertical, price_cents,
-                       payout_cents, bid_id, buyer_lead_id, created_at, phone_hash, email_hash)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+                       payout_cents, bid_id, buyer_lead_id, created_at, phone_hash, email_hash,
+                       redirect_url)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
     FROM claim WHERE status = {_IN_PROGRESS}
     ON CONFLICT DO NOTHING
     RETURNING 1
 ), closed AS (
-    UPDATE posts SET status = {sql_word(ClaimStatus.SOLD)}, price_cents = $14,
-                     payout_cents = $15, reason = NULL, finished_at = $16
-    WHERE ping_id = $1 AND $13 AND EXISTS (SELECT 1 FROM sale)
+    UPDATE posts SET status = {sql_word(ClaimStatus.SOLD)}, price_cents = $15,
+                     payout_cents = $16, reason = NULL, finished_at = $17
+    WHERE ping_id = $1 AND $14 AND EXISTS (SELECT 1 FROM sale)
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM sale) AS sold
@@ -123,6 +130,7 @@ class Sales(LedgerArea):
             sale.created_at,
             sale.phone_hash,
             sale.email_hash,
+            sale.redirect_url,
             totals is not None,
             totals.price_cents if totals is not None else None,
             totals.payout_cents if totals is not None else None,

@@ -306,8 +306,8 @@ async def test_a_close_waiting_on_a_shared_leads_sale_in_flight_counts_that_sale
         await conn.fetchrow(
             sales_module._RECORD_SALE, uuid.UUID(ping_id), sale.sale_seq, sale.seller_id,
             sale.buyer_id, sale.vertical, sale.price_cents, sale.payout_cents, sale.bid_id,
-            sale.buyer_lead_id, sale.created_at, sale.phone_hash, sale.email_hash, False,
-            None, None, NOW,
+            sale.buyer_lead_id, sale.created_at, sale.phone_hash, sale.email_hash,
+            sale.redirect_url, False, None, None, NOW,
         )  # fmt: skip
         closing = asyncio.ensure_future(store.close_interrupted(ping_id, "post_interrupted", NOW))
         await until_a_statement_waits_on_a_lock(store.pool, "the close")
