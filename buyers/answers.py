@@ -65,6 +65,10 @@ class AnswerPath:
     source: str  # as written in the config, for reasons
     kind: PathKind
     find: Callable[[Any], list[Any]]
+    # Each value with where it sits (the steps to its parent object or element), so that
+    # values read by two paths can be paired by the object they share (a leg's payout
+    # and that leg's id). None for text paths: they pair by position.
+    locate: Callable[[Any], list[tuple[Any, tuple[Any, ...]]]] | None = None
 
 
 def compile_path(source: str, namespaces: Mapping[str, str] | None = None) -> AnswerPath:
@@ -92,15 +96,15 @@ def compile_path(source: str, namespaces: Mapping[str, str] | None = None) -> An
                 int(index) if index else name
                 for name, index in _SIMPLE_STEP.findall(simple.group(1))
             )
-            return AnswerPath(source, "json", _walker(steps))
-        return AnswerPath(source, "json", _library_finder(compiled))
+            return AnswerPath(source, "json", _walker(steps), _walker_locate(steps))
+        return AnswerPath(source, "json", _library_finder(compiled), _library_locate(compiled))
     try:
         xpath = etree.XPath(text, namespaces=dict(namespaces or {}))
     except etree.XPathError as exc:
         raise PathError(
             f"bad XPath ({exc}); paths start with $ (JSON), / (XML) or re: (text)"
         ) from None
-    return AnswerPath(source, "xml", _xpath_finder(xpath))
+    return AnswerPath(source, "xml", _xpath_finder(xpath), _xpath_locate(xpath))
 
 
 def _walker(steps: tuple[str | int, ...]) -> Callable[[Any], list[Any]]:
@@ -118,12 +122,41 @@ def _walker(steps: tuple[str | int, ...]) -> Callable[[Any], list[Any]]:
     return find
 
 
+def _walker_locate(
+    steps: tuple[str | int, ...],
+) -> Callable[[Any], list[tuple[Any, tuple[Any, ...]]]]:
+    find = _walker(steps)
+
+    def locate(document: Any) -> list[tuple[Any, tuple[Any, ...]]]:
+        return [(value, steps[:-1]) for value in find(document)]
+
+    return locate
+
+
 def _library_finder(compiled: Any) -> Callable[[Any], list[Any]]:
     def find(document: Any) -> list[Any]:
+        if not isinstance(document, dict | list):
+            # The library would parse a string document as JSON text again: an answer
+            # that is one JSON string is that string, not the document inside it.
+            return []
         found: list[Any] = compiled.findall(document)
         return found[:_MAX_MATCHES]
 
     return find
+
+
+def _library_locate(compiled: Any) -> Callable[[Any], list[tuple[Any, tuple[Any, ...]]]]:
+    def locate(document: Any) -> list[tuple[Any, tuple[Any, ...]]]:
+        if not isinstance(document, dict | list):
+            return []
+        found = []
+        for match in compiled.finditer(document):
+            found.append((match.obj, tuple(match.parts[:-1])))
+            if len(found) >= _MAX_MATCHES:
+                break
+        return found
+
+    return locate
 
 
 def _xpath_finder(xpath: etree.XPath) -> Callable[[Any], list[Any]]:
@@ -138,6 +171,24 @@ def _xpath_finder(xpath: etree.XPath) -> Callable[[Any], list[Any]]:
         return [str(result)] if result != "" else []
 
     return find
+
+
+def _xpath_locate(xpath: etree.XPath) -> Callable[[Any], list[tuple[Any, tuple[Any, ...]]]]:
+    def locate(document: Any) -> list[tuple[Any, tuple[Any, ...]]]:
+        result = xpath(document)
+        if not isinstance(result, list):
+            return [(value, ()) for value in _xpath_finder(xpath)(document)]
+        tree = document.getroottree()
+        found = []
+        item: Any
+        for item in result[:_MAX_MATCHES]:
+            # An element's place is its parent; an attribute's or a text's, its element.
+            owner = item.getparent() if hasattr(item, "getparent") else None
+            place = tuple(tree.getpath(owner).split("/")) if owner is not None else ()
+            found.append((_xml_value(item), place))
+        return found
+
+    return locate
 
 
 def _xml_value(item: Any) -> Any:
@@ -190,10 +241,22 @@ class Answer:
             self._text = self._body.decode("utf-8", errors="replace")
         return path.find(self._text)
 
+    def locate(self, path: AnswerPath, *, exact: bool = False) -> list[tuple[Any, tuple[Any, ...]]]:
+        """Every value at the path with its place (see AnswerPath.locate); text paths
+        give each value its position."""
+        if path.locate is None:
+            return [(value, (i,)) for i, value in enumerate(self.find(path))]
+        if path.kind == "json":
+            return path.locate(self._exact_json(path) if exact else self._json_doc(path))
+        return path.locate(self._xml_doc(path))
+
     def _json_doc(self, path: AnswerPath) -> Any:
         if self._json is _UNPARSED:
+            body = self._body
+            if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+                body = body[3:]
             try:
-                self._json = orjson.loads(self._body)
+                self._json = orjson.loads(body)
             except orjson.JSONDecodeError:
                 self._json = _FAILED
         if self._json is _FAILED:
@@ -205,7 +268,7 @@ class Answer:
         if _LONG_NUMBER.search(self._body) is None:
             return document  # every float's repr is its text: read exactly by price_cents
         if self._exact is _UNPARSED:
-            self._exact = json.loads(self._body, parse_float=Decimal)
+            self._exact = json.loads(self._body.removeprefix(b"\xef\xbb\xbf"), parse_float=Decimal)
         return self._exact
 
     def _xml_doc(self, path: AnswerPath) -> Any:
@@ -227,9 +290,15 @@ def _parse_xml(body: bytes) -> Any:
     if not body.strip():
         return "answer is not XML"
     try:
-        return etree.fromstring(body, _XML_PARSER)
+        root = etree.fromstring(body, _XML_PARSER)
     except (etree.XMLSyntaxError, ValueError):
         return "answer is not well-formed XML"
+    # Also in encodings the byte check above cannot see (UTF-16, UTF-32): nothing was
+    # expanded (entities are off), but an answer built around a DTD is not read at all.
+    docinfo: Any = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        return "answer carries a DTD, refused"
+    return root
 
 
 def value_text(value: Any) -> str | None:

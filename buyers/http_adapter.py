@@ -63,6 +63,7 @@ from buyers.templates import (
 )
 from exchange.core.config import HttpAuth, HttpTemplate, PingTemplate, PostTemplate
 from exchange.core.outcomes import BidOutcome, PostOutcome
+from exchange.core.redirects import MAX_REDIRECT_CHARS
 from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -72,12 +73,19 @@ _CONTENT_TYPES = {
     "xml": "application/xml; charset=utf-8",
 }
 _NO_BID = BidReply(BidOutcome.NO_BID)
-_MAX_REDIRECT_CHARS = 2048
+
+
+# What RFC 9110 allows in a field value: tab, visible ASCII, space, and Latin-1 bytes.
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
 
 
 def _one_line(value: str, where: str) -> str:
     if any(c in value for c in "\r\n\0"):
         raise TemplateError(where, "must be one line of text")
+    if _FIELD_VALUE.match(value) is None:
+        raise TemplateError(
+            where, "has characters a header cannot carry (controls, or beyond Latin-1)"
+        )
     return value
 
 
@@ -232,6 +240,30 @@ def _reason_text(answer: Answer, path: AnswerPath | None) -> str | None:
     return "; ".join(texts)[:MAX_REASON_CHARS] or None
 
 
+def _paired(
+    ids: list[tuple[Any, tuple[Any, ...]]],
+    index: int,
+    prices: list[tuple[Any, tuple[Any, ...]]],
+    *,
+    by_position: bool,
+) -> Any:
+    """The id that goes with the best price. One price: the first id. Several (legs,
+    bids): the id in the same object or element as the best price, else a single id
+    found above them all (``$.TransactionId`` beside ``$.Legs[*].Payout``), else none:
+    another leg's id is never sent back as this one's."""
+    if len(prices) <= 1:
+        return ids[0][0]
+    if by_position:
+        return ids[index][0] if len(ids) == len(prices) else None
+    place = prices[index][1]
+    for value, where in ids:
+        if where == place:
+            return value
+    if len(ids) == 1 and place[: len(ids[0][1])] == ids[0][1]:
+        return ids[0][0]
+    return None
+
+
 def _status_error(status: int) -> str:
     return f"http {status}"
 
@@ -314,36 +346,40 @@ class HttpAdapter:
             return BidReply(BidOutcome.ERROR, reason="no ping template")
         answer = Answer(response.body, response.headers.get("content-type", ""))
         try:
-            prices = answer.find(bid_path, exact=True)
-            best = best_price(prices, bid_path.source)
+            located = answer.locate(bid_path, exact=True)
+            best = best_price([value for value, _ in located], bid_path.source)
             if best is None or best[0] == 0:
                 reason = _reason_text(answer, self._ping_reason)
-                if reason is None and not prices:
+                if reason is None and not located:
                     # Said, so that a path that never matches is seen as such, not
                     # mistaken for a buyer that never bids.
                     reason = f"{bid_path.source}: nothing there"
                 return _NO_BID if reason is None else BidReply(BidOutcome.NO_BID, reason=reason)
             cents, index = best
-            bid_id = self._read_bid_id(answer, index, len(prices))
+            bid_id = self._read_bid_id(answer, index, located)
         except AnswerError as bad:
             return BidReply(BidOutcome.ERROR, reason=str(bad)[:MAX_REASON_CHARS])
         except Exception as unexpected:  # never raise from read_*: unknown is an error
             return BidReply(BidOutcome.ERROR, reason=f"unreadable bid: {type(unexpected).__name__}")
         return BidReply(BidOutcome.BID, price_cents=cents, bid_id=bid_id)
 
-    def _read_bid_id(self, answer: Answer, index: int, count: int) -> str | None:
+    def _read_bid_id(
+        self, answer: Answer, index: int, prices: list[tuple[Any, tuple[Any, ...]]]
+    ) -> str | None:
         path = self._bid_id
         if path is None:
             return None
-        found = answer.find(path)
+        found = answer.locate(path, exact=True)
         if not found:
             return None
-        # With several bids (legs), the id beside the best price.
-        value = found[index] if len(found) == count else found[0]
+        value = _paired(found, index, prices, by_position=path.kind == "text")
+        if value is None:
+            return None
         if isinstance(value, float | dict | list):
             raise AnswerError(f"{path.source}: bid id is not a string")
         text = value_text(value)
-        if text is None or text == "":
+        text = text.strip() if text is not None else None
+        if not text:
             return None
         if len(text) > MAX_ID_CHARS:
             raise AnswerError(f"{path.source}: bid id too long")
@@ -362,10 +398,14 @@ class HttpAdapter:
             if verdict is None:
                 return PostReply(PostOutcome.ERROR, reason=f"{path.source}: verdict is not a word")
             if verdict.strip().casefold() in self._accepted_values:
+                redirect = self._best_effort(answer, self._redirect)
                 return PostReply(
                     PostOutcome.ACCEPTED,
-                    buyer_lead_id=self._best_effort(answer, self._lead_id, MAX_ID_CHARS),
-                    redirect_url=self._best_effort(answer, self._redirect, _MAX_REDIRECT_CHARS),
+                    buyer_lead_id=_cut(self._best_effort(answer, self._lead_id), MAX_ID_CHARS),
+                    # A URL cut short is a broken link: too long is dropped, not cut.
+                    redirect_url=redirect
+                    if redirect and len(redirect) <= MAX_REDIRECT_CHARS
+                    else None,
                 )
             reason = _reason_text(answer, self._post_reason)
             if reason is None:
@@ -379,17 +419,21 @@ class HttpAdapter:
             )
 
     @staticmethod
-    def _best_effort(answer: Answer, path: AnswerPath | None, limit: int) -> str | None:
+    def _best_effort(answer: Answer, path: AnswerPath | None) -> str | None:
         if path is None:
             return None
         try:
-            found = answer.find(path)
+            found = answer.find(path, exact=True)  # a 20-digit lead id stays exact
         except AnswerError:
             return None
         text = value_text(found[0]) if found else None
         if text is None or not text.strip():
             return None
-        return text.strip()[:limit]
+        return text.strip()
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return None if text is None else text[:limit]
 
 
 __all__ = ["HttpAdapter", "PingTemplate", "PostTemplate", "TemplateError"]

@@ -328,11 +328,11 @@ def _xml_parts(tree: Mapping[str, Any], parts: list[str]) -> None:
 
 
 def check_xml_names(slots: tuple[Slot, ...], root: str, where: str) -> None:
-    if not _XML_NAME.match(root) or root.lower().startswith("xml"):
+    if not _XML_NAME.match(root):
         raise TemplateError(f"{where}.root", f"{root!r} is not an XML element name")
     for slot in slots:
         for step in slot.steps:
-            if not _XML_NAME.match(step) or step.lower().startswith("xml"):
+            if not _XML_NAME.match(step):
                 raise TemplateError(
                     f"{where}.fields.{slot.name}", f"{step!r} is not an XML element name"
                 )
