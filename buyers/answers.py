@@ -322,6 +322,12 @@ def price_cents(value: Any, path: str) -> int | None:
     if isinstance(value, int):
         amount = Decimal(value)
     elif isinstance(value, float):
+        if 0.0 <= value < 1e9:
+            # The usual bid: when cents/100 rounds to this very float, the float's
+            # shortest decimal form (the answer's text) is cents/100 exactly.
+            cents = round(value * 100)
+            if cents / 100 == value:
+                return cents
         if value != value or value in (float("inf"), float("-inf")):
             raise AnswerError(f"{path}: price is not a number")
         amount = Decimal(repr(value))

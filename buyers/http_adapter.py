@@ -251,8 +251,6 @@ def _paired(
     bids): the id in the same object or element as the best price, else a single id
     found above them all (``$.TransactionId`` beside ``$.Legs[*].Payout``), else none:
     another leg's id is never sent back as this one's."""
-    if len(prices) <= 1:
-        return ids[0][0]
     if by_position:
         return ids[index][0] if len(ids) == len(prices) else None
     place = prices[index][1]
@@ -346,17 +344,17 @@ class HttpAdapter:
             return BidReply(BidOutcome.ERROR, reason="no ping template")
         answer = Answer(response.body, response.headers.get("content-type", ""))
         try:
-            located = answer.locate(bid_path, exact=True)
-            best = best_price([value for value, _ in located], bid_path.source)
+            prices = answer.find(bid_path, exact=True)
+            best = best_price(prices, bid_path.source)
             if best is None or best[0] == 0:
                 reason = _reason_text(answer, self._ping_reason)
-                if reason is None and not located:
+                if reason is None and not prices:
                     # Said, so that a path that never matches is seen as such, not
                     # mistaken for a buyer that never bids.
                     reason = f"{bid_path.source}: nothing there"
                 return _NO_BID if reason is None else BidReply(BidOutcome.NO_BID, reason=reason)
             cents, index = best
-            bid_id = self._read_bid_id(answer, index, located)
+            bid_id = self._read_bid_id(answer, bid_path, index, len(prices))
         except AnswerError as bad:
             return BidReply(BidOutcome.ERROR, reason=str(bad)[:MAX_REASON_CHARS])
         except Exception as unexpected:  # never raise from read_*: unknown is an error
@@ -364,15 +362,18 @@ class HttpAdapter:
         return BidReply(BidOutcome.BID, price_cents=cents, bid_id=bid_id)
 
     def _read_bid_id(
-        self, answer: Answer, index: int, prices: list[tuple[Any, tuple[Any, ...]]]
+        self, answer: Answer, bid_path: AnswerPath, index: int, count: int
     ) -> str | None:
         path = self._bid_id
         if path is None:
             return None
-        found = answer.locate(path, exact=True)
-        if not found:
-            return None
-        value = _paired(found, index, prices, by_position=path.kind == "text")
+        if count == 1:  # the usual answer: one price, its id wherever the path says
+            found = answer.find(path, exact=True)
+            value = found[0] if found else None
+        else:
+            ids = answer.locate(path, exact=True)
+            prices = answer.locate(bid_path, exact=True)
+            value = _paired(ids, index, prices, by_position=path.kind == "text") if ids else None
         if value is None:
             return None
         if isinstance(value, float | dict | list):

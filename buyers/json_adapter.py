@@ -142,17 +142,20 @@ def _extra_headers(headers: object) -> list[tuple[str, str]]:
 class JsonAdapter:
     """SPEC section 5's JSON protocol for one buyer."""
 
-    __slots__ = ("_endpoint", "_ping_url", "_post_url", "_signer", "_static_headers")
+    __slots__ = ("_endpoint", "_ping_url", "_post_url", "_signer", "_static_headers", "masked")
 
     def __init__(self, endpoint: BuyerEndpoint) -> None:
         self._endpoint = endpoint
         self._ping_url = endpoint.ping_url
         self._post_url = endpoint.post_url
         self._signer = Signer(endpoint.secret)
+        extra = _extra_headers(endpoint.options.get("headers"))
         self._static_headers: tuple[tuple[str, str], ...] = (
             ("Content-Type", "application/json"),
-            *_extra_headers(endpoint.options.get("headers")),
+            *extra,
         )
+        # Shown masked by buyer-test: the signature, and extra headers (a buyer's API key).
+        self.masked = frozenset({"x-exchange-signature", *(name.lower() for name, _ in extra)})
 
     @property
     def endpoint(self) -> BuyerEndpoint:

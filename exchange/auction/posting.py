@@ -81,7 +81,11 @@ async def _attempt(
     if buyer is None:  # removed from the config since the ping
         return PostReply(PostOutcome.ERROR, reason="buyer no longer configured"), 0
     offer = PostOffer(record.ping_id, bid.bid_id, bid.price_cents, record.vertical, lead)
-    request = buyer.adapter.post_request(offer, int(ctx.clock.unix_time()))
+    try:
+        request = buyer.adapter.post_request(offer, int(ctx.clock.unix_time()))
+    except Exception as exc:  # an adapter that cannot build the request: that buyer's error
+        log.warning("post_request_failed", buyer=bid.buyer_id, error=type(exc).__name__)
+        return PostReply(PostOutcome.ERROR, reason=f"adapter failed: {type(exc).__name__}"), 0
     timeout_s = min(timeout_s, buyer.post_timeout_ms / 1000)
 
     def late(response: HttpResponse) -> None:
