@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from exchange.api import buyer as buyer_api
 from exchange.api import openapi
 from exchange.api import operator as operator_api
+from exchange.api import search as search_api
 from exchange.api import seller as seller_api
 from exchange.api.common import CTX, LIMITS, json_response
 from exchange.api.errors import Handler, error_middleware, error_response
@@ -250,6 +251,7 @@ def create_app(
             web.get("/metrics", metrics_endpoint),
             *seller_api.routes(),
             *operator_api.routes(),
+            *search_api.routes(),
             *buyer_api.routes(),
             *openapi.routes(),
         ]

@@ -26,10 +26,11 @@ from exchange.ledger.pings import Pings
 from exchange.ledger.reports import Reports
 from exchange.ledger.returns import Returns
 from exchange.ledger.sales import Sales
+from exchange.ledger.search import Search
 from exchange.ledger.tiers import Tiers
 
 
-class Store(Pings, Claims, Sales, Caps, Tiers, Duplicates, Returns, Reports):
+class Store(Pings, Claims, Sales, Caps, Tiers, Duplicates, Returns, Reports, Search):
     def __init__(
         self, pool: asyncpg.Pool, timeout_s: float = 1.0, owner: str | None = None
     ) -> None:

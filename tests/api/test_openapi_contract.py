@@ -278,6 +278,13 @@ async def _operator_answers(r: Recorder) -> None:
     unknown = f"/v1/auctions/{uuid.uuid4()}"
     assert (await r.send("GET", "/v1/auctions/{ping_id}", unknown, key=ADMIN_TOKEN))[0] == 404
     assert (await r.send("GET", "/v1/auctions/{ping_id}", story, key=SELLER_KEY))[0] == 401
+    search = "/v1/auctions"
+    status, page, _ = await r.send("GET", search, key=ADMIN_TOKEN)
+    assert status == 200 and page["auctions"]
+    assert (await r.send("GET", search, search + "?seller=acme-media", key=SELLER_KEY))[0] == 200
+    assert (await r.send("GET", search, search + "?seller=limited", key=SELLER_KEY))[0] == 403
+    assert (await r.send("GET", search, search + "?limit=0", key=ADMIN_TOKEN))[0] == 422
+    assert (await r.send("GET", search, key="no-such-key-0123456789"))[0] == 401
     for report in ("/v1/reports/buyers", "/v1/reports/sellers"):
         status, body, _ = await r.send("GET", report, key=ADMIN_TOKEN)
         assert status == 200 and any(body.values())
@@ -330,7 +337,7 @@ async def _answers_with_the_database_away(r: Recorder, pg: ControlledPostgres) -
     assert (await r.send("GET", "/v1/auctions/{ping_id}", story, key=ADMIN_TOKEN))[0] == 503
     returned = {"ping_id": r.direct_ping_id, "reason": "wrong number"}
     assert (await r.send("POST", "/v1/returns", body=returned, key=RETURN_KEY))[0] == 503
-    for report in ("/v1/reports/buyers", "/v1/reports/sellers"):
+    for report in ("/v1/reports/buyers", "/v1/reports/sellers", "/v1/auctions"):
         assert (await r.send("GET", report, key=ADMIN_TOKEN))[0] == 503
 
 
