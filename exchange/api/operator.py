@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from exchange.api.common import CTX, authenticate_admin, json_response
+from exchange.api.search import reader_scope
 from exchange.auction.context import ExchangeContext
 from exchange.core.errors import Invalid, NotFound
 from exchange.core.money import dollars_json
@@ -198,8 +199,12 @@ async def buyer_report(request: web.Request) -> web.Response:
 
 
 async def seller_report(request: web.Request) -> web.Response:
-    ctx, since, until = await _report_range(request)
-    rows = await ctx.store.seller_report(since, until)
+    # The operator reads every seller's row; a seller's own key reads its own (SPEC 11).
+    ctx = request.app[CTX]
+    scope = reader_scope(request, ctx)
+    since, until = _range(request)
+    await ctx.writer.flush()
+    rows = [r for r in await ctx.store.seller_report(since, until) if scope in (None, r.seller_id)]
     return json_response(
         {
             "from": _iso(since),

@@ -155,3 +155,16 @@ async def test_a_post_in_progress_and_an_unsold_one_have_their_status(database_u
         assert (await ex.post(lonely, {**FULL_LEAD, "state": "TX"}))["status"] == "unsold"
         _, page = await search(ex, "?status=unsold")
         assert [a["ping_id"] for a in page["auctions"]] == [lonely]
+
+
+async def test_a_seller_key_reads_its_own_report_row_only(database_url: str) -> None:
+    async with market(database_url) as ex:
+        await ping(ex, "CA")
+        await ping(ex, "CA", key=OTHER_SELLER_KEY)
+        status, body, _ = await ex.call("GET", "/v1/reports/sellers", key=SELLER_KEY)
+        assert status == 200
+        assert [row["seller"] for row in body["sellers"]] == ["acme-media"]
+        status, body, _ = await ex.call("GET", "/v1/reports/sellers", key=ADMIN_TOKEN)
+        assert sorted(row["seller"] for row in body["sellers"]) == ["acme-media", "other-seller"]
+        status, _, _ = await ex.call("GET", "/v1/reports/sellers", key="not-a-key-0123456789")
+        assert status == 401
