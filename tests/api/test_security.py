@@ -140,7 +140,9 @@ async def test_operator_api_needs_the_admin_token_and_nothing_else_opens_it(ex: 
     ping_id = (await ex.ping())["ping_id"]
     paths = [p.format(ping_id=ping_id) for p in OPERATOR_PATHS]
     for path in paths:
-        for key in (None, SELLER_KEY, RETURN_KEY, WRONG_KEY, ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1]):
+        # A seller's own key reads its own row of the seller report (SPEC 11), no more.
+        seller = () if path == "/v1/reports/sellers" else (SELLER_KEY,)
+        for key in (None, *seller, RETURN_KEY, WRONG_KEY, ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1]):
             status, body, _ = await ex.call("GET", path, key=key)
             assert (status, body["error"]["code"]) == (401, "unauthorized"), (path, key)
         for header in ("Basic " + ADMIN_TOKEN, "Bearer", "Bearer ", ADMIN_TOKEN):
@@ -154,9 +156,14 @@ async def test_without_an_admin_token_the_operator_api_is_closed(database_url: s
     config = make_config([], exchange={"admin_token": None})
     async with serve_exchange(config, database_url) as ex:
         for path in ("/v1/reports/buyers", "/v1/reports/sellers"):
-            for key in (None, "", "None", "null", SELLER_KEY, ADMIN_TOKEN):
+            for key in (None, "", "None", "null", ADMIN_TOKEN):
                 status, _, _ = await ex.call("GET", path, key=key or None)
                 assert status == 401
+        # What stays open: a seller's own row, with its own key.
+        status, body, _ = await ex.call("GET", "/v1/reports/sellers", key=SELLER_KEY)
+        assert status == 200 and {r["seller"] for r in body["sellers"]} <= {"acme-media"}
+        status, _, _ = await ex.call("GET", "/v1/reports/buyers", key=SELLER_KEY)
+        assert status == 401
 
 
 # -- rate limits -----------------------------------------------------------------------------
