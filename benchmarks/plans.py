@@ -56,12 +56,18 @@ class Plan:
     warmup_s: float  # before it, same rate, not recorded
     deadline_n: int  # the buyer count of the deadline run
     deadline_targets: tuple[str, ...]
-    # Run again, alternating, at the primary's 50% rate: latency compared at one load.
+    # Run again, in turns, at the primary's 50% rate: latency compared at one load.
     same_rate_targets: tuple[str, ...]
-    same_rate_repeats: int
+    # Every server is measured this many times, in alternating rounds (A B A B ...); each
+    # figure is reported as the median with its lowest and highest.
+    rounds: int
     post_share: float  # deadline run: share of bids posted (exchange targets)
     simulator_check: bool
     profile_s: float  # 0: no profile
+    deadline_loads: tuple[str, ...] = tuple(DEADLINE_LOADS)  # which of the deadline runs
+    # Times the saturation may be taken down a quarter when open-loop load at 80% of it
+    # does not hold.
+    saturation_corrections: int = 2
 
 
 FULL = Plan(
@@ -70,14 +76,14 @@ FULL = Plan(
     targets=("exchange-h1", "exchange-h1-w2", "ceiling-b", "baseline-a",
              "baseline-h1transport"),
     probe_steps=(16, 32, 64, 128, 256, 512),
-    probe_step_s=2.0,
+    probe_step_s=1.5,
     probe_settle_s=0.5,
-    run_s=8.0,
+    run_s=5.0,
     warmup_s=1.0,
     deadline_n=10,
     deadline_targets=("exchange-h1", "exchange-h1-w2", "ceiling-b", "baseline-a"),
     same_rate_targets=("exchange-h1", "ceiling-b", "baseline-a", "baseline-h1transport"),
-    same_rate_repeats=3,
+    rounds=3,
     post_share=0.2,
     simulator_check=True,
     profile_s=10.0,
@@ -95,7 +101,7 @@ QUICK = Plan(
     deadline_n=10,
     deadline_targets=("exchange-h1",),
     same_rate_targets=("exchange-h1", "ceiling-b"),
-    same_rate_repeats=1,
+    rounds=3,
     post_share=0.2,
     simulator_check=False,
     profile_s=0.0,
@@ -109,15 +115,17 @@ SMOKE = Plan(
     probe_steps=(8,),
     probe_step_s=0.3,
     probe_settle_s=0.1,
-    run_s=0.4,
+    run_s=0.3,
     warmup_s=0.1,
     deadline_n=2,
     deadline_targets=("exchange-h1",),
-    same_rate_targets=("ceiling-b", "baseline-a"),  # the exchange's restart costs seconds
-    same_rate_repeats=1,
+    same_rate_targets=("exchange-h1", "ceiling-b"),
+    rounds=2,
     post_share=0.5,
     simulator_check=False,
     profile_s=0.0,
+    deadline_loads=("deadline",),
+    saturation_corrections=0,
 )
 
 PLANS = {plan.name: plan for plan in (FULL, QUICK, SMOKE)}

@@ -1,10 +1,18 @@
-"""Turning a run's results into ratios, target checks and the Markdown tables."""
+"""Turning a run's rounds into figures with their spread, ratios, target checks, spread
+warnings and the Markdown tables.
+
+Every figure is the median of the rounds with the lowest and highest beside it
+(benchmarks/spread.py). A ratio or a difference between two servers is taken within each
+round first. The targets are judged on the median; a warning is raised where the spread
+is wider than the effect a figure reports, or where the goal lies inside the spread."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from benchmarks.plans import BASELINE, CEILING, DEADLINE_LOADS, PRIMARY, REFUSALS_METRIC
+from benchmarks.spread import Spread, paired_difference, paired_ratio, shown
 
 # The deadline runs of a server's entry: key, load as shown.
 DEADLINE_RUNS = tuple((key, f"{share:.0%}") for key, share in DEADLINE_LOADS.items())
@@ -12,131 +20,304 @@ DEADLINE_RUNS = tuple((key, f"{share:.0%}") for key, share in DEADLINE_LOADS.ite
 THROUGHPUT_GOAL = 0.8  # exchange >= 0.8 x ceiling at N = 10
 ADDED_P99_GOAL_MS = 2.0  # at 50% load, over the ceiling at the same rate
 TARGET_N = 10
+PERCENTILES = ("p50", "p99", "p99.9")
+
+Getter = Callable[[dict[str, Any]], float | None]
 
 
-def _runs(results: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    return {(r["target"], r["n"]): r for r in results["runs"]}
+def _rounds(entry: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The rounds of an entry that worked, by round number."""
+    return {r["round"]: r for r in entry.get("rounds", ()) if "error" not in r}
+
+
+def _series(entry: dict[str, Any], get: Getter, numbers: list[int]) -> list[float | None]:
+    rounds = _rounds(entry)
+    out: list[float | None] = []
+    for number in numbers:
+        one = rounds.get(number)
+        out.append(None if one is None else _safe(get, one))
+    return out
+
+
+def _safe(get: Getter, value: dict[str, Any]) -> float | None:
+    try:
+        return get(value)
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
+def _js(spread: Spread | None) -> dict[str, Any] | None:
+    return None if spread is None else spread.to_json()
+
+
+def _cost(key: str, load: str = "load50") -> Getter:
+    return lambda r: r[load]["cost"][key]
+
+
+def _latency_ms(load: str, percentile: str) -> Getter:
+    return lambda r: r[load]["latency_us"][percentile] / 1000
+
+
+def _per_core(r: dict[str, Any]) -> float | None:
+    """Pings/s one core of the server process could serve, from its CPU per ping at 50%
+    load: steadier than the measured saturation when other jobs share the machine."""
+    cpu_us = r["load50"]["cost"]["cpu_us_per_ping"]
+    return 1e6 / cpu_us if cpu_us else None
+
+
+def _own_connections(r: dict[str, Any]) -> float | None:
+    counts = r["load50"].get("exchange_buyer_connections")
+    if not counts:
+        return None
+    sent = counts.get("opened", 0) + counts.get("reused", 0)
+    return 1000 * counts.get("opened", 0) / sent if sent else None
+
+
+ROW_FIGURES: dict[str, Getter] = {
+    "saturation": lambda r: r["saturation_per_s"],
+    "per_core": _per_core,
+    **{f"lat50_{p}": _latency_ms("load50", p) for p in PERCENTILES},
+    **{f"lat80_{p}": _latency_ms("load80", p) for p in PERCENTILES},
+    "cpu_us_per_ping": _cost("cpu_us_per_ping"),
+    "cpu_us_per_ping_per_buyer": _cost("cpu_us_per_ping_per_buyer"),
+    "db_cpu_us_per_ping": lambda r: r["load50"]["cost"]["db_cpu_us_per_ping"] or None,
+    "new_conns_per_1k": _cost("buyer_new_connections_per_1k_requests"),
+    "own_new_conns_per_1k": _own_connections,
+    **{
+        f"h80_{k}": _cost(k, "load80")
+        for k in (
+            "server_cores",
+            "db_cores",
+            "buyers_cores",
+            "loadgen_cores",
+            "other_cores",
+            "buyers_cpu_us_per_request",
+        )
+    },
+}
+
+
+def _round_numbers(results: dict[str, Any]) -> list[int]:
+    rounds = int(results["meta"]["plan"].get("rounds", 1))
+    return list(range(1, rounds + 1))
 
 
 def derive(results: dict[str, Any]) -> dict[str, Any]:
-    """Ratios against the baselines and the three targets, from the runs."""
-    runs = _runs(results)
-    ratios: list[dict[str, Any]] = []
-    for (name, n), entry in runs.items():
-        saturation = entry.get("saturation_per_s")
-        if not saturation:
-            continue
-        row: dict[str, Any] = {"target": name, "n": n, "per_core": _per_core(entry)}
+    """Every figure of the tables with its spread, the targets and the warnings."""
+    numbers = _round_numbers(results)
+    entries = {(e["target"], e["n"]): e for e in results["runs"]}
+    rows = []
+    for (name, n), entry in entries.items():
+        row: dict[str, Any] = {"target": name, "n": n, "rounds": len(_rounds(entry))}
+        if "error" in entry:
+            row["error"] = entry["error"]
+        for key, get in ROW_FIGURES.items():
+            row[key] = _js(Spread.of(_series(entry, get, numbers)))
         for key, other in (("vs_baseline_a", BASELINE), ("vs_ceiling_b", CEILING)):
-            reference = runs.get((other, n), {})
-            measured = reference.get("saturation_per_s")
-            row[key] = round(saturation / measured, 3) if measured else None
-            per_core = _per_core(reference)
-            row[f"{key}_per_core"] = (
-                round(row["per_core"] / per_core, 3) if per_core and row["per_core"] else None
-            )
-        ratios.append(row)
-
-    added: list[dict[str, Any]] = []
-    for same in results.get("same_rate", []):
-        mine = same.get("targets", {}).get(PRIMARY)
-        theirs = same.get("targets", {}).get(CEILING)
-        if mine is None or theirs is None:
-            continue
-        row = {"n": same["n"], "rate_per_s": round(same["rate_per_s"])}
-        for name, values in same["targets"].items():
-            row[f"{name}_p99_ms"] = _ms(values["latency_us"]["p99"])
-        mine_lat, theirs_lat = mine["latency_us"], theirs["latency_us"]
-        row["added_p50_ms"] = _diff(mine_lat["p50"], theirs_lat["p50"])
-        row["added_p99_ms"] = _diff(mine_lat["p99"], theirs_lat["p99"])
-        row["added_p99.9_ms"] = _diff(mine_lat["p99.9"], theirs_lat["p99.9"])
-        added.append(row)
-
-    deadline: list[dict[str, Any]] = []
-    for (name, n), entry in runs.items():
-        for key, load in DEADLINE_RUNS:
-            run = entry.get(key)
-            if run is None:
+            reference = entries.get((other, n))
+            if reference is None:
                 continue
-            outcome = run["outcome"]
-            sent = max(1, outcome["sent"])
-            misses = outcome["late"] + run["unanswered"] + outcome["errors"]
-            deadline.append({"target": name, "n": n, "load": load,
-                             "answers": outcome["completed"], "late": outcome["late"],
-                             "unanswered": run["unanswered"], "errors": outcome["errors"],
-                             "late_share": misses / sent})  # fmt: skip
+            row[key] = _js(
+                paired_ratio(
+                    _series(entry, ROW_FIGURES["saturation"], numbers),
+                    _series(reference, ROW_FIGURES["saturation"], numbers),
+                )
+            )
+            row[f"{key}_per_core"] = _js(
+                paired_ratio(
+                    _series(entry, _per_core, numbers), _series(reference, _per_core, numbers)
+                )
+            )
+        rows.append(row)
 
-    targets: list[dict[str, Any]] = []
-    primary_ratio = next(
-        (r["vs_ceiling_b"] for r in ratios if r["target"] == PRIMARY and r["n"] == TARGET_N), None
-    )
-    targets.append(_target(f"throughput {PRIMARY} / ceiling (b), N={TARGET_N}", primary_ratio,
-                           f">= {THROUGHPUT_GOAL}", lambda v: v >= THROUGHPUT_GOAL))  # fmt: skip
-    per_core_ratio = next(
-        (r["vs_ceiling_b_per_core"] for r in ratios
-         if r["target"] == PRIMARY and r["n"] == TARGET_N), None,
-    )  # fmt: skip
-    targets.append(_target(f"same, per core of CPU (1e6 / CPU us per ping), N={TARGET_N}",
-                           per_core_ratio, f">= {THROUGHPUT_GOAL}",
-                           lambda v: v >= THROUGHPUT_GOAL))  # fmt: skip
+    same_rate, added = [], []
+    for same in results.get("same_rate", []):
+        if "targets" not in same:
+            continue
+        table: dict[str, dict[str, Any]] = {}
+        series: dict[str, dict[str, list[float | None]]] = {}
+        for name, target in same["targets"].items():
+            taken = target["rounds"]
+            series[name] = {
+                p: [r["latency_us"].get(p) for r in taken] for p in (*PERCENTILES, "max")
+            }
+            table[name] = {
+                p: _js(Spread.of(v / 1000 for v in values if v is not None))
+                for p, values in series[name].items()
+            }
+            table[name]["cpu_us_per_ping"] = _js(Spread.of(r["cpu_us_per_ping"] for r in taken))
+        same_rate.append({"n": same["n"], "rate_per_s": same["rate_per_s"], "targets": table})
+        if PRIMARY in series and CEILING in series:
+            row = {"n": same["n"], "rate_per_s": round(same["rate_per_s"])}
+            for p in PERCENTILES:
+                mine = [None if v is None else v / 1000 for v in series[PRIMARY][p]]
+                theirs = [None if v is None else v / 1000 for v in series[CEILING][p]]
+                row[f"added_{p}_ms"] = _js(paired_difference(mine, theirs))
+            added.append(row)
+
+    deadline = [
+        _deadline_row(entry, key, load, numbers)
+        for entry in results["runs"]
+        for key, load in DEADLINE_RUNS
+        if any(key in r for r in _rounds(entry).values())
+    ]
+
+    targets = _targets(rows, added, deadline)
+    return {
+        "rounds": len(numbers),
+        "rows": rows,
+        "same_rate": same_rate,
+        "added_latency": added,
+        "deadline": deadline,
+        "targets": targets,
+        "warnings": _warnings(rows, added, targets),
+    }
+
+
+def _deadline_row(entry: dict[str, Any], key: str, load: str, numbers: list[int]) -> dict[str, Any]:
+    def figure(get: Getter) -> dict[str, Any] | None:
+        return _js(Spread.of(_series(entry, lambda r: get(r[key]), numbers)))
+
+    def scraped(name: str) -> Getter:
+        return lambda run: run.get("exchange_metrics", {}).get(name)
+
+    return {
+        "target": entry["target"],
+        "n": entry["n"],
+        "load": load,
+        "rate": figure(lambda run: run["options"]["rate"]),
+        "busy_cores": figure(lambda run: run["cost"]["machine_busy_cores"]),
+        "answers": figure(lambda run: run["outcome"]["completed"]),
+        "late": figure(lambda run: run["outcome"]["late"]),
+        "seen": figure(scraped("exchange_deadline_misses_total")),
+        "not_200": figure(lambda run: run["outcome"]["completed"] - run["outcome"]["ok"]),
+        "ledger_late": figure(scraped(f"{REFUSALS_METRIC}:ledger_late")),
+        "unanswered": figure(lambda run: run["unanswered"]),
+        "errors": figure(lambda run: run["outcome"]["errors"]),
+        "misses": figure(
+            lambda run: run["outcome"]["late"] + run["unanswered"] + run["outcome"]["errors"]
+        ),
+        "p50": figure(lambda run: run["latency_us"]["p50"] / 1000),
+        "p99": figure(lambda run: run["latency_us"]["p99"] / 1000),
+        "p99.9": figure(lambda run: run["latency_us"]["p99.9"] / 1000),
+        "max": figure(lambda run: run["latency_us"]["max"] / 1000),
+        "conns_opened": figure(lambda run: run["cost"]["buyer_connections_opened"]),
+        "requests": figure(lambda run: run["cost"]["buyer_requests"]),
+        "sold": figure(
+            lambda run: run["outcome"]["sold"] if run["outcome"]["posts_sent"] else None
+        ),
+        "unsold": figure(
+            lambda run: run["outcome"]["unsold"] if run["outcome"]["posts_sent"] else None
+        ),
+    }
+
+
+def _targets(
+    rows: list[dict[str, Any]], added: list[dict[str, Any]], deadline: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    primary = next((r for r in rows if r["target"] == PRIMARY and r["n"] == TARGET_N), {})
+    out = [
+        _target(
+            f"throughput {PRIMARY} / ceiling (b), N={TARGET_N}",
+            primary.get("vs_ceiling_b"),
+            THROUGHPUT_GOAL,
+            ">=",
+            effect_from=1.0,
+        ),
+        _target(
+            f"same, per core of CPU (1e6 / CPU us per ping), N={TARGET_N}",
+            primary.get("vs_ceiling_b_per_core"),
+            THROUGHPUT_GOAL,
+            ">=",
+            effect_from=1.0,
+        ),
+    ]
     for row in added:
-        name = f"added p99 over ceiling at 50% load, N={row['n']} (ms)"
-        targets.append(_target(name, row["added_p99_ms"], f"<= {ADDED_P99_GOAL_MS}",
-                               lambda v: v <= ADDED_P99_GOAL_MS))  # fmt: skip
+        out.append(
+            _target(
+                f"added p99 over ceiling at 50% load, N={row['n']} (ms)",
+                row["added_p99_ms"],
+                ADDED_P99_GOAL_MS,
+                "<=",
+                effect_from=0.0,
+            )
+        )
     for row in deadline:
         if row["target"].startswith("exchange"):
-            targets.append(_target(f"answers past tmax + 5 ms, {row['target']}, "
-                                   f"{row['load']} load",
-                                   row["late"] + row["unanswered"] + row["errors"], "0",
-                                   lambda v: v == 0))  # fmt: skip
-    return {"ratios": ratios, "added_latency": added, "deadline": deadline, "targets": targets}
+            out.append(
+                _target(
+                    f"answers past tmax + 5 ms, {row['target']}, {row['load']} load",
+                    row["misses"],
+                    0,
+                    "==",
+                    effect_from=0.0,
+                )
+            )
+    return out
 
 
-def _per_core(entry: dict[str, Any]) -> float | None:
-    """Pings/s one core of the server process could serve, from its CPU per ping at 50%
-    load: steadier than the measured saturation when other jobs share the machine."""
-    cpu_us = entry.get("load50", {}).get("cost", {}).get("cpu_us_per_ping")
-    return round(1e6 / cpu_us, 1) if cpu_us else None
+def _target(
+    name: str, value: dict[str, Any] | None, goal: float, sense: str, effect_from: float
+) -> dict[str, Any]:
+    spread = Spread.from_json(value)
+    checks = {">=": lambda v: v >= goal, "<=": lambda v: v <= goal, "==": lambda v: v == goal}
+    return {
+        "name": name,
+        "goal": f"{sense} {goal:g}" if sense != "==" else f"{goal:g}",
+        "value": None if spread is None else spread.median,
+        "spread": _js(spread),
+        "met": None if spread is None else bool(checks[sense](spread.median)),
+        # The effect the figure reports: its distance from "no difference".
+        "effect": None if spread is None else abs(spread.median - effect_from),
+        "goal_inside": None if spread is None else spread.low < goal < spread.high,
+    }
 
 
-def _target(name: str, value: float | None, goal: str, check: Any) -> dict[str, Any]:
-    return {"name": name, "value": value, "goal": goal,
-            "met": None if value is None else bool(check(value))}  # fmt: skip
+def _warnings(
+    rows: list[dict[str, Any]], added: list[dict[str, Any]], targets: list[dict[str, Any]]
+) -> list[str]:
+    out = []
+    checked: list[tuple[str, dict[str, Any] | None, float]] = []
+    for row in rows:
+        if row["target"] == PRIMARY:
+            for key, what in (
+                ("vs_ceiling_b", "throughput / ceiling (b)"),
+                ("vs_ceiling_b_per_core", "per core / ceiling (b)"),
+                ("vs_baseline_a", "throughput / baseline (a)"),
+            ):
+                checked.append((f"{PRIMARY} {what}, N={row['n']}", row.get(key), 1.0))
+    for row in added:
+        checked.append((f"added p99 over the ceiling, N={row['n']} (ms)", row["added_p99_ms"], 0.0))
+    for name, value, zero in checked:
+        spread = Spread.from_json(value)
+        if spread is None or len(spread.values) < 2:
+            continue
+        effect = abs(spread.median - zero)
+        if spread.width > effect:
+            out.append(
+                f"{name}: {spread.text('{:.3g}')}: the spread ({spread.width:.3g}) is "
+                f"wider than the effect it reports ({effect:.3g} from {zero:g})"
+            )
+    for target in targets:
+        if target["goal_inside"]:
+            out.append(
+                f"{target['name']}: the goal ({target['goal']}) lies inside the spread "
+                f"{shown(target['spread'], '{:.3g}')}: this run does not decide it"
+            )
+    return out
 
 
-def _ms(us: float | None) -> float | None:
-    return None if us is None else round(us / 1000, 2)
+# -- Markdown ---------------------------------------------------------------------------------
 
 
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else round((a - b) / 1000, 2)
-
-
-def _lat(run: dict[str, Any] | None) -> str:
-    if not run or not run.get("latency_us", {}).get("count"):
-        return "-"
-    lat = run["latency_us"]
-    return f"{lat['p50'] / 1000:.1f} / {lat['p99'] / 1000:.1f} / {lat['p99.9'] / 1000:.1f}"
-
-
-def _own_connections(run: dict[str, Any]) -> str:
-    """The exchange's own count of new buyer connections per 1k requests, from its
-    exchange_buyer_connections_total (empty for the baselines, which do not count)."""
-    counts = run.get("exchange_buyer_connections")
-    if not counts:
-        return ""
-    sent = counts.get("opened", 0) + counts.get("reused", 0)
-    return f" ({1000 * counts.get('opened', 0) / sent:.1f})" if sent else ""
-
-
-def _num(value: float | None, fmt: str = "{:.0f}") -> str:
-    return "-" if value is None else fmt.format(value)
+def _lat(row: dict[str, Any], load: str) -> str:
+    cells = [shown(row.get(f"{load}_{p}"), "{:.1f}") for p in PERCENTILES]
+    return "-" if all(c == "-" for c in cells) else " / ".join(cells)
 
 
 def markdown(results: dict[str, Any]) -> str:
     derived = results["derived"]
     meta = results["meta"]
-    ratios = {(r["target"], r["n"]): r for r in derived["ratios"]}
     out: list[str] = []
     machine = meta["machine"]
     out.append(
@@ -144,6 +325,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"{machine['python']}, aiohttp {machine['aiohttp']}, uvloop {machine['uvloop']}; "
         f"tmax {meta['tmax_ms']} ms; latency histogram: {meta['histogram']}; "
         f"wall time {meta.get('wall_s', '?')} s.\n"
+    )
+    out.append(
+        f"{derived['rounds']} alternating rounds (A B A B ...): every figure is the median of "
+        "the rounds, with [lowest..highest] beside it when they differ; a ratio or a "
+        "difference between two servers is taken within each round first; the targets are "
+        "judged on the median.\n"
     )
     out.append("### Throughput, latency, cost\n")
     out.append(
@@ -153,47 +340,49 @@ def markdown(results: dict[str, Any]) -> str:
         "(the exchange's own count) |"
     )
     out.append("|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|")
-    for entry in results["runs"]:
-        key = (entry["target"], entry["n"])
-        if "error" in entry:
-            out.append(f"| {entry['n']} | {entry['target']} | failed: "
-                       f"{entry['error'].splitlines()[0][:80]} |||||||||||")  # fmt: skip
+    for row in derived["rows"]:
+        if "error" in row and not row["rounds"]:
+            out.append(
+                f"| {row['n']} | {row['target']} | failed: "
+                f"{row['error'].splitlines()[0][:80]} |||||||||||"
+            )
             continue
-        ratio = ratios.get(key, {})
-        cost = entry.get("load50", {}).get("cost", {})
+        own = shown(row.get("own_new_conns_per_1k"), "{:.1f}")
         out.append(
-            f"| {entry['n']} | {entry['target']} | {_num(entry.get('saturation_per_s'))} "
-            f"| {_num(ratio.get('vs_baseline_a'), '{:.2f}')} "
-            f"| {_num(ratio.get('vs_ceiling_b'), '{:.2f}')} "
-            f"| {_num(ratio.get('per_core'))} "
-            f"| {_num(ratio.get('vs_ceiling_b_per_core'), '{:.2f}')} "
-            f"| {_lat(entry.get('load50'))} | {_lat(entry.get('load80'))} "
-            f"| {_num(cost.get('cpu_us_per_ping_per_buyer'), '{:.1f}')} "
-            f"| {_num(cost.get('db_cpu_us_per_ping') or None, '{:.0f}')} "
-            f"| {_num(cost.get('buyer_new_connections_per_1k_requests'), '{:.1f}')}"
-            f"{_own_connections(entry.get('load50', {}))} |"
+            f"| {row['n']} | {row['target']} | {shown(row['saturation'])} "
+            f"| {shown(row.get('vs_baseline_a'), '{:.2f}')} "
+            f"| {shown(row.get('vs_ceiling_b'), '{:.2f}')} "
+            f"| {shown(row['per_core'])} "
+            f"| {shown(row.get('vs_ceiling_b_per_core'), '{:.2f}')} "
+            f"| {_lat(row, 'lat50')} | {_lat(row, 'lat80')} "
+            f"| {shown(row['cpu_us_per_ping_per_buyer'], '{:.1f}')} "
+            f"| {shown(row['db_cpu_us_per_ping'])} "
+            f"| {shown(row['new_conns_per_1k'], '{:.1f}')}"
+            + (f" ({own})" if own != "-" else "")
+            + " |"
         )
-    for same in results.get("same_rate", []):
-        if "targets" not in same:
-            continue
-        out.append(f"\n### Same load, N={same['n']}: every server at {same['rate_per_s']:.0f} "
-                   f"pings/s (the primary's 50%), run in turns\n")  # fmt: skip
+    for same in derived["same_rate"]:
+        out.append(
+            f"\n### Same load, N={same['n']}: every server at {same['rate_per_s']:.0f} "
+            f"pings/s (the primary's 50%), run in turns, once a round\n"
+        )
         out.append("| server | p50 ms | p99 ms | p99.9 ms | max ms | CPU us / ping |")
         out.append("|---|---:|---:|---:|---:|---:|")
         for name, row in same["targets"].items():
-            lat = row["latency_us"]
-            out.append(f"| {name} | {lat['p50'] / 1000:.1f} | {lat['p99'] / 1000:.1f} "
-                       f"| {lat['p99.9'] / 1000:.1f} | {lat['max'] / 1000:.1f} "
-                       f"| {row['cpu_us_per_ping']:.0f} |")  # fmt: skip
+            out.append(
+                f"| {name} | {shown(row['p50'], '{:.1f}')} | {shown(row['p99'], '{:.1f}')} "
+                f"| {shown(row['p99.9'], '{:.1f}')} | {shown(row['max'], '{:.1f}')} "
+                f"| {shown(row['cpu_us_per_ping'])} |"
+            )
         added = next((a for a in derived["added_latency"] if a["n"] == same["n"]), None)
         if added:
             out.append(
-                f"\nAdded by {PRIMARY} over {CEILING}: p50 {added['added_p50_ms']} ms, "
-                f"p99 {added['added_p99_ms']} ms, p99.9 {added['added_p99.9_ms']} ms."
+                f"\nAdded by {PRIMARY} over {CEILING} (within each round): "
+                f"p50 {shown(added['added_p50_ms'], '{:.2f}')} ms, "
+                f"p99 {shown(added['added_p99_ms'], '{:.2f}')} ms, "
+                f"p99.9 {shown(added['added_p99.9_ms'], '{:.2f}')} ms."
             )
-    deadline_runs = [(e, key, load) for e in results["runs"] for key, load in DEADLINE_RUNS
-                     if key in e]  # fmt: skip
-    if deadline_runs:
+    if derived["deadline"]:
         out.append("\n### Deadline adherence: buyers hang, answer late, fail; posts rejected\n")
         out.append(
             "| server | N | load | rate pings/s | machine busy cores | answers "
@@ -202,66 +391,95 @@ def markdown(results: dict[str, Any]) -> str:
             "| max ms | new buyer conns / requests | posts sold / unsold |"
         )
         out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
-        for entry, key, load in deadline_runs:
-            run = entry[key]
-            lat, outcome, cost = run["latency_us"], run["outcome"], run["cost"]
-            posts = (f"{outcome['sold']} / {outcome['unsold']}" if outcome["posts_sent"]
-                     else "-")  # fmt: skip
-            scraped = run.get("exchange_metrics", {})
-            seen = scraped.get("exchange_deadline_misses_total")
-            ledger_late = scraped.get(f"{REFUSALS_METRIC}:ledger_late")
+        for row in derived["deadline"]:
+            posts = f"{shown(row['sold'])} / {shown(row['unsold'])}" if row["sold"] else "-"
             out.append(
-                f"| {entry['target']} | {entry['n']} | {load} | {run['options']['rate']:.0f} "
-                f"| {cost['machine_busy_cores']:.2f} "
-                f"| {outcome['completed']} | {outcome['late']} | {_num(seen)} "
-                f"| {outcome['completed'] - outcome['ok']} ({_num(ledger_late)}) "
-                f"| {run['unanswered']} "
-                f"| {_num(_ms(lat.get('p99')), '{:.1f}')} "
-                f"| {_num(_ms(lat.get('p99.9')), '{:.1f}')} "
-                f"| {_num(_ms(lat.get('max')), '{:.1f}')} "
-                f"| {cost['buyer_connections_opened']} / {cost['buyer_requests']} | {posts} |"
+                f"| {row['target']} | {row['n']} | {row['load']} | {shown(row['rate'])} "
+                f"| {shown(row['busy_cores'], '{:.2f}')} | {shown(row['answers'])} "
+                f"| {shown(row['late'])} | {shown(row['seen'])} "
+                f"| {shown(row['not_200'])} ({shown(row['ledger_late'])}) "
+                f"| {shown(row['unanswered'])} | {shown(row['p99'], '{:.1f}')} "
+                f"| {shown(row['p99.9'], '{:.1f}')} | {shown(row['max'], '{:.1f}')} "
+                f"| {shown(row['conns_opened'])} / {shown(row['requests'])} | {posts} |"
             )
-    out.append("\n### Targets\n")
-    out.append("| target | measured | goal | met |")
-    out.append("|---|---:|---|---|")
+    out.append("\n### Targets (judged on the median)\n")
+    out.append("| target | measured: median [lowest..highest] | goal | met | spread |")
+    out.append("|---|---:|---|---|---|")
     for target in derived["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[target["met"]]
-        value = target["value"]
-        shown = "-" if value is None else (f"{value:.3g}" if isinstance(value, float) else value)
-        out.append(f"| {target['name']} | {shown} | {target['goal']} | {met} |")
+        spread = Spread.from_json(target["spread"])
+        note = ""
+        if spread is not None and target["goal_inside"]:
+            note = "goal inside the spread"
+        elif spread is not None and len(spread.values) > 1 and spread.width > target["effect"]:
+            note = "wider than the effect"
+        out.append(
+            f"| {target['name']} | {shown(target['spread'], '{:.3g}')} | {target['goal']} "
+            f"| {met} | {note} |"
+        )
+    out.append("\n### Spread warnings\n")
+    if derived["warnings"]:
+        out.extend(f"- {warning}" for warning in derived["warnings"])
+    else:
+        out.append("None: every spread checked is narrower than the effect it reports.")
     out.append("\n### The harness itself (80% runs): is anything but the server the limit?\n")
-    out.append("| N | server | server cores | DB cores | buyer-server cores | load-gen cores "
-               "| other processes' cores | buyer CPU us / request |")  # fmt: skip
+    out.append(
+        "| N | server | server cores | DB cores | buyer-server cores | load-gen cores "
+        "| other processes' cores | buyer CPU us / request |"
+    )
     out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
-    for entry in results["runs"]:
-        cost = entry.get("load80", {}).get("cost")
-        if cost is None:
+    for row in derived["rows"]:
+        if row.get("h80_server_cores") is None:
             continue
         out.append(
-            f"| {entry['n']} | {entry['target']} | {cost['server_cores']:.2f} "
-            f"| {cost['db_cores']:.2f} | {cost['buyers_cores']:.2f} | {cost['loadgen_cores']:.2f} "
-            f"| {cost['other_cores']:.2f} | {cost['buyers_cpu_us_per_request']:.1f} |"
+            f"| {row['n']} | {row['target']} | {shown(row['h80_server_cores'], '{:.2f}')} "
+            f"| {shown(row['h80_db_cores'], '{:.2f}')} "
+            f"| {shown(row['h80_buyers_cores'], '{:.2f}')} "
+            f"| {shown(row['h80_loadgen_cores'], '{:.2f}')} "
+            f"| {shown(row['h80_other_cores'], '{:.2f}')} "
+            f"| {shown(row['h80_buyers_cpu_us_per_request'], '{:.1f}')} |"
         )
-    check = results.get("simulator_check")
-    if check:
-        out.append("\n### Buyer simulator check (ceiling server, N=10)\n")
-        out.append("| buyers | ceiling pings/s | buyer CPU us / request | buyer cores |")
-        out.append("|---|---:|---:|---:|")
-        for name, row in check.items():
-            if isinstance(row, dict):
-                out.append(f"| {name} | {row['ceiling_saturation_per_s']:.0f} "
-                           f"| {row['buyers_cpu_us_per_request']:.1f} "
-                           f"| {row['buyers_cores']:.2f} |")  # fmt: skip
-    profile = next((e["profile"] for e in results["runs"] if "profile" in e), None)
-    if profile and profile.get("samples"):
-        out.append(f"\n### Profile: {PRIMARY}, N=10, {profile['rate_per_s']} pings/s "
-                   f"(py-spy, {profile['samples']} on-CPU samples)\n")  # fmt: skip
-        out.append("| self time | % | | by area | % |")
-        out.append("|---|---:|---|---|---:|")
-        selfs, areas = profile["self"][:15], profile["areas"][:15]
-        for index in range(max(len(selfs), len(areas))):
-            left = selfs[index] if index < len(selfs) else {"name": "", "percent": ""}
-            right = areas[index] if index < len(areas) else {"name": "", "percent": ""}
-            out.append(f"| `{left['name']}` | {left['percent']} | | {right['name']} "
-                       f"| {right['percent']} |")  # fmt: skip
+    _simulator_check(results, out)
+    _profile(results, out)
+    charts = results.get("charts")
+    if charts:
+        out.append("\n### Charts\n")
+        out.extend(f"![{name}]({name})" for name in charts)
     return "\n".join(out) + "\n"
+
+
+def _simulator_check(results: dict[str, Any], out: list[str]) -> None:
+    check = results.get("simulator_check")
+    if not check:
+        return
+    out.append("\n### Buyer simulator check (ceiling server, N=10)\n")
+    out.append("| buyers | ceiling pings/s | buyer CPU us / request | buyer cores |")
+    out.append("|---|---:|---:|---:|")
+    for name, row in check.items():
+        if isinstance(row, dict):
+            out.append(
+                f"| {name} | {row['ceiling_saturation_per_s']:.0f} "
+                f"| {row['buyers_cpu_us_per_request']:.1f} "
+                f"| {row['buyers_cores']:.2f} |"
+            )
+
+
+def _profile(results: dict[str, Any], out: list[str]) -> None:
+    profile = next(
+        (r["profile"] for e in results["runs"] for r in e.get("rounds", ()) if "profile" in r), None
+    )
+    if not profile or not profile.get("samples"):
+        return
+    out.append(
+        f"\n### Profile: {PRIMARY}, N=10, {profile['rate_per_s']} pings/s, first round "
+        f"(py-spy, {profile['samples']} on-CPU samples)\n"
+    )
+    out.append("| self time | % | | by area | % |")
+    out.append("|---|---:|---|---|---:|")
+    selfs, areas = profile["self"][:15], profile["areas"][:15]
+    for index in range(max(len(selfs), len(areas))):
+        left = selfs[index] if index < len(selfs) else {"name": "", "percent": ""}
+        right = areas[index] if index < len(areas) else {"name": "", "percent": ""}
+        out.append(
+            f"| `{left['name']}` | {left['percent']} | | {right['name']} | {right['percent']} |"
+        )

@@ -2,11 +2,14 @@
 machine; returns the results as one JSON-ready dict.
 
 For each buyer count N: one lean buyer server (benchmarks.buyer_server) with N buyers;
-then for each target: start it, probe its saturation (closed loop at rising
+then for each target, in each round: probe its saturation (closed loop at rising
 concurrency), run open-loop load at 50% and 80% of it, optionally at the primary
 exchange's 50% rate (for latency compared at the same load) and the deadline run (buyers
-hanging, answering late, failing, rejecting posts); stop it. CPU is read from /proc for
+hanging, answering late, failing, rejecting posts). CPU is read from /proc for
 the server, its database, the buyers and the load generator over each measured window.
+
+Every server at one N is started once and measured in ``plan.rounds`` alternating rounds
+(A B A B ...); the report gives each figure's median with its lowest and highest.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class Database:
         if self._url:
             return
         from exchange.server.embedded import EmbeddedPostgres
+        from exchange.tools.demo_processes import quiet_runtime_dir
 
         parent = self._workdir / "pg"
         parent.mkdir()
@@ -82,7 +86,8 @@ class Database:
         for path in (self._workdir, parent):
             path.chmod(0o755)
         self._embedded = EmbeddedPostgres(parent)
-        self._url = self._embedded.start()
+        with quiet_runtime_dir():
+            self._url = self._embedded.start()
         pid_file = parent / "pg" / "postmaster.pid"
         if pid_file.exists():
             self.postmaster_pid = int(pid_file.read_text().split()[0])
@@ -405,55 +410,122 @@ def _fixed(
     )  # fmt: skip
 
 
-def _measure_target(bench: Bench, target: Target, fleet: Buyers) -> dict[str, Any]:
+def _measure_round(
+    bench: Bench, server: RunningServer, fleet: Buyers, round_index: int
+) -> dict[str, Any]:
+    """One round of one server: probe, 80% (corrected down if it does not hold), 50%,
+    and for the deadline servers the faulty-buyer runs; the profile in the first round."""
     plan, say = bench.plan, bench.say
-    entry: dict[str, Any] = {"target": target.name, "label": target.label, "n": fleet.count}
-    started = time.monotonic()
-    server = start_server(bench.group, target, fleet, bench.database, bench.workdir)
-    try:
-        entry["startup_s"] = round(time.monotonic() - started, 2)
-        probe = _probe(bench, server, fleet)
-        saturation = probe["saturation_per_s"]
-        entry["probe"] = _brief_probe(probe)
-        # A closed loop finds the throughput of the server's good moments; open-loop load
-        # at 80% of it must hold too (p99 under the probe's limit, every answer a 200),
-        # else the saturation is taken down a quarter and tried again, at most twice.
-        entry["saturation_corrections"] = []
-        for attempt in range(3):
-            load80 = _fixed(bench, server, fleet, 0.8 * saturation)
-            if _holds(load80) or attempt == 2:
-                break
-            entry["saturation_corrections"].append(round(saturation))
-            saturation *= 0.75
-        entry["saturation_per_s"] = saturation
-        corrected = f" (probe said {probe['saturation_per_s']:.0f})" if saturation < probe[
-            "saturation_per_s"
-        ] else ""  # fmt: skip
-        say(f"  {target.name:<22} N={fleet.count:<3} saturation {saturation:7.0f} pings/s"
-            f"{corrected}")  # fmt: skip
-        before = _scrape(server) if target.kind == "exchange" else {}
-        entry["load50"] = _fixed(bench, server, fleet, 0.5 * saturation)
-        if target.kind == "exchange":
-            # The exchange's own count of its buyer connections (the transport's stats),
-            # beside the buyers'.
-            after = _scrape(server)
-            entry["load50"]["exchange_buyer_connections"] = {
-                event: after.get(f"{_CONNECTIONS}:{event}", 0.0)
-                - before.get(f"{_CONNECTIONS}:{event}", 0.0)
-                for event in ("opened", "reused")
-            }
-        entry["load80"] = load80
-        if fleet.count == plan.deadline_n and target.name in plan.deadline_targets:
-            # At half the saturation found with every buyer well; the faulty mode costs
-            # more per ping (posts, answers cut off at tmax, connections reopened), and
-            # on a small machine that load can fill it, so a quarter is run as well.
-            for key, share in DEADLINE_LOADS.items():
-                entry[key] = _deadline_run(bench, server, fleet, share * saturation)
-        if fleet.count == 10 and target.name == PRIMARY and plan.profile_s > 0:
-            entry["profile"] = _profile(bench, server, fleet, 0.8 * saturation)
-    finally:
-        bench.group.stop(server.process)
+    target = server.target
+    entry: dict[str, Any] = {"round": round_index + 1}
+    probe = _probe(bench, server, fleet)
+    saturation = probe["saturation_per_s"]
+    entry["probe"] = _brief_probe(probe)
+    # A closed loop finds the throughput of the server's good moments; open-loop load
+    # at 80% of it must hold too (p99 under the probe's limit, every answer a 200),
+    # else the saturation is taken down a quarter and tried again (at most twice).
+    entry["saturation_corrections"] = []
+    for attempt in range(plan.saturation_corrections + 1):
+        load80 = _fixed(bench, server, fleet, 0.8 * saturation)
+        if _holds(load80) or attempt == plan.saturation_corrections:
+            break
+        entry["saturation_corrections"].append(round(saturation))
+        saturation *= 0.75
+    entry["saturation_per_s"] = saturation
+    corrected = f" (probe said {probe['saturation_per_s']:.0f})" if saturation < probe[
+        "saturation_per_s"
+    ] else ""  # fmt: skip
+    say(f"  {target.name:<22} N={fleet.count:<3} round {round_index + 1}/{plan.rounds}: "
+        f"saturation {saturation:7.0f} pings/s{corrected}")  # fmt: skip
+    before = _scrape(server) if target.kind == "exchange" else {}
+    entry["load50"] = _fixed(bench, server, fleet, 0.5 * saturation)
+    if target.kind == "exchange":
+        # The exchange's own count of its buyer connections (the transport's stats),
+        # beside the buyers'.
+        after = _scrape(server)
+        entry["load50"]["exchange_buyer_connections"] = {
+            event: after.get(f"{_CONNECTIONS}:{event}", 0.0)
+            - before.get(f"{_CONNECTIONS}:{event}", 0.0)
+            for event in ("opened", "reused")
+        }
+    entry["load80"] = load80
+    if fleet.count == plan.deadline_n and target.name in plan.deadline_targets:
+        # At half the saturation found with every buyer well; the faulty mode costs
+        # more per ping (posts, answers cut off at tmax, connections reopened), and
+        # on a small machine that load can fill it, so a quarter is run as well.
+        for key in plan.deadline_loads:
+            entry[key] = _deadline_run(bench, server, fleet, DEADLINE_LOADS[key] * saturation)
+    if (fleet.count == 10 and target.name == PRIMARY and plan.profile_s > 0
+            and round_index == 0):  # fmt: skip
+        entry["profile"] = _profile(bench, server, fleet, 0.8 * saturation)
     return entry
+
+
+def _measure_count(bench: Bench, fleet: Buyers) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every server at one buyer count, in ``plan.rounds`` alternating rounds (A B A B
+    ...): the servers are started once and kept running, each round measures each in
+    turn, then the same-rate comparison runs in rounds too. Returns the servers'
+    entries (one round each per round) and the same-rate result."""
+    plan, say = bench.plan, bench.say
+    names = list(dict.fromkeys([*plan.targets, *plan.same_rate_targets]))
+    entries = {name: {"target": name, "label": TARGETS[name].label, "n": fleet.count,
+                      "rounds": []} for name in plan.targets}  # fmt: skip
+    servers: dict[str, RunningServer] = {}
+    try:
+        for name in names:
+            started = time.monotonic()
+            try:
+                servers[name] = start_server(
+                    bench.group, TARGETS[name], fleet, bench.database, bench.workdir
+                )
+            except HarnessError as problem:
+                say(f"  {name}: FAILED to start: {problem}")
+                if name in entries:
+                    entries[name]["error"] = str(problem)
+                continue
+            if name in entries:
+                entries[name]["startup_s"] = round(time.monotonic() - started, 2)
+        for round_index in range(plan.rounds):
+            for name in plan.targets:
+                server = servers.get(name)
+                if server is None:
+                    continue
+                try:
+                    if server.process.poll() is not None:
+                        raise HarnessError(f"{name} is gone (exit {server.process.returncode})")
+                    entries[name]["rounds"].append(
+                        _measure_round(bench, server, fleet, round_index)
+                    )
+                except HarnessError as problem:
+                    say(f"  {name} round {round_index + 1}: FAILED: {problem}")
+                    entries[name]["rounds"].append(
+                        {"round": round_index + 1, "error": str(problem)}
+                    )
+        for entry in entries.values():
+            _summarize(entry)
+        primary = entries.get(PRIMARY, {})
+        same: dict[str, Any] = {}
+        if primary.get("saturation_per_s") and plan.same_rate_targets:
+            try:
+                same = _same_rate(bench, fleet, 0.5 * primary["saturation_per_s"], servers)
+            except HarnessError as problem:
+                say(f"  same-rate comparison FAILED: {problem}")
+                same = {"n": fleet.count, "error": str(problem)}
+    finally:
+        for server in servers.values():
+            bench.group.stop(server.process)
+    return list(entries.values()), same
+
+
+def _summarize(entry: dict[str, Any]) -> None:
+    """The entry's median saturation (the rates of the later runs are taken from it);
+    an entry none of whose rounds worked is an error."""
+    good = [r for r in entry["rounds"] if "error" not in r]
+    if good:
+        entry["saturation_per_s"] = statistics.median(r["saturation_per_s"] for r in good)
+    elif "error" not in entry:
+        failed = [r["error"] for r in entry["rounds"]]
+        entry["error"] = failed[0] if failed else "not measured"
 
 
 def _holds(run: dict[str, Any]) -> bool:
@@ -480,39 +552,32 @@ def _brief_probe(probe: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _same_rate(bench: Bench, fleet: Buyers, rate: float) -> dict[str, Any]:
-    """Every same-rate target at one rate (the primary's 50% load), started together and
-    run in turns, ``same_rate_repeats`` times each: the noise of other jobs on the machine
-    then falls on all of them alike. The median of each percentile is kept."""
+def _same_rate(
+    bench: Bench, fleet: Buyers, rate: float, servers: dict[str, RunningServer]
+) -> dict[str, Any]:
+    """Every same-rate target at one rate (the primary's 50% load), in turns, once per
+    round: the noise of other jobs on the machine then falls on all of them alike. Each
+    round's percentiles and CPU are kept; the report takes their medians."""
     plan = bench.plan
-    servers = [
-        start_server(bench.group, TARGETS[name], fleet, bench.database, bench.workdir, "same")
-        for name in plan.same_rate_targets
-    ]
-    runs: dict[str, list[dict[str, Any]]] = {server.target.name: [] for server in servers}
-    try:
-        for _ in range(plan.same_rate_repeats):
-            for server in servers:
-                runs[server.target.name].append(_fixed(bench, server, fleet, rate))
-    finally:
-        for server in servers:
-            bench.group.stop(server.process)
+    running = [servers[name] for name in plan.same_rate_targets if name in servers]
     out: dict[str, Any] = {"n": fleet.count, "rate_per_s": rate, "targets": {}}
-    for name, taken in runs.items():
-        latencies = [run["latency_us"] for run in taken]
-        out["targets"][name] = {
-            "latency_us": {
-                key: statistics.median(lat[key] for lat in latencies)
-                for key in ("p50", "p90", "p99", "p99.9", "max")
-            },
-            "p99_us_each": [lat["p99"] for lat in latencies],
-            "cpu_us_per_ping": statistics.median(run["cost"]["cpu_us_per_ping"] for run in taken),
-            "other_cores": max(run["cost"]["other_cores"] for run in taken),
-        }
+    for server in running:
+        out["targets"][server.target.name] = {"rounds": []}
+    for _ in range(plan.rounds):
+        for server in running:
+            run = _fixed(bench, server, fleet, rate)
+            out["targets"][server.target.name]["rounds"].append({
+                "latency_us": {key: run["latency_us"].get(key)
+                               for key in ("p50", "p90", "p99", "p99.9", "max")},
+                "cpu_us_per_ping": run["cost"]["cpu_us_per_ping"],
+                "other_cores": run["cost"]["other_cores"],
+            })  # fmt: skip
     bench.say(
-        f"  same rate {rate:.0f}/s: "
+        f"  same rate {rate:.0f}/s, {plan.rounds} rounds: "
         + ", ".join(
-            f"{name} p99 {row['latency_us']['p99'] / 1000:.1f} ms"
+            f"{name} p99 "
+            + "/".join(f"{r['latency_us']['p99'] / 1000:.1f}" for r in row["rounds"])
+            + " ms"
             for name, row in out["targets"].items()
         )
     )
@@ -625,26 +690,12 @@ def run_plan(
                 say("simulator check (ceiling server, N=10, aiohttp simulator vs lean buyers)")
                 results["simulator_check"] = _simulator_check(bench)
             for count in plan.buyer_counts:
-                say(f"N = {count} buyers")
+                say(f"N = {count} buyers, {plan.rounds} alternating rounds")
                 fleet = BuyerFleet(bench.group, workdir, count)
-                primary_rate: float | None = None
                 try:
-                    for name in plan.targets:
-                        try:
-                            entry = _measure_target(bench, TARGETS[name], fleet)
-                        except HarnessError as problem:
-                            say(f"  {name}: FAILED: {problem}")
-                            entry = {"target": name, "label": TARGETS[name].label, "n": count,
-                                     "error": str(problem)}  # fmt: skip
-                        if name == PRIMARY and "saturation_per_s" in entry:
-                            primary_rate = 0.5 * entry["saturation_per_s"]
-                        results["runs"].append(entry)
-                    if primary_rate and plan.same_rate_targets:
-                        try:
-                            same = _same_rate(bench, fleet, primary_rate)
-                        except HarnessError as problem:
-                            say(f"  same-rate comparison FAILED: {problem}")
-                            same = {"n": count, "error": str(problem)}
+                    entries, same = _measure_count(bench, fleet)
+                    results["runs"].extend(entries)
+                    if same:
                         results.setdefault("same_rate", []).append(same)
                 finally:
                     fleet.stop()
@@ -661,7 +712,7 @@ def run_plan(
 
 def _take_profile(results: dict[str, Any]) -> str | None:
     """The folded stacks out of the temp dir, before it goes."""
-    for entry in results["runs"]:
+    for entry in (r for e in results["runs"] for r in e.get("rounds", ())):
         profile = entry.get("profile")
         if profile and isinstance(profile.get("folded"), Path):
             path: Path = profile.pop("folded")

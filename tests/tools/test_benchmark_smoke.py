@@ -1,24 +1,28 @@
 """The benchmark harness works end to end: `python -m benchmarks --smoke` starts the lean
 buyers, the real exchange (with its database) and both baselines, drives them with the
 load generator, and writes the JSON and Markdown results. No performance thresholds:
-this proves the harness, not the numbers. Takes 10-20 s."""
+this proves the harness, not the numbers. Two rounds and the charts: 20-30 s."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from benchmarks.__main__ import main
 from benchmarks.histogram import LogBucketHistogram
 from benchmarks.plans import SMOKE
 
 
-def test_smoke_benchmark_measures_every_server_and_writes_results(tmp_path: Path) -> None:
+def test_smoke_benchmark_measures_every_server_in_rounds_and_writes_results(
+    tmp_path: Path,
+) -> None:
     assert main(["--smoke", "--output", str(tmp_path)]) == 0
 
     results = orjson.loads((tmp_path / "smoke.json").read_bytes())
@@ -26,12 +30,16 @@ def test_smoke_benchmark_measures_every_server_and_writes_results(tmp_path: Path
     assert set(runs) == set(SMOKE.targets)
     for name, run in runs.items():
         assert "error" not in run, (name, run.get("error"))
+        # Every server measured once a round, the rounds in turn (A B A B ...).
+        assert [r["round"] for r in run["rounds"]] == list(range(1, SMOKE.rounds + 1))
         assert run["saturation_per_s"] > 0, name
-        for key in ("load50", "load80"):
-            assert run[key]["outcome"]["completed"] > 0, (name, key)
-            assert run[key]["latency_us"]["p99"] > 0, (name, key)
-            assert run[key]["cost"]["buyer_requests"] > 0, (name, key)
-    exchange = runs["exchange-h1"]
+        for one in run["rounds"]:
+            assert "error" not in one, (name, one)
+            for key in ("load50", "load80"):
+                assert one[key]["outcome"]["completed"] > 0, (name, key)
+                assert one[key]["latency_us"]["p99"] > 0, (name, key)
+                assert one[key]["cost"]["buyer_requests"] > 0, (name, key)
+    exchange = runs["exchange-h1"]["rounds"][0]
     assert exchange["load80"]["cost"]["db_cpu_us_per_ping"] >= 0
     # The exchange's own count of its buyer connections: kept alive across the run.
     own = exchange["load50"]["exchange_buyer_connections"]
@@ -41,12 +49,31 @@ def test_smoke_benchmark_measures_every_server_and_writes_results(tmp_path: Path
     assert deadline["outcome"]["posts_sent"] > 0  # and posts were made (and some rejected)
     same = results["same_rate"][0]["targets"]
     assert set(same) == set(SMOKE.same_rate_targets)
-    names = {target["name"] for target in results["derived"]["targets"]}
+    assert all(len(target["rounds"]) == SMOKE.rounds for target in same.values())
+
+    # Every figure is the median of the rounds with their lowest and highest.
+    derived = results["derived"]
+    assert derived["rounds"] == SMOKE.rounds
+    saturation = next(r for r in derived["rows"] if r["target"] == "exchange-h1")["saturation"]
+    values = [r["saturation_per_s"] for r in runs["exchange-h1"]["rounds"]]
+    assert sorted(saturation["values"]) == pytest.approx(sorted(values), rel=1e-3)
+    assert saturation["min"] <= saturation["median"] <= saturation["max"]
+    names = {target["name"] for target in derived["targets"]}
     assert any(name.startswith("answers past tmax") for name in names)
+    assert isinstance(derived["warnings"], list)
 
     table = (tmp_path / "smoke.md").read_text()
     assert "| N | server | pings/s at saturation |" in table
-    assert "### Deadline adherence" in table
+    assert f"{SMOKE.rounds} alternating rounds" in table
+    assert "### Deadline adherence" in table and "### Spread warnings" in table
+    assert re.search(r"\| exchange-h1 \| \d+( \[\d+\.\.\d+\])? \|", table)
+
+    # The charts: PNG files beside the tables, linked from them.
+    assert results["charts"] == ["smoke-latency.png", "smoke-throughput.png", "smoke-deadline.png"]
+    for name in results["charts"]:
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+        assert f"]({name})" in table
 
 
 def test_log_bucket_histogram_percentiles_within_one_percent() -> None:
