@@ -26,8 +26,16 @@ ledger's ``bid_outcomes`` rows):
 4. **Screened-out buyers** (exchange.core.ranking.screen), in screening order: the
    exclusion's outcome and reason, with no price, latency or rank.
 
+With ``auction: first_bid`` the first real-time bid at or above the floor to arrive
+(lowest latency) heads the tree alone, whatever its price, fixed-price buyers behind it;
+every other real-time bid that stood is ``cancelled``, "another buyer bid first" (its price
+kept), as is every buyer the fan-out stopped waiting for once that bid came.
+
 Ranks are 1..n over the ping tree (exchange.core.ranking.build_tree) and nobody else. The
 tree, the ranks and each buyer's decision do not depend on the order replies came in.
+The tree is ordered by the vertical's ranking (``price`` or ``expected_value``: price x
+p(accept), exchange/core/acceptance.py); every bid in it carries its buyer's p(accept) and
+expected value, whichever ranking decided, so the record shows what the other would do.
 The price quoted is the sum of the first ``max_sales`` bids of the tree, the payout the
 seller's share of each (exchange.core.ranking.promised_payout); both None with no tree.
 """
@@ -37,7 +45,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 
+from exchange.core.acceptance import AcceptanceRates, expected_value_cents
 from exchange.core.money import dollars_text
 from exchange.core.outcomes import BidOutcome
 from exchange.core.ranking import (
@@ -52,6 +62,7 @@ from exchange.core.ranking import (
 from exchange.core.storable import id_problem
 
 UNDER_FLOOR = "bid under the seller's floor"
+BID_FIRST = "another buyer bid first"
 FIXED_PRICE = "fixed price"
 FIXED_UNDER_FLOOR = "fixed price under the seller's floor"
 
@@ -86,6 +97,10 @@ class AuctionInputs:
     tie_breakers: Sequence[str]  # exchange.tie_breakers
     max_sales: int  # exchange.core.ranking.max_sales: 1 for an exclusive lead
     payout_share: Decimal  # the seller's
+    ranking: str = "price"  # the vertical's: price | expected_value
+    acceptance: AcceptanceRates | None = None  # p(accept) of the vertical's buyers
+    last_tie_winner: str | None = None  # under round_robin: the last buyer to win a tie
+    auction: str = "sealed"  # the vertical's: sealed | first_bid
 
 
 @dataclass(slots=True)
@@ -99,6 +114,8 @@ class BuyerDecision:
     latency_us: int | None
     rank: int | None
     reason: str | None
+    p_accept: Fraction | None = None  # bids in the tree, when p(accept) was known
+    expected_value_cents: int | None = None  # price x p_accept, rounded down
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +142,22 @@ def bid_problem(price_cents: int | None, bid_id: str | None, max_bid_cents: int)
 def classify(auction: AuctionInputs) -> AuctionDecision:
     """Every buyer's decision, the ping tree and the price (rules: the module docstring)."""
     replies = [_held_to_rules(reply, auction.max_bid_cents) for reply in auction.replies]
-    bids = [fixed_price_bid(b) for b in auction.eligible if b.fixed_price_cents is not None]
-    bids.extend(_realtime_bids(replies, auction.eligible))
+    rates = auction.acceptance
+    bids = [
+        fixed_price_bid(b, rates.of(b.buyer_id) if rates is not None else None)
+        for b in auction.eligible
+        if b.fixed_price_cents is not None
+    ]
+    bids.extend(_realtime_bids(replies, auction.eligible, rates))
     kept, below = split_floor(bids, auction.floor_cents)
-    tree = tuple(build_tree(kept, auction.tie_breakers, auction.ping_id))
+    first: list[Bid] = []
+    if auction.auction == "first_bid":
+        first, kept, cancelled = _first_bid(kept)
+        replies = [_cancelled(r) if r.buyer_id in cancelled else r for r in replies]
+    tree = tuple(
+        first + build_tree(kept, auction.tie_breakers, auction.ping_id, auction.ranking,
+                           auction.last_tie_winner)
+    )  # fmt: skip
     wanted = auction.max_sales
     return AuctionDecision(
         tree=tree,
@@ -136,6 +165,43 @@ def classify(auction: AuctionInputs) -> AuctionDecision:
         price_cents=sum(b.price_cents for b in tree[:wanted]) if tree else None,
         payout_cents=promised_payout(tree, auction.payout_share, wanted),
     )
+
+
+def first_bid_stands(
+    outcome: BidOutcome,
+    price_cents: int | None,
+    bid_id: str | None,
+    floor_cents: int,
+    max_bid_cents: int,
+) -> bool:
+    """Under ``auction: first_bid``, whether a buyer's reply ends the wait: a priced bid
+    at or above the floor that the exchange's rules let stand."""
+    return (
+        outcome is BidOutcome.BID
+        and price_cents is not None
+        and price_cents > 0
+        and price_cents >= floor_cents
+        and bid_problem(price_cents, bid_id, max_bid_cents) is None
+    )
+
+
+def _first_bid(kept: list[Bid]) -> tuple[list[Bid], list[Bid], set[str]]:
+    """``auction: first_bid``: of the real-time bids at or above the floor, the first to
+    arrive (lowest latency; then buyer id) wins, whatever its price; the others are
+    cancelled. Fixed-price buyers stay behind it, ranked as usual. Returns (the winner, the
+    fixed-price bids, the cancelled buyers)."""
+    realtime = [b for b in kept if not b.fixed_price]
+    fixed = [b for b in kept if b.fixed_price]
+    if not realtime:
+        return [], fixed, set()
+    winner = min(realtime, key=lambda b: (b.latency_us, b.buyer_id))
+    return [winner], fixed, {b.buyer_id for b in realtime if b is not winner}
+
+
+def _cancelled(reply: BuyerReply) -> BuyerReply:
+    # Replies may be shared: a new one. A cancelled bid keeps its price, for the record.
+    return BuyerReply(reply.buyer_id, BidOutcome.CANCELLED, reply.latency_us,
+                      reply.price_cents, reply.bid_id, BID_FIRST)  # fmt: skip
 
 
 def _held_to_rules(reply: BuyerReply, max_bid_cents: int) -> BuyerReply:
@@ -148,8 +214,11 @@ def _held_to_rules(reply: BuyerReply, max_bid_cents: int) -> BuyerReply:
     return BuyerReply(reply.buyer_id, BidOutcome.ERROR, reply.latency_us, reason=problem)
 
 
-def _realtime_bids(replies: list[BuyerReply], eligible: Sequence[BuyerRules]) -> list[Bid]:
-    """The priced replies as bids, ranked by their buyer's company size and priority."""
+def _realtime_bids(
+    replies: list[BuyerReply], eligible: Sequence[BuyerRules], rates: AcceptanceRates | None
+) -> list[Bid]:
+    """The priced replies as bids, ranked by their buyer's company size, priority, weight
+    and p(accept)."""
     rules: dict[str, BuyerRules] | None = None
     bids: list[Bid] = []
     for reply in replies:
@@ -167,6 +236,8 @@ def _realtime_bids(replies: list[BuyerReply], eligible: Sequence[BuyerRules]) ->
                 priority=buyer.priority,
                 latency_us=reply.latency_us,
                 bid_id=reply.bid_id,
+                weight=buyer.weight,
+                p_accept=rates.of(reply.buyer_id) if rates is not None else None,
             )
         )
     return bids
@@ -179,6 +250,7 @@ def _decisions(
     excluded: Sequence[Exclusion],
 ) -> list[BuyerDecision]:
     rank_of = {b.buyer_id: i + 1 for i, b in enumerate(tree)}
+    in_tree = {b.buyer_id: b for b in tree}
     below_ids = {b.buyer_id for b in below}
     decisions: list[BuyerDecision] = []
     for reply in replies:
@@ -187,13 +259,15 @@ def _decisions(
             outcome, reason = BidOutcome.BELOW_FLOOR, UNDER_FLOOR
         elif outcome is BidOutcome.BID and not reply.price_cents:
             outcome = BidOutcome.NO_BID
+        bid = in_tree.get(reply.buyer_id)
+        p, value = _worth(bid) if bid is not None else (None, None)
         decisions.append(
             BuyerDecision(reply.buyer_id, outcome, reply.price_cents, reply.latency_us,
-                          rank_of.get(reply.buyer_id), reason)
+                          rank_of.get(reply.buyer_id), reason, p, value)
         )  # fmt: skip
     decisions.extend(
         BuyerDecision(b.buyer_id, BidOutcome.BID, b.price_cents, 0, rank_of[b.buyer_id],
-                      FIXED_PRICE)
+                      FIXED_PRICE, *_worth(b))
         for b in tree if b.fixed_price
     )  # fmt: skip
     decisions.extend(
@@ -205,3 +279,10 @@ def _decisions(
         BuyerDecision(e.buyer_id, e.outcome, None, None, None, e.reason) for e in excluded
     )
     return decisions
+
+
+def _worth(bid: Bid) -> tuple[Fraction | None, int | None]:
+    """A bid's p(accept) and expected value in cents, when its p(accept) is known."""
+    if bid.p_accept is None:
+        return None, None
+    return bid.p_accept, expected_value_cents(bid.price_cents, bid.p_accept)

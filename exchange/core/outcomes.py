@@ -21,13 +21,16 @@ class BidOutcome(StrEnum):
     DUPLICATE = "duplicate"
     BELOW_FLOOR = "below_floor"
     SELLER_BLOCKED = "seller_blocked"
+    # auction: first_bid. Another buyer's bid at or above the floor came first: this
+    # buyer's bid (if it had answered) was set aside, or its ping was given up on.
+    CANCELLED = "cancelled"
 
 
 # The buyers an auction called (its ping went out to them); the other outcomes are buyers
 # screened out before the call. A buyer's ping count, latency and timeouts are over these.
 CALLED_OUTCOMES = frozenset(
     {BidOutcome.BID, BidOutcome.NO_BID, BidOutcome.TIMEOUT, BidOutcome.ERROR,
-     BidOutcome.BELOW_FLOOR}
+     BidOutcome.BELOW_FLOOR, BidOutcome.CANCELLED}
 )  # fmt: skip
 # Called buyers that answered with a price, above the seller's floor or not.
 PRICED_OUTCOMES = frozenset({BidOutcome.BID, BidOutcome.BELOW_FLOOR})

@@ -4,27 +4,43 @@ No I/O, no clock reads: ``now``, the ping id and measured latencies come in as
 arguments, so every decision here can be replayed in a test.
 
 Ranking (a total order, documented in docs/auction.md):
-  1. price, highest first;
+  1. with ``ranking: price``, price, highest first; with ``ranking: expected_value``,
+     price x p(accept) (exchange/core/acceptance.py), highest first, then price;
   2. the configured tie-breakers in order: ``company_size`` (larger first),
      ``priority`` (higher first), ``latency`` (faster first; fixed-price buyers answer
-     in zero time);
+     in zero time), ``round_robin`` (among equals, the first buyer id after that of
+     the last buyer that won a tie, ``last``, wrapping round), ``weighted`` (a draw by
+     ``weight``: a buyer goes first among equals in proportion to its weight);
   3. last resort: SHA-256 of ``"<ping_id>:<buyer_id>"``, lowest first. Deterministic for
      a given ping (replayable), yet no buyer is favoured across pings the way an
      alphabetical order would favour one.
+
+The ``weighted`` draw is the exponential-key method (Efraimidis-Spirakis): each bid's key
+is -ln(u) / weight with u uniform in (0, 1], the lowest key first; u comes from SHA-256 of
+``"weighted:<ping_id>:<buyer_id>"``, so the draw is as replayable as the last resort.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
+from exchange.core.acceptance import expected_value
 from exchange.core.caps import CapCounts, CompiledCaps, cap_reached
-from exchange.core.config import BuyerConfig, Config, SellerConfig, VerticalConfig
+from exchange.core.config import (
+    BuyerConfig,
+    Config,
+    ExchangeSettings,
+    SellerConfig,
+    VerticalConfig,
+)
 from exchange.core.money import payout_cents
 from exchange.core.outcomes import BidOutcome
 from exchange.core.targeting import CompiledSchedule, Rule, compile_filter, compile_schedule
@@ -163,9 +179,12 @@ class Bid:
     fixed_price: bool = False
     tier: int | None = None
     weight: int = 1
+    # The buyer's p(accept) in this vertical when the auction ranked (None: not known,
+    # as for a tree read back from the ledger).
+    p_accept: Fraction | None = None
 
 
-def fixed_price_bid(buyer: BuyerRules) -> Bid:
+def fixed_price_bid(buyer: BuyerRules, p_accept: Fraction | None = None) -> Bid:
     assert buyer.fixed_price_cents is not None
     return Bid(
         buyer_id=buyer.buyer_id,
@@ -176,6 +195,7 @@ def fixed_price_bid(buyer: BuyerRules) -> Bid:
         fixed_price=True,
         tier=buyer.tier,
         weight=buyer.weight,
+        p_accept=p_accept,
     )
 
 
@@ -208,11 +228,38 @@ class _LastResort:
     __hash__ = None  # type: ignore[assignment]
 
 
-def rank(bids: Iterable[Bid], tie_breakers: Sequence[str], ping_id: str) -> list[Bid]:
-    """Bids best first; a total order (see the module docstring)."""
+def weighted_key(ping_id: str, buyer_id: str, weight: int) -> float:
+    """The ``weighted`` tie-breaker's key: lowest first, so P(first) is weight / total."""
+    digest = hashlib.sha256(f"weighted:{ping_id}:{buyer_id}".encode()).digest()
+    u = (int.from_bytes(digest[:8], "big") + 1) / 2**64  # in (0, 1]
+    return -math.log(u) / weight
+
+
+def rank_value(bid: Bid, ranking: str) -> Fraction | int:
+    """What a bid is ranked by: its price, or its price x p(accept) (p = 1 for a bid that
+    carries none: a tree read back from the ledger is already in order)."""
+    if ranking == "expected_value":
+        p = bid.p_accept if bid.p_accept is not None else Fraction(1)
+        return expected_value(bid.price_cents, p)
+    return bid.price_cents
+
+
+def rank(
+    bids: Iterable[Bid],
+    tie_breakers: Sequence[str],
+    ping_id: str,
+    ranking: str = "price",
+    last: str | None = None,
+) -> list[Bid]:
+    """Bids best first; a total order (see the module docstring). ``last`` is the buyer
+    that last won a tie under ``round_robin``: among equal bids, the buyer ids after it
+    come first, in order, then the others."""
 
     def key(bid: Bid) -> tuple[Any, ...]:
-        parts: list[Any] = [-bid.price_cents]
+        parts: list[Any] = []
+        if ranking == "expected_value":
+            parts.append(-rank_value(bid, ranking))
+        parts.append(-bid.price_cents)
         for breaker in tie_breakers:
             if breaker == "company_size":
                 parts.append(-bid.company_size)
@@ -220,6 +267,10 @@ def rank(bids: Iterable[Bid], tie_breakers: Sequence[str], ping_id: str) -> list
                 parts.append(-bid.priority)
             elif breaker == "latency":
                 parts.append(bid.latency_us)
+            elif breaker == "round_robin":
+                parts.append((last is not None and bid.buyer_id <= last, bid.buyer_id))
+            elif breaker == "weighted":
+                parts.append(weighted_key(ping_id, bid.buyer_id, bid.weight))
         parts.append(_LastResort(ping_id, bid.buyer_id))
         return tuple(parts)
 
@@ -235,11 +286,17 @@ def split_floor(bids: Iterable[Bid], floor_cents: int) -> tuple[list[Bid], list[
     return kept, dropped
 
 
-def build_tree(bids: Iterable[Bid], tie_breakers: Sequence[str], ping_id: str) -> list[Bid]:
+def build_tree(
+    bids: Iterable[Bid],
+    tie_breakers: Sequence[str],
+    ping_id: str,
+    ranking: str = "price",
+    last: str | None = None,
+) -> list[Bid]:
     """The ping tree: ranked bids (real-time and untiered fixed-price) first, then the
     fixed-price tiers in ascending order. Inside a tier the order here is by rank; the
     tier's distribution rearranges it at post time (``arrange_tiers``)."""
-    ranked = rank(bids, tie_breakers, ping_id)
+    ranked = rank(bids, tie_breakers, ping_id, ranking, last)
     head = [b for b in ranked if b.tier is None]
     tiers = sorted({b.tier for b in ranked if b.tier is not None})
     return head + [b for t in tiers for b in ranked if b.tier == t]
@@ -285,6 +342,19 @@ def _weighted_order(members: list[Bid], rng: random.Random) -> list[Bid]:
                 order.append(pool.pop(i))
                 break
     return order
+
+
+def tie_at_top(tree: Sequence[Bid], ranking: str) -> bool:
+    """Whether the first two bids of a tree were equal by the ranking (the tie-breakers
+    chose between them): the round-robin rotation moves on only then."""
+    if len(tree) < 2 or tree[0].tier is not None or tree[1].tier is not None:
+        return False
+    return rank_value(tree[0], ranking) == rank_value(tree[1], ranking)
+
+
+def ranking_of(settings: ExchangeSettings, vertical: VerticalConfig) -> str:
+    """The vertical's ranking (``price`` or ``expected_value``), else the exchange's."""
+    return vertical.ranking if vertical.ranking is not None else settings.ranking
 
 
 def seller_payout(seller: SellerConfig, price_cents: int) -> int:

@@ -1,13 +1,14 @@
 """What a post comes to, decided from plain facts: whether the lead is walked down the
-ping tree at all, and, once the walk is over, sold or unsold and why. The walk itself
-(who was called, what each said, what the ledger took) is exchange/auction/posting.py's;
-the verdict is decided here, and only here."""
+ping tree at all, whether a buyer's reject breaks its bid, and, once the walk is over,
+sold or unsold and why. The walk itself (who was called, what each said, what the ledger
+took) is exchange/auction/posting.py's; the verdict is decided here, and only here."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from exchange.core.outcomes import PostStatus, UnsoldReason
+from exchange.core.outcomes import PostOutcome, PostStatus, UnsoldReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +46,14 @@ def after_walk(sales: int, deadline_passed: bool) -> PostVerdict:
     if deadline_passed:
         return PostVerdict(PostStatus.UNSOLD, UnsoldReason.DEADLINE)
     return PostVerdict(PostStatus.UNSOLD, UnsoldReason.ALL_DECLINED)
+
+
+def is_breach(outcome: PostOutcome, reason: str | None, allowed: Collection[str] | None) -> bool:
+    """A binding bid broken: the buyer rejected the post, and the vertical lists the
+    reasons a buyer may reject for (``reject_reasons_allowed``, already in lower case) and
+    the buyer gave none of them, or no reason at all. A reason matches a listed one whole,
+    trimmed, whatever its case. A timeout or an error is not a breach (the buyer may not
+    have seen the lead); with no list, bids are not binding and nothing is a breach."""
+    if allowed is None or outcome is not PostOutcome.REJECTED:
+        return False
+    return reason is None or reason.strip().lower() not in allowed

@@ -213,7 +213,8 @@ async def test_fixed_price_buyer_bids_without_a_call_and_catches_fallback(
             story = await ex.story(answer["ping_id"])
             fixed_row = next(b for b in story["buyers"] if b["buyer"] == "fixed")
             assert fixed_row == {"buyer": "fixed", "outcome": "bid", "bid": 12.5,
-                                 "latency_ms": 0.0, "rank": 2, "reason": "fixed price"}  # fmt: skip
+                                 "latency_ms": 0.0, "rank": 2, "reason": "fixed price",
+                                 "p_accept": 0.8, "expected_value": 10.0}  # fmt: skip
             assert story["sale"] == {**story["sale"], "buyer": "fixed", "price": 12.5,
                                      "payout": 10.62}  # fmt: skip
 
