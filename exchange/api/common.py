@@ -48,13 +48,19 @@ def authenticate_seller(request: web.Request, ctx: ExchangeContext) -> SellerCon
     return seller
 
 
-def authenticate_admin(request: web.Request, ctx: ExchangeContext) -> None:
-    expected = ctx.loaded.settings.admin_token
-    if not expected:
+def authenticate_admin(request: web.Request, ctx: ExchangeContext) -> str:
+    """The name of the operator token presented (exchange.admin_token is "admin")."""
+    tokens = ctx.loaded.settings.named_tokens()
+    if not tokens:
         raise Unauthorized("operator API disabled: no exchange.admin_token configured")
-    presented = bearer(request)
-    if not hmac.compare_digest(hash_key(presented), hash_key(expected)):
+    presented = hash_key(bearer(request))
+    found = None
+    for name, token in tokens:  # every token compared, whichever matches
+        if hmac.compare_digest(presented, hash_key(token)):
+            found = name
+    if found is None:
         raise Unauthorized("bad admin token")
+    return found
 
 
 @dataclass
@@ -80,7 +86,7 @@ def _rate_limit(request: web.Request, seller: SellerConfig) -> None:
     buckets: dict[str, TokenBucket] = request.app[LIMITS]
     now = asyncio.get_running_loop().time()
     bucket = buckets.get(seller.id)
-    if bucket is None:
+    if bucket is None or bucket.rate_per_s != seller.rate_limit_per_s:  # new, or changed live
         burst = max(1.0, seller.rate_limit_per_s * 2)
         bucket = buckets[seller.id] = TokenBucket(seller.rate_limit_per_s, burst, burst, now)
     wait = bucket.take(now)
