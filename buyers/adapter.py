@@ -42,11 +42,16 @@ class HttpRequest:
 
 @dataclass(slots=True)
 class HttpResponse:
-    """One response as the transport read it. Header names are lower case."""
+    """One response as the transport read it. Header names are lower case.
+
+    ``elapsed_us`` is the buyer's own time, as the transport measured it on a monotonic
+    high-resolution clock: from the request written to the socket to the response's
+    last byte parsed (None: not measured, as in fixtures)."""
 
     status: int
     headers: Mapping[str, str]
     body: bytes
+    elapsed_us: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

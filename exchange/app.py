@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from exchange.api import admin as admin_api
 from exchange.api import buyer as buyer_api
 from exchange.api import openapi
 from exchange.api import operator as operator_api
@@ -24,11 +25,17 @@ from exchange.api import search as search_api
 from exchange.api import seller as seller_api
 from exchange.api.common import CTX, LIMITS, json_response
 from exchange.api.errors import Handler, error_middleware, error_response
+from exchange.auction import acceptance
+from exchange.auction.autopause import AutoPauser
 from exchange.auction.context import ExchangeContext
+from exchange.auction.live import LiveSettings
 from exchange.core.config import LoadedConfig
 from exchange.ledger.batch import BatchWriter
 from exchange.ledger.faults import DATABASE_DOWN
+from exchange.ledger.partitions import utc_day
 from exchange.ledger.pool import create_pool, migrate
+from exchange.ledger.retention import RetentionPolicy, keep_ledger
+from exchange.ledger.settings import SettingsLedger
 from exchange.ledger.store import Store
 from exchange.telemetry.looplag import LagMonitor
 from exchange.telemetry.metrics import Metrics
@@ -50,6 +57,9 @@ class AppOptions:
     # Where this process keeps files (serve --data-dir): ledger rows it could not write
     # before stopping go to its dead-letters/ folder. None: the system's temporary one.
     data_dir: str | None = None
+    # When this process first tries the ledger's upkeep (day partitions ahead, retention:
+    # exchange/ledger/retention.py); then every retention.INTERVAL_S.
+    maintenance_delay_s: float = 10.0
 
 
 def _db_timeout_s(loaded: LoadedConfig) -> float:
@@ -152,9 +162,17 @@ async def _refresh_caps(ctx: ExchangeContext) -> None:
     writes; the exact check is the reservation at post time."""
     while True:
         # While the database is away the watcher reports it and the last view stays.
+        # (Started whatever the config: a live change may give a buyer caps.)
         with contextlib.suppress(*DATABASE_DOWN):
-            ctx.caps.replace(await ctx.store.cap_counts(ctx.clock.now() - timedelta(days=32)))
+            if any(b.rules.caps is not None for b in ctx.buyers.values()):
+                since = ctx.clock.now() - timedelta(days=32)
+                ctx.caps.replace(await ctx.store.cap_counts(since))
         await asyncio.sleep(CAP_REFRESH_S)
+
+
+def _retention(ctx: ExchangeContext) -> RetentionPolicy:
+    settings = ctx.loaded.settings
+    return RetentionPolicy(settings.retention_days, settings.archive_before_drop)
 
 
 METRICS_APPLY_S = 1.0
@@ -208,6 +226,15 @@ def create_app(
         # On record as alive before the first claim: a claim whose process has no
         # heartbeat is taken as abandoned.
         await store.heartbeat()
+        # The newest stored buyers and sellers, in force before the first request.
+        settings_ledger = SettingsLedger(pool)
+        live = LiveSettings(ctx, settings_ledger, options.database_url)
+        await live.start()
+        app[admin_api.LIVE] = live
+        rules = loaded.settings.auto_pause
+        pauser = AutoPauser(ctx, live, settings_ledger, rules) if rules is not None else None
+        if pauser is not None:
+            pauser.start()
         ctx.lag.start()
         metrics.record_database_up(True)
         metrics.record_ledger_writing(True)
@@ -217,8 +244,19 @@ def create_app(
             loop.create_task(_watch_database(ctx)),
             loop.create_task(_apply_metrics(metrics)),
         ]
-        if any(b.rules.caps is not None for b in ctx.buyers.values()):
-            background.append(loop.create_task(_refresh_caps(ctx)))
+        background.append(loop.create_task(_refresh_caps(ctx)))
+        upkeep = keep_ledger(
+            pool, lambda: utc_day(ctx.clock.now()), lambda: _retention(ctx),
+            options.maintenance_delay_s,
+        )  # fmt: skip
+        background.append(loop.create_task(upkeep))
+        background.append(
+            loop.create_task(
+                acceptance.keep_fresh(
+                    ctx.acceptance, ctx.store, lambda: ctx.loaded.config, ctx.clock.now
+                )
+            )
+        )
         # Everything built so far lives as long as the process: keep it out of every
         # future garbage collection's scan.
         gc.collect()
@@ -228,6 +266,9 @@ def create_app(
             yield
         finally:
             ctx.lag.stop()
+            if pauser is not None:
+                await pauser.stop()
+            await live.stop()
             for task in background:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -251,6 +292,7 @@ def create_app(
             web.get("/metrics", metrics_endpoint),
             *seller_api.routes(),
             *operator_api.routes(),
+            *admin_api.routes(),
             *search_api.routes(),
             *buyer_api.routes(),
             *openapi.routes(),

@@ -1,4 +1,5 @@
-"""The `lead-exchange` command: serve, check-config, demo, buyer-test."""
+"""The `lead-exchange` command: serve, check-config, replay-dead-letters, archive, demo,
+buyer-test, admin."""
 
 from __future__ import annotations
 
@@ -71,6 +72,33 @@ def cmd_replay_dead_letters(args: argparse.Namespace) -> int:
     return asyncio.run(replay())
 
 
+def cmd_archive(args: argparse.Namespace) -> int:
+    """Write the ledger's day partitions before --before to gzip CSV files (docs/scaling.md)."""
+    from datetime import UTC, date, datetime
+
+    from exchange.ledger.archive import archive_ledger
+
+    url = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        print("--database-url or DATABASE_URL is needed", file=sys.stderr)
+        return 2
+    try:
+        before = date.fromisoformat(args.before)
+    except ValueError:
+        print(f"--before: not a date (YYYY-MM-DD): {args.before}", file=sys.stderr)
+        return 2
+    today = datetime.now(UTC).date()
+    if before > today:
+        print(f"--before: at most today ({today}); a day is archived once over", file=sys.stderr)
+        return 2
+    done = asyncio.run(archive_ledger(url, before, Path(args.output)))
+    for part in done:
+        what = "written" if part.written else "already archived"
+        print(f"{part.table} {part.day}: {part.rows} rows, {what}: {part.file}")
+    print(f"{sum(p.written for p in done)} written, {sum(not p.written for p in done)} kept")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from exchange.tools.demo import run_demo
 
@@ -116,12 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(func=cmd_replay_dead_letters)
 
+    archive = sub.add_parser(
+        "archive", help="write the ledger's day partitions before a date to gzip CSV files"
+    )
+    archive.add_argument("--before", required=True, metavar="DATE", help="YYYY-MM-DD (UTC)")
+    archive.add_argument("--output", default=f"{DEFAULT_DATA_DIR}/archive", metavar="DIR")
+    archive.add_argument("--database-url", default=None)
+    archive.set_defaults(func=cmd_archive)
+
     demo = sub.add_parser("demo", help="embedded database, simulated buyers, live traffic")
     demo.add_argument("--duration", type=float, default=None, help="seconds (default: until ^C)")
     demo.add_argument("--rate", type=float, default=50.0, help="leads per second")
     demo.add_argument("--buyers", type=int, default=8)
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    demo.add_argument("--plain", action="store_true", help="plain lines, not the full screen")
     demo.set_defaults(func=cmd_demo)
 
     buyer_test = sub.add_parser(
@@ -140,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     buyer_test.add_argument("--json", action="store_true", help="machine-readable output")
     buyer_test.set_defaults(func=cmd_buyer_test)
+
+    from exchange.tools.admin_cli import add_parser as add_admin_parser
+
+    add_admin_parser(sub)
     return parser
 
 

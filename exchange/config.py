@@ -35,9 +35,11 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class ConfigError(Exception):
     """The configuration is not usable; ``problems`` lists every reason."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], found: list[str] | None = None) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        # The same problems without the source's name: "key.path: what is wrong".
+        self.found = found if found is not None else problems
 
 
 def _expand(node: Any, path: str, env: Mapping[str, str], problems: list[str]) -> Any:
@@ -153,6 +155,13 @@ def _buyer_problems(config: Config, buyer: BuyerConfig, where: str) -> list[str]
             problems.append(
                 f"{where}.price: above verticals.{v}.max_bid ({dollars_text(verticals[v].max_bid)})"
             )
+    if buyer.weight != 1 and buyer.tier is None and "weighted" not in config.exchange.tie_breakers:
+        # Else the weight would be silently ignored: it orders tiers and, with the
+        # tie-breaker, equal bids.
+        problems.append(
+            f"{where}.weight: only weighs in a fixed-price tier or with the tie-breaker "
+            "weighted in exchange.tie_breakers"
+        )
     if buyer.tier is not None:
         for v in buyer.verticals:
             if v in verticals and buyer.tier not in verticals[v].tiers:
@@ -246,14 +255,24 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         raise ConfigError([f"{source}: the top level must be a mapping"])
     problems: list[str] = []
     raw = _expand(raw, "", env, problems)
+    return validate_config(raw, source, problems)
+
+
+def validate_config(
+    raw: dict[str, Any], source: str, problems: list[str] | None = None
+) -> LoadedConfig:
+    """Validate an expanded document: the models, then the cross checks. The one way a
+    config is checked, whether it comes from the YAML file or from a live settings change
+    (exchange/auction/live.py); raises ConfigError listing every problem."""
+    problems = list(problems or ())
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems.extend(f"{_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError([f"{source}: {p}" for p in problems]) from None
+        raise ConfigError([f"{source}: {p}" for p in problems], problems) from None
     problems.extend(_cross_checks(config))
     if problems:
-        raise ConfigError([f"{source}: {p}" for p in problems])
+        raise ConfigError([f"{source}: {p}" for p in problems], problems)
     schemas = {name: LeadSchema(name, v.fields) for name, v in config.verticals.items()}
     return LoadedConfig(
         source=source,
@@ -263,6 +282,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
         buyers_by_return_key_hash={
             b.return_key_hash: b for b in config.buyers if b.return_key_hash is not None
         },
+        raw=raw,
     )
 
 

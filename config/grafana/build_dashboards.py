@@ -492,6 +492,27 @@ def buyers() -> Iterator[PanelBuilder]:
         ],
     )
     yield graph(
+        "Bid breaches by buyer / h",
+        "Posts a buyer rejected for a reason its vertical's reject_reasons_allowed does "
+        "not list, or for none: binding bids broken (only where a vertical lists reasons). "
+        "GET /v1/reports/buyers has the counts for a billing period.",
+        "short",
+        [
+            query(
+                f"3600 * sum by (buyer) (rate(exchange_bid_breaches_total{{{B}}}[{RATE}]))",
+                "{{buyer}}",
+            )
+        ],
+    )
+    yield graph(
+        "Paused buyers",
+        "Buyers paused in the live settings (enabled: false), by an operator or by "
+        "auto-pause (exchange.auto_pause; alert ExchangeBuyerAutoPaused). "
+        "lead-exchange admin changes --id BUYER says who paused it and why. 1: paused.",
+        "short",
+        [query(f"max by (buyer) (exchange_buyer_paused{{{B}}})", "{{buyer}}")],
+    )
+    yield graph(
         "p95 post latency by buyer",
         "95th percentile of the time a buyer takes to answer a post.",
         "s",

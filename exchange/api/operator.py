@@ -65,6 +65,9 @@ async def auction(request: web.Request) -> web.Response:
         "price": dollars_json(ping.price_cents),
         "payout": dollars_json(ping.payout_cents),
         "lead": ping.lead,
+        # What ordered the ping tree (docs/auction.md, "Rankings"); auctions recorded
+        # before the ranking was kept were ranked by price.
+        "ranking": ping.ranking or "price",
         "buyers": [
             {
                 "buyer": r.buyer_id,
@@ -73,6 +76,8 @@ async def auction(request: web.Request) -> web.Response:
                 "latency_ms": _ms(r.latency_us),
                 "rank": r.rank,
                 "reason": r.reason,
+                "p_accept": None if r.p_accept is None else round(r.p_accept, 6),
+                "expected_value": dollars_json(r.expected_value_cents),
             }
             for r in story.bids
         ],
@@ -84,6 +89,7 @@ async def auction(request: web.Request) -> web.Response:
                 "price": dollars_json(r.price_cents),
                 "latency_ms": _ms(r.latency_us),
                 "reason": r.reason,
+                "breach": r.breach,
                 "buyer_lead_id": r.buyer_lead_id,
                 "redirect_url": redirects.get(r.buyer_id)
                 if r.outcome is PostOutcome.ACCEPTED else None,
@@ -190,6 +196,7 @@ async def buyer_report(request: web.Request) -> web.Response:
                     "timeout_rate": _rate(r.timeouts, r.pings),
                     "errors": r.errors,
                     "excluded": r.excluded,
+                    "breaches": r.breaches,
                     "p95_latency_ms": _ms(percentile_us(latency.get(r.buyer_id, {}), 0.95)),
                 }
                 for r in rows

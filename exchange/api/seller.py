@@ -7,8 +7,10 @@ shape the answer. Every rejection names what is wrong.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -162,32 +164,40 @@ async def _read_offer(
     return _Offer(seller, schema, lead, tmax_ms, external_id, min_payout)
 
 
-async def _bind_id(ctx: ExchangeContext, offer: _Offer) -> tuple[str, PingRecord | None]:
-    """The ping id for this offer, and the earlier ping when its external_id is a repeat.
+async def _bind_id(
+    ctx: ExchangeContext, offer: _Offer
+) -> tuple[str, PingRecord | None, datetime | None]:
+    """The ping id for this offer, the earlier ping when its external_id is a repeat, and
+    (with an external_id) the time its auction is recorded under.
 
     A repeat whose first attempt never recorded its auction (it failed) gets the bound id
-    and no record: the auction runs now, under that id."""
+    and no record: the auction runs now, under that id and its first claim's time."""
     ping_id = ctx.new_id()
     repeat = False
+    recorded_at = None
     if offer.external_id is not None:
-        first = await ctx.store.claim_external_id(offer.seller.id, offer.external_id, ping_id)
+        first, recorded_at = await ctx.store.claim_external_id(
+            offer.seller.id, offer.external_id, ping_id, ctx.clock.now()
+        )
         repeat, ping_id = first != ping_id, first
     _bind_log_context(ping_id, offer.seller.id, offer.schema.vertical)
     earlier = await find_ping(ctx, ping_id, wait_s=_lookup_wait(ctx)) if repeat else None
-    return ping_id, earlier
+    return ping_id, earlier, recorded_at
 
 
 async def ping(request: web.Request) -> web.Response:
-    received_at = asyncio.get_running_loop().time()
-    ctx = request.app[CTX]
+    # The loop's clock for the deadline, the measuring one for the auction's duration.
+    received_at, received_ns = asyncio.get_running_loop().time(), time.perf_counter_ns()
+    ctx = request.app[CTX].pinned()  # the settings this request started with
     offer = await _read_offer(request, ctx, PING_KEYS, full=False)
     with Admitted(ctx):
-        ping_id, earlier = await _bind_id(ctx, offer)
+        ping_id, earlier, recorded_at = await _bind_id(ctx, offer)
         if earlier is not None:
             return json_response(_ping_answer(earlier))
         record = await run_auction(
             ctx, PingRequest(ping_id, offer.seller, offer.schema.vertical, offer.lead,
-                             offer.tmax_ms, offer.external_id, "ping", received_at),
+                             offer.tmax_ms, offer.external_id, "ping", received_at,
+                             received_ns=received_ns, recorded_at=recorded_at),
         )  # fmt: skip
         return json_response(_ping_answer(record))
 
@@ -202,7 +212,7 @@ def _lookup_wait(ctx: ExchangeContext) -> float:
 
 
 async def post(request: web.Request) -> web.Response:
-    ctx = request.app[CTX]
+    ctx = request.app[CTX].pinned()  # the settings this request started with
     seller = authenticate_seller(request, ctx)
     check_ready(ctx)
     body = await read_object(request, ctx)
@@ -275,12 +285,12 @@ def _mismatch(posted: dict[str, Any], pinged: dict[str, Any]) -> list[str]:
 
 
 async def leads(request: web.Request) -> web.Response:
-    received_at = asyncio.get_running_loop().time()
-    ctx = request.app[CTX]
+    received_at, received_ns = asyncio.get_running_loop().time(), time.perf_counter_ns()
+    ctx = request.app[CTX].pinned()  # the settings this request started with
     offer = await _read_offer(request, ctx, LEADS_KEYS, full=True)
     seller, schema, lead = offer.seller, offer.schema, offer.lead
     with Admitted(ctx):
-        ping_id, earlier = await _bind_id(ctx, offer)
+        ping_id, earlier, recorded_at = await _bind_id(ctx, offer)
         if earlier is not None:
             answer = await _repeat_lead(ctx, earlier, seller, lead, offer.min_payout)
             return json_response(_post_answer(answer))
@@ -290,7 +300,8 @@ async def leads(request: web.Request) -> web.Response:
         ping_request = PingRequest(
             ping_id, seller, schema.vertical, schema.redact(lead), offer.tmax_ms,
             offer.external_id, "direct", received_at, duplicates=duplicates.buyers,
-            offer_to_buyers=not duplicates.sold_in_vertical,
+            offer_to_buyers=not duplicates.sold_in_vertical, received_ns=received_ns,
+            recorded_at=recorded_at,
         )  # fmt: skip
         record = await run_auction(ctx, ping_request)
     # The slot was for the auction; the post walk waits on buyers, not on this process.

@@ -6,6 +6,7 @@ Nothing here is a module-level global; tests build their own with a fixed clock 
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import time
@@ -15,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from buyers.adapter import Adapter
 from buyers.registry import adapter_for
+from exchange.auction.acceptance import AcceptanceView
 from exchange.auction.pingcache import PingCache
+from exchange.auction.rotation import Rotation
 from exchange.auction.state import Admission, CapView, ClaimClosers, InFlight, LedgerHealth
 from exchange.core.config import BuyerConfig, LoadedConfig, VerticalConfig
 from exchange.core.ranking import BuyerRules, buyers_by_vertical
@@ -45,6 +48,38 @@ class BuyerRuntime:
             timeout_ms=buyer.timeout_ms,
             post_timeout_ms=buyer.post_timeout_ms,
         )
+
+
+@dataclass(frozen=True)
+class SettingsSnapshot:
+    """One version of the live settings (exchange/auction/live.py) as auctions use it:
+    the config and, built from it, each enabled buyer's runtime and each vertical's rules.
+    Immutable: a change builds a new one, and a context adopts it whole."""
+
+    version: int
+    loaded: LoadedConfig
+    buyers: Mapping[str, BuyerRuntime]
+    by_vertical: Mapping[str, tuple[BuyerRules, ...]]
+
+    @classmethod
+    def build(
+        cls, loaded: LoadedConfig, version: int = 0, previous: SettingsSnapshot | None = None
+    ) -> SettingsSnapshot:
+        """``previous``'s runtime of a buyer whose config did not change is kept (its
+        adapter is not compiled again); only changed and new buyers get new ones."""
+        config = loaded.config
+        kept: Mapping[str, BuyerRuntime] = {}
+        old: Mapping[str, BuyerConfig] = {}
+        if previous is not None and previous.loaded.config.verticals == config.verticals:
+            kept, old = previous.buyers, {b.id: b for b in previous.loaded.config.buyers}
+        buyers = {
+            b.id: kept[b.id]
+            if b.id in kept and old.get(b.id) == b
+            else BuyerRuntime.from_config(b, config.verticals)
+            for b in config.buyers
+            if b.enabled
+        }
+        return cls(version, loaded, buyers, buyers_by_vertical(config))
 
 
 def utc_now() -> datetime:
@@ -138,15 +173,36 @@ class ExchangeContext:
     admission: Admission = field(default_factory=Admission)
     health: LedgerHealth = field(default_factory=LedgerHealth)
     caps: CapView = field(default_factory=CapView)
+    # Every buyer's p(accept) per vertical, refreshed from the ledger (expected-value ranking).
+    acceptance: AcceptanceView = field(default_factory=AcceptanceView)
+    # Whose turn it is among equal bids (the round_robin tie-breaker), per vertical.
+    rotation: Rotation = field(default_factory=Rotation)
     claim_closers: ClaimClosers = field(default_factory=ClaimClosers)
     buyers: Mapping[str, BuyerRuntime] = field(init=False)
     by_vertical: Mapping[str, tuple[BuyerRules, ...]] = field(init=False)
+    settings_version: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        config = self.loaded.config
-        buyers = {
-            b.id: BuyerRuntime.from_config(b, config.verticals) for b in config.buyers if b.enabled
-        }
-        # Derived once from the frozen config: set here, as a frozen dataclass allows.
-        object.__setattr__(self, "buyers", buyers)
-        object.__setattr__(self, "by_vertical", buyers_by_vertical(config))
+        self._take(SettingsSnapshot.build(self.loaded))
+
+    def _take(self, snapshot: SettingsSnapshot) -> None:
+        # The settings part, set in one step with no await in between, so no coroutine
+        # sees one version's config with another's buyers.
+        object.__setattr__(self, "loaded", snapshot.loaded)
+        object.__setattr__(self, "buyers", snapshot.buyers)
+        object.__setattr__(self, "by_vertical", snapshot.by_vertical)
+        object.__setattr__(self, "settings_version", snapshot.version)
+
+    def snapshot(self) -> SettingsSnapshot:
+        return SettingsSnapshot(self.settings_version, self.loaded, self.buyers, self.by_vertical)
+
+    def adopt(self, snapshot: SettingsSnapshot) -> None:
+        """Put a new settings version in force for what starts from now on. Only the live
+        settings owner (exchange/auction/live.py) calls this, on the app's context."""
+        self._take(snapshot)
+
+    def pinned(self) -> ExchangeContext:
+        """This context with its settings fixed as they are now: an auction or a post walk
+        runs on a pinned context, so a change adopted meanwhile does not reach it (the
+        services and the state owners are shared, not copied)."""
+        return copy.copy(self)

@@ -4,14 +4,21 @@ outcome, the ping tree and the price); this module is the I/O around them.
 
 The deadline is absolute: at ``start + tmax`` the auction stops waiting, cancels the
 buyers still out (each recorded as ``timeout``) and answers with what it has.
+
+Two clocks: the event loop's (``loop.time()``) schedules, the deadline and the timers;
+everything recorded as a time taken (each buyer's latency, the auction's duration and
+overhead, the commit) is measured with ``time.perf_counter_ns()``, as the loop's clock
+has millisecond resolution and is read once per loop iteration under uvloop. A buyer's
+latency is the transport's own measure (``HttpResponse.elapsed_us``, docs/observability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 import structlog
@@ -19,11 +26,17 @@ import structlog
 from buyers.adapter import BidReply, HttpResponse, PingOffer
 from exchange.auction.context import BuyerRuntime, ExchangeContext
 from exchange.auction.pingcache import PingRecord, ledger_tree
-from exchange.core.classify import AuctionInputs, BuyerReply, classify
+from exchange.core.classify import (
+    BID_FIRST,
+    AuctionInputs,
+    BuyerReply,
+    classify,
+    first_bid_stands,
+)
 from exchange.core.config import SellerConfig
 from exchange.core.errors import Invalid, NotReady
 from exchange.core.outcomes import BidOutcome, Overload, PingStatus
-from exchange.core.ranking import effective_floor, max_sales, screen
+from exchange.core.ranking import effective_floor, max_sales, ranking_of, screen, tie_at_top
 from exchange.core.storable import MAX_REASON_CHARS, clean_text
 from exchange.ledger.dead_letters import RowRejected
 from exchange.ledger.rows import BidOutcomeRow, PingRow
@@ -69,6 +82,15 @@ class BuyerCall:
     latency_us: int
 
 
+@dataclass(slots=True)
+class FanOut:
+    """What came of asking the buyers: one BuyerCall each, and the time the auction spent
+    waiting on them (time.perf_counter_ns), the rest of its duration being its overhead."""
+
+    calls: list[BuyerCall]
+    waited_ns: int
+
+
 @dataclass(slots=True)  # made per ping: not frozen (3x the cost to build); never mutated
 class PingRequest:
     ping_id: str
@@ -83,6 +105,15 @@ class PingRequest:
     received_at: float
     duplicates: Mapping[str, str] = field(default_factory=dict)  # buyer -> why (direct posts)
     offer_to_buyers: bool = True  # False: record the lead, ask nobody (a known duplicate)
+    # When the request reached its handler on the measuring clock (time.perf_counter_ns):
+    # the auction's duration and overhead count from here; received_at is for the deadline.
+    received_ns: int = field(default_factory=time.perf_counter_ns)
+    # The time the auction is recorded under (its ledger rows' created_at), when its ping
+    # id was bound to a seller's external_id: the bound id's first claim's. A repeat that
+    # runs the auction again (the first attempt's never reached the ledger) then writes
+    # the same keys, and whichever reaches the ledger first stands (exchange/ledger/pings.py).
+    # None: now.
+    recorded_at: datetime | None = None
 
 
 async def _fan_out(
@@ -90,16 +121,23 @@ async def _fan_out(
     buyers: list[BuyerRuntime],
     offer: PingOffer,
     deadline: float,
-) -> list[BuyerCall]:
-    """Ask every buyer at once; each answer, failure or timeout is a BuyerCall.
+    stop: Callable[[BidReply], bool] | None = None,
+) -> FanOut:
+    """Ask every buyer at once; each answer, failure or timeout is a BuyerCall, and how
+    long the auction waited on them (every request sent, until the last answer or the
+    deadline) is the FanOut's ``waited_ns``.
+
+    ``stop`` (``auction: first_bid``): the first answer it holds for ends the wait; the
+    buyers still out then are ``cancelled``, not timed out.
 
     No task per buyer: the transport writes each request at once and resolves a future
     per buyer, all bound by the deadline (a buyer's own ``timeout_ms`` may cut its
     request shorter)."""
     if not buyers:
-        return []
+        return FanOut([], 0)
     loop = asyncio.get_running_loop()
     sent_at = loop.time()
+    sent_ns = time.perf_counter_ns()
     timestamp = int(ctx.clock.unix_time())
     start = ctx.transport.start
     futures: list[asyncio.Future[HttpResponse]] = []
@@ -117,29 +155,57 @@ async def _fan_out(
             futures.append(failed)
             continue
         futures.append(start(request, until, buyer=buyer.rules.buyer_id))
+    ended = False
+    ends_wait = None
+    if stop is not None:
+        buyer_of = dict(zip(futures, buyers, strict=True))
+
+        def ends_wait(future: asyncio.Future[HttpResponse]) -> bool:
+            nonlocal ended
+            if future.cancelled() or future.exception() is not None:
+                return False
+            if stop(storable_bid(buyer_of[future], future.result())):
+                ended = True
+            return ended
+
+    waiting_ns = time.perf_counter_ns()
     try:
-        finished = await _settled(loop, futures, deadline + SETTLE_SLACK_S)
+        finished = await _settled(loop, futures, deadline + SETTLE_SLACK_S, ends_wait)
     finally:
+        waiting_ns = time.perf_counter_ns() - waiting_ns
         for future in futures:
             if not future.done():  # cancelled, or a transport that missed its deadline
                 future.cancel()
     calls: list[BuyerCall] = []
     for buyer, future, limit_s in zip(buyers, futures, limits, strict=True):
         buyer_id = buyer.rules.buyer_id
-        done_at = finished.get(future)
-        if done_at is None or future.cancelled():
-            reply = BidReply(BidOutcome.TIMEOUT, reason="no answer by the auction deadline")
-            calls.append(BuyerCall(buyer_id, reply, int((loop.time() - sent_at) * 1e6)))
+        done_ns = finished.get(future)
+        if (done_ns is None or future.cancelled()) and ended:
+            reply = BidReply(BidOutcome.CANCELLED, reason=BID_FIRST)
+            calls.append(BuyerCall(buyer_id, reply, us_of(time.perf_counter_ns() - sent_ns)))
             continue
+        if done_ns is None or future.cancelled():
+            reply = BidReply(BidOutcome.TIMEOUT, reason="no answer by the auction deadline")
+            calls.append(BuyerCall(buyer_id, reply, us_of(time.perf_counter_ns() - sent_ns)))
+            continue
+        latency_us = us_of(done_ns - sent_ns)
         failure = future.exception()
         if failure is None:
-            reply = storable_bid(buyer, future.result())
+            response = future.result()
+            reply = storable_bid(buyer, response)
+            if response.elapsed_us is not None:  # from its request written to its last byte
+                latency_us = response.elapsed_us
         elif isinstance(failure, TransportTimeout):
             reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {limit_s * 1000:.0f} ms")
         else:
             reply = BidReply(BidOutcome.ERROR, reason=str(failure) or type(failure).__name__)
-        calls.append(BuyerCall(buyer_id, reply, int((done_at - sent_at) * 1e6)))
-    return calls
+        calls.append(BuyerCall(buyer_id, reply, latency_us))
+    return FanOut(calls, waiting_ns)
+
+
+def us_of(ns: int) -> int:
+    """Nanoseconds as whole microseconds, rounded up: a time measured is never 0."""
+    return -(-ns // 1000)
 
 
 def storable_bid(buyer: BuyerRuntime, response: HttpResponse) -> BidReply:
@@ -161,17 +227,19 @@ async def _settled(
     loop: asyncio.AbstractEventLoop,
     futures: list[asyncio.Future[HttpResponse]],
     give_up_at: float,
-) -> dict[asyncio.Future[HttpResponse], float]:
-    """Wait until every future is done or `give_up_at` passed; when each one finished."""
-    finished: dict[asyncio.Future[HttpResponse], float] = {}
+    ends_wait: Callable[[asyncio.Future[HttpResponse]], bool] | None = None,
+) -> dict[asyncio.Future[HttpResponse], int]:
+    """Wait until every future is done, `give_up_at` (loop time) passed, or `ends_wait`
+    holds for one that is done; when each one finished (time.perf_counter_ns)."""
+    finished: dict[asyncio.Future[HttpResponse], int] = {}
     everyone: asyncio.Future[None] = loop.create_future()
     left = len(futures)
 
     def one_done(future: asyncio.Future[HttpResponse]) -> None:
         nonlocal left
-        finished[future] = loop.time()
+        finished[future] = time.perf_counter_ns()
         left -= 1
-        if not left and not everyone.done():
+        if (not left or (ends_wait is not None and ends_wait(future))) and not everyone.done():
             everyone.set_result(None)
 
     def give_up() -> None:
@@ -211,7 +279,6 @@ def kept_back_s(tmax_s: float, commit_s: float, lag_s: float) -> float:
 # core's decision, the record); split, the deadline arithmetic would scatter.
 async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     """Run the auction for one redacted lead and record it; returns the ping's record."""
-    loop = asyncio.get_running_loop()
     started = request.received_at
     now = ctx.clock.now()
     settings = ctx.loaded.settings
@@ -234,9 +301,17 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     offer = PingOffer(ping_id, request.vertical, tmax_ms, floor_cents, request.lead)
     ctx.metrics.record_auction_started()
     try:
-        fan_out_started = loop.time()
-        calls = await _fan_out(ctx, realtime, offer, deadline)
-        waited = loop.time() - fan_out_started if realtime else 0.0
+        stop = None
+        if vertical.auction == "first_bid":
+            max_bid = vertical.max_bid
+
+            def stop(reply: BidReply) -> bool:
+                return first_bid_stands(
+                    reply.outcome, reply.price_cents, reply.bid_id, floor_cents, max_bid
+                )
+
+        fanned = await _fan_out(ctx, realtime, offer, deadline, stop)
+        calls, waited_ns = fanned.calls, fanned.waited_ns
     finally:
         ctx.metrics.record_auction_finished()
 
@@ -245,6 +320,8 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
                    c.reply.bid_id, c.reply.reason)
         for c in calls
     ]  # fmt: skip
+    ranking = ranking_of(settings, vertical)
+    rotating = "round_robin" in settings.tie_breakers
     decision = classify(
         AuctionInputs(
             ping_id=ping_id,
@@ -256,9 +333,16 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
             tie_breakers=settings.tie_breakers,
             max_sales=max_sales(seller, vertical),
             payout_share=seller.payout_share,
+            ranking=ranking,
+            acceptance=ctx.acceptance.rates(request.vertical, ctx.loaded.config),
+            last_tie_winner=ctx.rotation.last(request.vertical) if rotating else None,
+            auction=vertical.auction,
         )
     )
-    duration = loop.time() - started
+    if rotating and tie_at_top(decision.tree, ranking):
+        ctx.rotation.won(request.vertical, decision.tree[0].buyer_id)
+    duration_ns = time.perf_counter_ns() - request.received_ns
+    recorded_at = request.recorded_at or now
     record = PingRecord(
         ping_id=ping_id,
         seller_id=seller.id,
@@ -268,18 +352,33 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         tree=decision.tree,
         price_cents=decision.price_cents,
         payout_cents=decision.payout_cents,
-        created_at=now,
+        created_at=recorded_at,
         expires_at=now + timedelta(seconds=settings.ping_ttl_s),
         tmax_ms=tmax_ms,
     )
     rows = [
         OutcomeRow(ping_id, d.buyer_id, d.outcome, d.price_cents, d.latency_us, d.rank,
-                   d.reason, now)
+                   d.reason, recorded_at, None if d.p_accept is None else float(d.p_accept),
+                   d.expected_value_cents)
         for d in decision.decisions
     ]  # fmt: skip
-    await _record(ctx, record, request.mode, rows, duration, duration - waited, started, deadline)
+    timing = _Timing(started, request.received_ns, duration_ns, duration_ns - waited_ns)
+    await _record(ctx, record, request.mode, rows, timing, deadline)
     ctx.pings.put(record)
     return record
+
+
+@dataclass(slots=True)
+class _Timing:
+    """One auction's clocks: when it started on the loop's clock (``started``, for the
+    deadline), and on the measuring one (``received_ns``, time.perf_counter_ns), with the
+    time to its ranking (``duration_ns``) and the part of it not spent waiting on buyers
+    (``overhead_ns``)."""
+
+    started: float
+    received_ns: int
+    duration_ns: int
+    overhead_ns: int
 
 
 # Long on purpose: the commit-before-answer sequence and its deadline accounting are
@@ -289,11 +388,12 @@ async def _record(
     record: PingRecord,
     mode: str,
     rows: list[OutcomeRow],
-    duration_s: float,
-    overhead_s: float,
-    started: float,
+    timing: _Timing,
     deadline: float,
 ) -> None:
+    started = timing.started
+    duration_s = timing.duration_ns / 1e9
+    overhead_us = us_of(max(0, timing.overhead_ns))
     status = PingStatus.BID if record.tree else PingStatus.NO_BID
     ctx.metrics.record_auction(
         record.tree[0].buyer_id if record.tree else None,
@@ -306,6 +406,7 @@ async def _record(
     loop = asyncio.get_running_loop()
     answer_by = started + record.tmax_ms / 1000 + ANSWER_SLACK_S
     commit_started = loop.time()
+    commit_ns = time.perf_counter_ns()
     try:
         await ctx.writer.add_durable(
             "pings",
@@ -313,12 +414,13 @@ async def _record(
                 record.ping_id, record.seller_id, record.vertical, record.external_id, mode,
                 record.tmax_ms, record.lead, status, record.price_cents,
                 record.payout_cents, ledger_tree(record.tree), record.created_at,
-                record.expires_at, int(duration_s * 1e6), int(max(0.0, overhead_s) * 1e6),
+                record.expires_at, us_of(timing.duration_ns), overhead_us,
+                ranking_of(ctx.loaded.settings, ctx.loaded.config.verticals[record.vertical]),
             ),
             give_up_at=answer_by if commit_started < answer_by else commit_started + LATE_COMMIT_S,
         )  # fmt: skip
     except TimeoutError:
-        _ledger_late(ctx, record, started, deadline, duration_s, commit_started)
+        _ledger_late(ctx, record, started, deadline, duration_s, commit_ns)
     except RowRejected as rejected:
         # The edge checks (exchange.core.storable) let through a value the ledger refused: the
         # row is in the dead-letter table, and this ping alone fails, naming why.
@@ -327,14 +429,17 @@ async def _record(
             "a value of this lead cannot be stored",
             [{"loc": ["lead"], "msg": "holds a value the ledger cannot store"}],
         ) from None
-    answered = loop.time()
+    answered_ns = time.perf_counter_ns()
+    commit_s = (answered_ns - commit_ns) / 1e9
     # A decaying maximum of recent commit times: the next auctions stop that much earlier.
-    ctx.commit_time.observe(answered - commit_started, answered)
-    total_s = answered - started
+    ctx.commit_time.observe(commit_s, loop.time())
+    total_ns = answered_ns - timing.received_ns
+    total_s = total_ns / 1e9
     missed = total_s > record.tmax_ms / 1000 + DEADLINE_SLACK_S
+    # The answer's overhead: the auction's, and everything after its ranking (the commit).
     ctx.metrics.record_ping_answer(
         record.seller_id, record.vertical, status, total_s,
-        max(0.0, overhead_s + total_s - duration_s), missed,
+        max(0, timing.overhead_ns + total_ns - timing.duration_ns) / 1e9, missed,
     )  # fmt: skip
     if missed:
         # Where the time went: buyers are cut off at the deadline, then ranking and the
@@ -346,7 +451,7 @@ async def _record(
             total_ms=round(total_s * 1000, 1),
             buyers_cut_off_at_ms=round((deadline - started) * 1000, 1),
             ranked_at_ms=round(duration_s * 1000, 1),
-            commit_ms=round((answered - commit_started) * 1000, 1),
+            commit_ms=round(commit_s * 1000, 1),
             loop_lag_ms=round(ctx.lag.recent_s * 1000, 1),
         )
     log.debug(
@@ -356,7 +461,7 @@ async def _record(
         vertical=record.vertical,
         status=status.value,
         bids=len(record.tree),
-        duration_ms=round(duration_s * 1000, 2),
+        duration_ms=round(duration_s * 1000, 3),
     )
 
 
@@ -366,14 +471,14 @@ def _ledger_late(
     started: float,
     deadline: float,
     duration_s: float,
-    commit_started: float,
+    commit_ns: int,
 ) -> NoReturn:
     """The ping row is still uncommitted at the answer's deadline: answer 503 now rather
     than a price late. The row stays queued and commits when the ledger catches up (its
     auction is then on record and a repeat of its external_id gets that answer); the
     next auctions keep back at least this long for their commit."""
-    now = asyncio.get_running_loop().time()
-    ctx.commit_time.observe(now - commit_started, now)
+    waited_s = (time.perf_counter_ns() - commit_ns) / 1e9
+    ctx.commit_time.observe(waited_s, asyncio.get_running_loop().time())
     ctx.metrics.record_overload(Overload.LEDGER_LATE)
     log.warning(
         "ping_record_late",
@@ -381,7 +486,7 @@ def _ledger_late(
         vertical=record.vertical,
         buyers_cut_off_at_ms=round((deadline - started) * 1000, 1),
         ranked_at_ms=round(duration_s * 1000, 1),
-        commit_waited_ms=round((now - commit_started) * 1000, 1),
+        commit_waited_ms=round(waited_s * 1000, 1),
         loop_lag_ms=round(ctx.lag.recent_s * 1000, 1),
     )
     retry = (

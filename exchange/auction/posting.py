@@ -16,6 +16,7 @@ seller's answer carries the first sale's that has one (exchange/auction/answers.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +36,7 @@ from exchange.core.ranking import Bid, arrange_tiers, max_sales, ping_tree
 from exchange.core.redirects import clean_redirect
 from exchange.core.scrub import pii_values, scrub
 from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS, clean_text
-from exchange.core.verdicts import after_walk, before_walk, walk_complete
+from exchange.core.verdicts import after_walk, before_walk, is_breach, walk_complete
 from exchange.ledger.faults import ROW_REFUSED
 from exchange.ledger.rows import PostAttemptRow
 from exchange.ledger.sales import PostTotals, SaleConflict, SaleRow
@@ -146,12 +147,17 @@ class _Walk:
 
     async def note(self, bid: Bid, reply: PostReply, latency_us: int) -> None:
         self.attempts += 1
-        self.ctx.metrics.record_post_attempt(bid.buyer_id, reply.outcome, latency_us)
-        await self.ctx.writer.add(
+        ctx, vertical = self.ctx, self.record.vertical
+        allowed = ctx.loaded.config.verticals[vertical].reject_reasons_allowed
+        breach = is_breach(reply.outcome, reply.reason, allowed)
+        ctx.metrics.record_post_attempt(bid.buyer_id, reply.outcome, latency_us)
+        if breach:
+            ctx.metrics.record_bid_breach(bid.buyer_id)
+        await ctx.writer.add(
             "post_attempts",
             PostAttemptRow(self.record.ping_id, self.attempts, bid.buyer_id, reply.outcome,
                            bid.price_cents, latency_us, reply.reason, reply.buyer_lead_id,
-                           self.ctx.clock.now()),
+                           ctx.clock.now(), vertical, breach),
         )  # fmt: skip
 
 
@@ -233,8 +239,7 @@ async def _sell(
     answer once the walk is complete (or the ledger's, when the claim was lost)."""
     ctx, record = walk.ctx, walk.record
     sale, totals = _sale_row(walk, bid, reply)
-    loop = asyncio.get_running_loop()
-    write_started = loop.time()
+    write_started_ns = time.perf_counter_ns()
     try:
         await ctx.store.record_sale(sale, ctx.clock.now(), totals)
     except ROW_REFUSED as exc:
@@ -261,7 +266,7 @@ async def _sell(
     await walk.note(bid, reply, latency_us)
     ctx.metrics.record_sale(
         walk.seller.id, bid.buyer_id, record.vertical, bid.price_cents, sale.payout_cents,
-        walk.attempts, loop.time() - write_started,
+        walk.attempts, (time.perf_counter_ns() - write_started_ns) / 1e9,
     )  # fmt: skip
     walk.sold.append((bid, sale.payout_cents))
     if walk.redirect_url is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -30,7 +30,9 @@ from pydantic import (
 from exchange.core.fields import FieldSpec, LeadSchema
 from exchange.core.money import MoneyError, parse_dollars
 
-TieBreaker = Literal["company_size", "priority", "latency"]
+TieBreaker = Literal["company_size", "priority", "latency", "round_robin", "weighted"]
+# How a vertical's bids are ordered (docs/auction.md, "Rankings").
+Ranking = Literal["price", "expected_value"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _ID = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 DEFAULT_MAX_BID_CENTS = 1_000_000  # 10,000.00 dollars
@@ -52,10 +54,41 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class AdminToken(_Model):
+    """One named operator token: its name is who a live settings change was made by."""
+
+    name: str = Field(pattern=_ID)
+    token: str = Field(min_length=16, repr=False)
+
+
+class AutoPause(_Model):
+    """Pausing a buyer whose endpoint keeps failing (docs/operations.md, "Auto-pause"):
+    past ``error_rate`` of errors and timeouts among at least ``min_requests`` pings in
+    the last ``window_s``, it is paused; after ``cool_down_s`` a probe ping that gets an
+    answer resumes it."""
+
+    error_rate: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(20, ge=1)
+    cool_down_s: int = Field(300, ge=1, le=86_400)
+    window_s: int = Field(60, ge=5, le=3600)
+
+
+# The name live settings changes made by the exchange itself (auto-pause) are recorded
+# under; no operator token may take it.
+SYSTEM_ACTOR = "system"
+# The name exchange.admin_token is recorded under.
+DEFAULT_ADMIN_NAME = "admin"
+
+
 class ExchangeSettings(_Model):
     tmax_ms: int = Field(1000, ge=10, le=30_000)
     ping_ttl_s: int = Field(120, ge=1, le=86_400)
     admin_token: str | None = Field(None, repr=False)
+    # Several operators' tokens, each with the name its changes are recorded under;
+    # admin_token stays valid as the name "admin".
+    admin_tokens: tuple[AdminToken, ...] = ()
+    # None: no buyer is paused automatically.
+    auto_pause: AutoPause | None = None
     tie_breakers: tuple[TieBreaker, ...] = ("company_size", "priority", "latency")
     # Not fixed by the spec; operator-tunable limits with production defaults.
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
@@ -79,6 +112,16 @@ class ExchangeSettings(_Model):
     # Request-path ledger calls (claims, sales) give up after this long and answer 503;
     # default: tmax_ms.
     db_timeout_ms: int | None = Field(None, ge=50, le=60_000)
+    # price: highest bid first; expected_value: highest bid x p(accept) first. A vertical
+    # may override it.
+    ranking: Ranking = "price"
+    # Days of per-ping ledger rows kept (pings, bid outcomes, post attempts, post claims,
+    # external ids), besides today; older day partitions are dropped by the exchange
+    # itself (docs/scaling.md). Sales and the hourly rollups are kept. None: keep all.
+    retention_days: int | None = Field(90, ge=1, le=36_500)
+    # True: a day partition past retention_days is dropped only once `lead-exchange
+    # archive` has written it to a file; until then it is kept (and logged).
+    archive_before_drop: bool = False
 
     @field_validator("tie_breakers")
     @classmethod
@@ -86,6 +129,22 @@ class ExchangeSettings(_Model):
         if len(set(value)) != len(value):
             raise ValueError("tie-breakers must not repeat")
         return value
+
+    @model_validator(mode="after")
+    def _token_names(self) -> ExchangeSettings:
+        names = [t.name for t in self.admin_tokens]
+        if self.admin_token:
+            names.append(DEFAULT_ADMIN_NAME)
+        if SYSTEM_ACTOR in names:
+            raise ValueError(f"admin_tokens: the name {SYSTEM_ACTOR!r} is the exchange's own")
+        if len(set(names)) != len(names):
+            raise ValueError("admin_tokens: names must be distinct (admin_token is 'admin')")
+        return self
+
+    def named_tokens(self) -> tuple[tuple[str, str], ...]:
+        """Every operator token with its name: admin_token as "admin", then admin_tokens."""
+        tokens = [(DEFAULT_ADMIN_NAME, self.admin_token)] if self.admin_token else []
+        return (*tokens, *((t.name, t.token) for t in self.admin_tokens))
 
     @field_validator("transport", mode="before")
     @classmethod
@@ -97,6 +156,21 @@ class ExchangeSettings(_Model):
         return value
 
 
+class AcceptancePrior(_Model):
+    """What a buyer with no posts in the window is taken to accept: ``accepts`` of
+    ``posts`` (8 of 10: p(accept) 0.8), and how much weight that guess keeps against
+    real posts (exchange/core/acceptance.py)."""
+
+    accepts: int = Field(8, ge=0, le=1_000_000)
+    posts: int = Field(10, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _a_share(self) -> AcceptancePrior:
+        if self.accepts > self.posts:
+            raise ValueError("accepts must not exceed posts")
+        return self
+
+
 class VerticalConfig(_Model):
     fields: dict[str, FieldSpec]
     floor: Cents = 0
@@ -106,6 +180,25 @@ class VerticalConfig(_Model):
     max_sales: int = Field(1, ge=1, le=10)  # 1: exclusive; more: shared
     dedupe_days: int = Field(0, ge=0, le=365)  # 0: no exchange-wide duplicate check
     tiers: dict[int, TierConfig] = Field(default_factory=dict)
+    ranking: Ranking | None = None  # None: exchange.ranking
+    acceptance_prior: AcceptancePrior = AcceptancePrior()
+    acceptance_window_days: int = Field(14, ge=1, le=365)
+    # sealed: wait for every bid until tmax; first_bid: the first bid at or above the
+    # floor wins and the others are cancelled (speed to lead over price).
+    auction: Literal["sealed", "first_bid"] = "sealed"
+    # Binding bids: a post rejected with a reason not listed (or with none) is a breach.
+    # None: bids are not binding, no reject is a breach. Matched trimmed, in lower case.
+    reject_reasons_allowed: tuple[str, ...] | None = None
+
+    @field_validator("reject_reasons_allowed")
+    @classmethod
+    def _reason_words(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        words = tuple(w.strip().lower() for w in value)
+        if any(not w for w in words):
+            raise ValueError("a reject reason must not be empty")
+        return words
 
     @field_validator("fields")
     @classmethod
@@ -347,7 +440,8 @@ class BuyerConfig(_Model):
     caps: Caps = Caps()
     schedule: Schedule | None = None
     tier: int | None = Field(None, ge=1)  # fixed-price buyers only
-    weight: int = Field(1, ge=1, le=1_000_000)  # for weighted tiers
+    # For weighted tiers, and for real-time bids under the tie-breaker `weighted`.
+    weight: int = Field(1, ge=1, le=1_000_000)
     dedupe_days: int = Field(0, ge=0, le=365)
     return_api_key: str | None = Field(None, min_length=16, repr=False)
     return_api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
@@ -437,6 +531,9 @@ class LoadedConfig:
     schemas: Mapping[str, LeadSchema]
     sellers_by_key_hash: Mapping[str, SellerConfig]
     buyers_by_return_key_hash: Mapping[str, BuyerConfig]
+    # The document the config was validated from (``${VAR}`` expanded): what live
+    # settings changes (exchange/auction/live.py) are merged into.
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def settings(self) -> ExchangeSettings:

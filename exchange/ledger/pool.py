@@ -10,6 +10,10 @@ import asyncpg
 import orjson
 
 MIGRATIONS_PACKAGE = "exchange.ledger.migrations"
+# A migration that moves rows (0011 partitions the ledger's tables) takes as long as
+# the rows it moves, and a process starting meanwhile waits for it: far beyond the
+# pool's command timeout, which is for the request path.
+MIGRATION_TIMEOUT_S = 24 * 3600.0
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -69,7 +73,7 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
     """
     applied: list[str] = []
     async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock(72150001)")
+        await conn.execute("SELECT pg_advisory_lock(72150001)", timeout=MIGRATION_TIMEOUT_S)
         try:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -81,7 +85,7 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
                 if version in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(sql)
+                    await conn.execute(sql, timeout=MIGRATION_TIMEOUT_S)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                         version,

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from exchange.ledger.bounded import LedgerArea
 from exchange.ledger.claims import PostResult, read_post
+from exchange.ledger.pings import recorded_since
 from exchange.ledger.rollups import REBUILD_SQL, ROLLUP_ARGS
 from exchange.ledger.rows import (
     BidOutcomeRow,
@@ -50,6 +51,7 @@ class BuyerTotals:
     revenue_cents: int
     returns: int
     credit_cents: int
+    breaches: int = 0  # rejects that broke a binding bid
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +69,15 @@ class SellerTotals:
     reversed_cents: int
 
 
-_STORY_PING = f"SELECT {column_list(PingRow)} FROM pings WHERE ping_id = $1"
+# ``$2`` (pings.recorded_since) spares a look in the day partitions older than the ping.
+_STORY_PING = f"SELECT {column_list(PingRow)} FROM pings WHERE ping_id = $1 AND created_at >= $2"
 _STORY_BIDS = (
     f"SELECT {column_list(BidOutcomeRow)} FROM bid_outcomes WHERE ping_id = $1"
-    " ORDER BY rank NULLS LAST, buyer_id"
+    " AND created_at >= $2 ORDER BY rank NULLS LAST, buyer_id"
 )
 _STORY_ATTEMPTS = (
-    f"SELECT {column_list(PostAttemptRow)} FROM post_attempts WHERE ping_id = $1 ORDER BY attempt"
+    f"SELECT {column_list(PostAttemptRow)} FROM post_attempts WHERE ping_id = $1"
+    " AND created_at >= $2 ORDER BY attempt"
 )
 _STORY_SALES = "SELECT * FROM sales WHERE ping_id = $1 ORDER BY sale_seq"
 
@@ -81,12 +85,13 @@ _STORY_SALES = "SELECT * FROM sales WHERE ping_id = $1 ORDER BY sale_seq"
 class Reports(LedgerArea):
     async def auction_story(self, ping_id: str) -> AuctionStory | None:
         pid = uuid.UUID(ping_id)
+        since = recorded_since(pid)
         async with self.pool.acquire() as conn:
-            ping = await conn.fetchrow(_STORY_PING, pid)
+            ping = await conn.fetchrow(_STORY_PING, pid, since)
             if ping is None:
                 return None
-            bids = await conn.fetch(_STORY_BIDS, pid)
-            attempts = await conn.fetch(_STORY_ATTEMPTS, pid)
+            bids = await conn.fetch(_STORY_BIDS, pid, since)
+            attempts = await conn.fetch(_STORY_ATTEMPTS, pid, since)
             sales = await conn.fetch(_STORY_SALES, pid)
             post = await read_post(conn, pid)
         return AuctionStory(
@@ -119,7 +124,9 @@ class Reports(LedgerArea):
         restore); the batch writer keeps them current otherwise."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "TRUNCATE buyer_hourly, buyer_latency_hourly, seller_hourly", timeout=3600
+                "TRUNCATE buyer_hourly, buyer_latency_hourly, seller_hourly,"
+                " buyer_acceptance_daily",
+                timeout=3600,
             )
             for table, statement in REBUILD_SQL.items():
                 await conn.execute(statement, *ROLLUP_ARGS.get(table, ()), timeout=3600)
@@ -130,7 +137,8 @@ WITH h AS (
     SELECT buyer_id, sum(pings)::bigint AS pings, sum(bids)::bigint AS bids,
            sum(wins)::bigint AS wins, sum(timeouts)::bigint AS timeouts,
            sum(errors)::bigint AS errors, sum(excluded)::bigint AS excluded,
-           sum(posts)::bigint AS posts, sum(accepted)::bigint AS accepted
+           sum(posts)::bigint AS posts, sum(accepted)::bigint AS accepted,
+           sum(breaches)::bigint AS breaches
     FROM buyer_hourly WHERE hour >= $1 AND hour < $2 GROUP BY buyer_id
 ), s AS (
     SELECT buyer_id, count(*) AS sales, sum(price_cents)::bigint AS revenue_cents
@@ -145,7 +153,8 @@ SELECT coalesce(h.buyer_id, s.buyer_id, r.buyer_id) AS buyer_id,
        coalesce(h.excluded, 0) AS excluded,
        coalesce(h.posts, 0) AS posts, coalesce(h.accepted, 0) AS accepted,
        coalesce(s.sales, 0) AS sales, coalesce(s.revenue_cents, 0) AS revenue_cents,
-       coalesce(r.returns, 0) AS returns, coalesce(r.credit_cents, 0) AS credit_cents
+       coalesce(r.returns, 0) AS returns, coalesce(r.credit_cents, 0) AS credit_cents,
+       coalesce(h.breaches, 0) AS breaches
 FROM h FULL JOIN s ON s.buyer_id = h.buyer_id
        FULL JOIN r ON r.buyer_id = coalesce(h.buyer_id, s.buyer_id)
 ORDER BY 1

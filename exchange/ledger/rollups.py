@@ -64,13 +64,28 @@ WHERE latency_us > 0 AND outcome IN ({_CALLED})
 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 ON CONFLICT (buyer_id, hour, bucket) DO UPDATE SET n = h.n + EXCLUDED.n
 """,
+    # Also the rolling aggregate behind p(accept) (buyer_acceptance_daily, per vertical,
+    # UTC day and buyer: exchange/ledger/acceptance.py reads it).
     "post_attempts": f"""
-INSERT INTO buyer_hourly AS h (buyer_id, hour, posts, accepted)
-SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       count(*), count(*) FILTER (WHERE outcome = {sql_word(PostOutcome.ACCEPTED)})
-FROM new WHERE outcome <> {sql_word(PostOutcome.SKIPPED)} GROUP BY 1, 2 ORDER BY 1, 2
-ON CONFLICT (buyer_id, hour) DO UPDATE SET posts = h.posts + EXCLUDED.posts,
-                                           accepted = h.accepted + EXCLUDED.accepted
+, buyers AS (
+    INSERT INTO buyer_hourly AS h (buyer_id, hour, posts, accepted, breaches)
+    SELECT buyer_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           count(*), count(*) FILTER (WHERE outcome = {sql_word(PostOutcome.ACCEPTED)}),
+           count(*) FILTER (WHERE breach)
+    FROM new WHERE outcome <> {sql_word(PostOutcome.SKIPPED)} GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (buyer_id, hour) DO UPDATE SET posts = h.posts + EXCLUDED.posts,
+                                               accepted = h.accepted + EXCLUDED.accepted,
+                                               breaches = h.breaches + EXCLUDED.breaches
+)
+INSERT INTO buyer_acceptance_daily AS a (vertical, day, buyer_id, posts, accepted, breaches)
+SELECT vertical, (created_at AT TIME ZONE 'UTC')::date, buyer_id,
+       count(*), count(*) FILTER (WHERE outcome = {sql_word(PostOutcome.ACCEPTED)}),
+       count(*) FILTER (WHERE breach)
+FROM new WHERE outcome <> {sql_word(PostOutcome.SKIPPED)} AND vertical IS NOT NULL
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+ON CONFLICT (vertical, day, buyer_id) DO UPDATE SET posts = a.posts + EXCLUDED.posts,
+                                                    accepted = a.accepted + EXCLUDED.accepted,
+                                                    breaches = a.breaches + EXCLUDED.breaches
 """,
 }
 # The rollups' own parameters, first in both statements; the batch's rows come after.
@@ -81,7 +96,7 @@ _NEW = {
     "pings": "seller_id, status, created_at",
     "bid_outcomes": "buyer_id, outcome, latency_us, rank,"
     " date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour",
-    "post_attempts": "buyer_id, outcome, created_at",
+    "post_attempts": "buyer_id, outcome, created_at, vertical, breach",
 }
 
 

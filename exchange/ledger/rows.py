@@ -60,6 +60,7 @@ class PingRow:
     expires_at: Annotated[datetime, Column("timestamptz")]
     duration_us: Annotated[int, Column("integer")]
     overhead_us: Annotated[int, Column("integer")]
+    ranking: Annotated[str | None, Column("text")] = None  # price | expected_value
 
 
 @dataclass(slots=True)
@@ -74,6 +75,9 @@ class BidOutcomeRow:
     rank: Annotated[int | None, Column("integer")]  # 1 = the winner; None: not in the ping tree
     reason: Annotated[str | None, Column("text")]
     created_at: Annotated[datetime, Column("timestamptz")]
+    # Bids in the tree: the buyer's p(accept) then, and price x p rounded down.
+    p_accept: Annotated[float | None, Column("double precision")] = None
+    expected_value_cents: Annotated[int | None, Column("bigint")] = None
 
 
 @dataclass(slots=True)
@@ -89,6 +93,8 @@ class PostAttemptRow:
     reason: Annotated[str | None, Column("text")]
     buyer_lead_id: Annotated[str | None, Column("text")]
     created_at: Annotated[datetime, Column("timestamptz")]
+    vertical: Annotated[str | None, Column("text")] = None  # p(accept) is per vertical
+    breach: Annotated[bool, Column("boolean")] = False  # a reject that broke a binding bid
 
 
 LedgerRow = PingRow | BidOutcomeRow | PostAttemptRow

@@ -6,7 +6,8 @@ joining the ledger's areas, each with its own SQL in its own module:
 - sales (sales.py): the money, and the post's final result;
 - caps, tiers, duplicates (caps.py, tiers.py, duplicates.py): buyer controls at post time;
 - returns (returns.py): a sale found for its return, and the return;
-- reports (reports.py): an auction's story, the buyer and seller reports.
+- reports (reports.py): an auction's story, the buyer and seller reports;
+- acceptance (acceptance.py): the tallies behind p(accept), and breaches.
 
 Connecting and migrating is exchange/ledger/pool.py; non-money rows (pings, bid outcomes,
 post attempts) arrive through the batch writer (exchange/ledger/batch.py). Every read
@@ -19,6 +20,7 @@ import uuid
 
 import asyncpg
 
+from exchange.ledger.acceptance import Acceptance
 from exchange.ledger.caps import Caps
 from exchange.ledger.claims import Claims
 from exchange.ledger.duplicates import Duplicates
@@ -30,7 +32,7 @@ from exchange.ledger.search import Search
 from exchange.ledger.tiers import Tiers
 
 
-class Store(Pings, Claims, Sales, Caps, Tiers, Duplicates, Returns, Reports, Search):
+class Store(Pings, Claims, Sales, Caps, Tiers, Duplicates, Returns, Reports, Search, Acceptance):
     def __init__(
         self, pool: asyncpg.Pool, timeout_s: float = 1.0, owner: str | None = None
     ) -> None:

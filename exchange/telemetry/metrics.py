@@ -162,6 +162,11 @@ class Metrics:
         if outcome is not PostOutcome.SKIPPED:
             self._series(self.buyers.latency, buyer, _POST).observe(latency_us / 1e6)
 
+    def record_bid_breach(self, buyer: str) -> None:
+        """The buyer rejected a post for a reason its vertical does not allow: a binding
+        bid broken (exchange/core/verdicts.py ``is_breach``)."""
+        self.buyers.breaches.labels(buyer).inc()
+
     def record_sale(
         self,
         seller: str,
@@ -197,6 +202,14 @@ class Metrics:
         self._series(self.ledger.rows_rejected, table).inc(rows)
 
     # Gauges, set when read or checked.
+
+    def record_buyers_paused(self, paused: dict[str, bool]) -> None:
+        """Which buyers the live settings in force have paused (all of them, each time)."""
+        for buyer, is_paused in paused.items():
+            self.buyers.paused.labels(buyer).set(1 if is_paused else 0)
+
+    def record_auto_pause(self, buyer: str) -> None:
+        self.buyers.auto_pauses.labels(buyer).inc()
 
     def record_cap_left(self, buyer: str, window: str, leads: int) -> None:
         self.buyers.cap_remaining.labels(buyer, window).set(leads)

@@ -12,6 +12,7 @@ passes raises TransportTimeout. The auction turns both into outcomes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -50,7 +51,9 @@ class TransportTimeout(TransportError):
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One request's fate: a response, or why there is none; and how long it took."""
+    """One request's fate: a response, or why there is none; and how long it took, in
+    microseconds: the buyer's time as the transport measured it (``HttpResponse.elapsed_us``)
+    for a response, else the time from sending to giving up (time.perf_counter_ns)."""
 
     response: HttpResponse | None
     timed_out: bool
@@ -68,8 +71,7 @@ async def deliver(
 ) -> Delivery:
     """Send one request, turning transport failures into values (buyer failures are
     outcomes, never exceptions that escape)."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started_ns = time.perf_counter_ns()
     response, timed_out, error = None, False, None
     try:
         response = await transport.send(request, timeout_s, on_late, buyer=buyer)
@@ -77,7 +79,10 @@ async def deliver(
         timed_out = True
     except TransportError as exc:
         error = str(exc) or "transport error"
-    return Delivery(response, timed_out, error, int((loop.time() - started) * 1e6))
+    latency_us = response.elapsed_us if response is not None else None
+    if latency_us is None:
+        latency_us = -(-(time.perf_counter_ns() - started_ns) // 1000)
+    return Delivery(response, timed_out, error, latency_us)
 
 
 class Transport(Protocol):

@@ -12,12 +12,19 @@ Two kinds of state, declared apart (after uvicorn's httptools_impl, client side)
 
 The parser callbacks (`on_header`, `on_body`, `on_message_complete`) fill the current
 `_Call`; a callback that finds none raises, since those are bytes nobody asked for.
+
+The buyer's latency is measured here, where both ends are seen: `begin` stamps the call
+with `time.perf_counter_ns()` once its request is written, and the response is stamped
+with the time since then when its last byte is parsed (`HttpResponse.elapsed_us`). Neither
+end waits for the event loop to come round to the caller, and the loop's own clock
+(millisecond resolution, cached per iteration under uvloop) serves deadlines only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from typing import NoReturn, Protocol, cast
 
 import httptools
@@ -72,6 +79,7 @@ class _Call:
         "received",
         "rejection",
         "retried",
+        "sent_ns",
         "status",
         "target",
         "waiter",
@@ -96,6 +104,7 @@ class _Call:
         self.on_late: LateAnswer | None = None
         self.context: contextvars.Context | None = None  # the sender's, for on_late
         self.group: _DeadlineGroup | None = None  # the deadline it waits for, if any
+        self.sent_ns = 0  # time.perf_counter_ns() once written (begin)
         self.reset()
 
     def reset(self) -> None:
@@ -189,7 +198,7 @@ class _Connection(asyncio.Protocol):
         if call is None or call.waiter.done():
             return
         if exc is None and call.headers_complete and _ends_at_close(call.raw_headers):
-            call.waiter.set_result(_response(call.status, call.raw_headers, call.chunks))
+            call.waiter.set_result(_response(call, time.perf_counter_ns()))
         elif call.received == 0 and self._reused and not call.retried:
             self._owner._retry_stale(call)
         else:
@@ -247,15 +256,16 @@ class _Connection(asyncio.Protocol):
             # An interim response (100 Continue, 103 Early Hints): the real one follows.
             call.reset()
             return
+        complete_ns = time.perf_counter_ns()
         late = call.draining
         if late:
             self._owner.stats.drained += 1
         self._release_call()
         self._answered = call  # kept or closed by data_received, after the rest of the read
         if not call.waiter.done():
-            call.waiter.set_result(_response(call.status, call.raw_headers, call.chunks))
+            call.waiter.set_result(_response(call, complete_ns))
         elif late and call.on_late is not None:
-            response = _response(call.status, call.raw_headers, call.chunks)
+            response = _response(call, complete_ns)
             _hand_late_answer(call.context, call.on_late, response)
 
     # used by H1Transport and _Call
@@ -272,6 +282,9 @@ class _Connection(asyncio.Protocol):
         if call.retried:  # a stale connection's partial state, if any, is forgotten
             call.reset()
         transport.write(call.payload)
+        # After the write: the buyer's time starts once it can read the request (a stale
+        # connection's retry starts it again, on the connection that answers).
+        call.sent_ns = time.perf_counter_ns()
         return True
 
     def deadline_passed(self, call: _Call) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 import structlog
 
@@ -48,11 +49,24 @@ class _Headers(Mapping[str, str]):
         return f"_Headers({self._dict()!r})"
 
 
-def _response(
-    status: int, raw_headers: list[tuple[bytes, bytes]], chunks: list[bytes]
-) -> HttpResponse:
+class _Read(Protocol):
+    """What the parser read of one response (connection.py's `_Call`), and when its
+    request was written (time.perf_counter_ns)."""
+
+    status: int
+    raw_headers: list[tuple[bytes, bytes]]
+    chunks: list[bytes]
+    sent_ns: int
+
+
+def _response(read: _Read, complete_ns: int) -> HttpResponse:
+    """The response, with the buyer's time from its request written to ``complete_ns``
+    (time.perf_counter_ns when its last byte was parsed), in whole microseconds rounded
+    up: an answer always took some time, and a sub-microsecond one reads as 1."""
+    chunks = read.chunks
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return HttpResponse(status, _Headers(raw_headers), body)
+    elapsed_us = -(-(complete_ns - read.sent_ns) // 1000) if read.sent_ns else None
+    return HttpResponse(read.status, _Headers(read.raw_headers), body, elapsed_us)
 
 
 def _ends_at_close(raw_headers: list[tuple[bytes, bytes]]) -> bool:

@@ -185,6 +185,7 @@ async def test_real_answers_fit_the_document(pg: ControlledPostgres) -> None:
             await _healthy_answers(r)
             await _seller_answers(r, ex, database_url)
             await _operator_answers(r)
+            await _settings_answers(r)
             await _return_answers(r, ex)
             await _rate_limited_answers(r)
             await _answers_with_the_database_away(r, pg)
@@ -290,6 +291,42 @@ async def _operator_answers(r: Recorder) -> None:
         assert status == 200 and any(body.values())
         assert (await r.send("GET", report, report + "?from=yesterday", key=ADMIN_TOKEN))[0] == 422
         assert (await r.send("GET", report, key=None))[0] == 401
+
+
+async def _settings_answers(r: Recorder) -> None:
+    """The live settings API (exchange/api/admin.py); its changes leave the buyer and
+    sellers the later steps use as they were."""
+    assert (await r.send("GET", "/v1/settings", key=ADMIN_TOKEN))[0] == 200
+    assert (await r.send("GET", "/v1/settings", key=SELLER_KEY))[0] == 401
+    changes = "/v1/changes"
+    assert (await r.send("GET", changes, key=ADMIN_TOKEN))[0] == 200
+    assert (await r.send("GET", changes, changes + "?limit=0", key=ADMIN_TOKEN))[0] == 422
+    assert (await r.send("GET", changes, key=None))[0] == 401
+    for section, entry_id in (("buyers", "ca-only"), ("sellers", "other-seller")):
+        listing, one = f"/v1/{section}", f"/v1/{section}/{{id}}"
+        assert (await r.send("GET", listing, key=ADMIN_TOKEN))[0] == 200
+        assert (await r.send("GET", listing, key=None))[0] == 401
+        path = f"/v1/{section}/{entry_id}"
+        assert (await r.send("GET", one, path, key=ADMIN_TOKEN))[0] == 200
+        assert (await r.send("GET", one, path, key=None))[0] == 401
+        assert (await r.send("GET", one, listing + "/nobody", key=ADMIN_TOKEN))[0] == 404
+        assert (await r.send("PATCH", one, path, body={"priority" if section == "buyers"
+                             else "floor": 0}, key=ADMIN_TOKEN))[0] == 200  # fmt: skip
+        assert (await r.send("PATCH", one, path, body={}, key=None))[0] == 401
+        assert (await r.send("PATCH", one, listing + "/nobody", body={},
+                             key=ADMIN_TOKEN))[0] == 404  # fmt: skip
+        assert (await r.send("PATCH", one, path, body={"colour": "red"}, key=ADMIN_TOKEN))[0] == 422
+        assert (await r.send("PATCH", one, path, raw=b"[1", key=ADMIN_TOKEN))[0] == 400
+        assert (await r.send("POST", listing, raw=b"[1", key=ADMIN_TOKEN))[0] == 400
+        existing = {"id": entry_id}
+        assert (await r.send("POST", listing, body=existing, key=ADMIN_TOKEN))[0] == 409
+        assert (await r.send("POST", listing, body={"id": "new-one"}, key=ADMIN_TOKEN))[0] == 422
+        assert (await r.send("POST", listing, body=existing, key=None))[0] == 401
+    new_buyer = {"id": "fixed-tier", "verticals": ["auto_insurance"], "price": 1.0,
+                 "post_url": "http://127.0.0.1:9/post", "enabled": False}  # fmt: skip
+    assert (await r.send("POST", "/v1/buyers", body=new_buyer, key=ADMIN_TOKEN))[0] == 201
+    new_seller = {"id": "newcomer", "api_key": "newcomer-key-0123456789", "payout_share": 0.5}
+    assert (await r.send("POST", "/v1/sellers", body=new_seller, key=ADMIN_TOKEN))[0] == 201
 
 
 async def _return_answers(r: Recorder, ex: Exchange) -> None:

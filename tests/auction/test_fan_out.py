@@ -38,7 +38,7 @@ async def test_an_adapter_that_raises_costs_its_buyer_not_the_auction() -> None:
         try:
             deadline = asyncio.get_running_loop().time() + 1.0
             buyers = [_buyer("broken", _BrokenAdapter()), _buyer("good", good)]
-            calls = await _fan_out(ctx, buyers, OFFER, deadline)
+            calls = (await _fan_out(ctx, buyers, OFFER, deadline)).calls
         finally:
             await transport.close()
     by_id = {call.buyer_id: call.reply for call in calls}
