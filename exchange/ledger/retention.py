@@ -2,9 +2,7 @@
 per-ping history past ``exchange.retention_days`` dropped (docs/scaling.md, "Partitions,
 retention and archives").
 
-Every exchange process runs ``upkeep_once`` as it starts (before it serves: today's
-partitions then exist before its first ping, so no row lands in a default partition to
-be moved later under load), then ``keep_ledger``. Each run takes the maintenance lock
+Every exchange process runs ``keep_ledger``; each run takes the maintenance lock
 (exchange/ledger/partitions.py) without waiting, so one process does the work and the
 others, finding it held, skip that run. A run is idempotent: it makes what is missing and
 drops what is due, so a run after another finds nothing to do. It:
@@ -47,9 +45,8 @@ from exchange.ledger.partitions import (
 
 log = structlog.get_logger("exchange.retention")
 
-# Each process tries a run this often (and once as it starts, within START_S).
+# Each process tries a run this often (and once shortly after it starts).
 INTERVAL_S = 600.0
-START_S = 10.0
 # Rows of posts and external_ids deleted per statement, and statements per run.
 EXPIRE_BATCH = 10_000
 EXPIRE_BATCHES = 200
@@ -167,33 +164,26 @@ async def _expire_claims(conn: asyncpg.Connection, before: datetime, run: Mainte
             run.expired_external_ids = deleted
 
 
-async def upkeep_once(
-    pool: asyncpg.Pool, today: date, policy: RetentionPolicy, timeout_s: float = START_S
-) -> None:
-    """One run, its failure logged, not raised: a ledger that cannot be kept up just now
-    must not stop the exchange (rows go to the default partitions meanwhile)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            run = await maintain(pool, today, policy)
-    except DATABASE_DOWN as exc:
-        log.warning("ledger_maintenance_failed", error=type(exc).__name__)
-    except Exception:  # the next run tries again; the exchange goes on meanwhile
-        log.exception("ledger_maintenance_failed")
-    else:
-        _log(run)
-
-
 async def keep_ledger(
     pool: asyncpg.Pool,
     today: Callable[[], date],
     policy: Callable[[], RetentionPolicy],
+    first_delay_s: float,
     interval_s: float = INTERVAL_S,
 ) -> None:
-    """A run every ``interval_s`` for as long as the process lives; the policy is read
-    each time (settings may change live)."""
+    """Run ``maintain`` after ``first_delay_s``, then every ``interval_s``, for as long as
+    the process lives; the policy is read each time (settings may change live)."""
+    await asyncio.sleep(first_delay_s)
     while True:
+        try:
+            run = await maintain(pool, today(), policy())
+        except DATABASE_DOWN as exc:
+            log.warning("ledger_maintenance_failed", error=type(exc).__name__)
+        except Exception:  # the next run tries again; the exchange goes on meanwhile
+            log.exception("ledger_maintenance_failed")
+        else:
+            _log(run)
         await asyncio.sleep(interval_s)
-        await upkeep_once(pool, today(), policy(), timeout_s=interval_s)
 
 
 def _log(run: MaintenanceRun) -> None:
