@@ -240,19 +240,30 @@ def check_nesting(slots: tuple[Slot, ...], where: str) -> None:
                 raise TemplateError(f"{where}.{slot.name}", f"{prefix} is also a value")
 
 
-def encode_json(
-    slots: tuple[Slot, ...], lead: Mapping[str, Any], specials: Mapping[str, Any]
-) -> bytes:
-    document: dict[str, Any] = {}
+def _nested(
+    slots: tuple[Slot, ...],
+    lead: Mapping[str, Any],
+    specials: Mapping[str, Any],
+    convert: Callable[[Any], Any],
+) -> dict[str, Any]:
+    """The slots' values as a tree: a dotted name's steps nest (json objects, xml
+    elements); absent values are left out."""
+    tree: dict[str, Any] = {}
     for slot in slots:
         value = slot.value(lead, specials)
         if value is None:
             continue
-        node = document
+        node = tree
         for step in slot.steps[:-1]:
             node = node.setdefault(step, {})
-        node[slot.steps[-1]] = _json_value(value)
-    return orjson.dumps(document)
+        node[slot.steps[-1]] = convert(value)
+    return tree
+
+
+def encode_json(
+    slots: tuple[Slot, ...], lead: Mapping[str, Any], specials: Mapping[str, Any]
+) -> bytes:
+    return orjson.dumps(_nested(slots, lead, specials, _json_value))
 
 
 def form_text(value: Any) -> str:
@@ -300,15 +311,7 @@ def xml_encoder(root: str) -> Encoder:
     def encode(
         slots: tuple[Slot, ...], lead: Mapping[str, Any], specials: Mapping[str, Any]
     ) -> bytes:
-        tree: dict[str, Any] = {}
-        for slot in slots:
-            value = slot.value(lead, specials)
-            if value is None:
-                continue
-            node = tree
-            for step in slot.steps[:-1]:
-                node = node.setdefault(step, {})
-            node[slot.steps[-1]] = value
+        tree = _nested(slots, lead, specials, lambda value: value)
         parts = [head]
         _xml_parts(tree, parts)
         parts.append(tail)
