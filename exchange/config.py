@@ -80,6 +80,11 @@ def _cross_checks(config: Config) -> list[str]:
     hashes = [s.key_hash for s in config.sellers]
     if len(set(hashes)) != len(hashes):
         problems.append("sellers: two sellers share one api key")
+    buyer_hashes = [b.key_hash for b in config.buyers if b.key_hash is not None]
+    if len(set(buyer_hashes)) != len(buyer_hashes):
+        problems.append("buyers: two buyers share one api_key")
+    if set(buyer_hashes) & set(hashes):
+        problems.append("buyers: a buyer's api_key is also a seller's api key")
     seen: set[str] = set()
     for i, buyer in enumerate(config.buyers):
         if buyer.id in seen:
@@ -282,6 +287,7 @@ def validate_config(
         buyers_by_return_key_hash={
             b.return_key_hash: b for b in config.buyers if b.return_key_hash is not None
         },
+        buyers_by_key_hash={b.key_hash: b for b in config.buyers if b.key_hash is not None},
         raw=raw,
     )
 

@@ -23,7 +23,10 @@ MAX_REASON = MAX_RETURN_REASON_CHARS
 
 def _buyer(request: web.Request) -> BuyerConfig:
     ctx = request.app[CTX]
-    buyer = ctx.loaded.buyers_by_return_key_hash.get(hash_key(bearer(request)))
+    presented = hash_key(bearer(request))
+    buyer = ctx.loaded.buyers_by_return_key_hash.get(presented)
+    if buyer is None:  # the buyer's own api_key serves for returns too
+        buyer = ctx.loaded.buyers_by_key_hash.get(presented)
     if buyer is None:
         raise Unauthorized("unknown buyer return key")
     return buyer

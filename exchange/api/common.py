@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from exchange.auction.context import ExchangeContext
-from exchange.core.config import SellerConfig, hash_key
+from exchange.core.config import BuyerConfig, SellerConfig, hash_key
 from exchange.core.errors import (
     FieldError,
     MalformedJson,
@@ -46,6 +46,14 @@ def authenticate_seller(request: web.Request, ctx: ExchangeContext) -> SellerCon
         raise Unauthorized("unknown api key")
     _rate_limit(request, seller)
     return seller
+
+
+def authenticate_buyer(request: web.Request, ctx: ExchangeContext) -> BuyerConfig:
+    """The buyer whose own ``api_key`` is presented (SPEC §10, §11)."""
+    buyer = ctx.loaded.buyers_by_key_hash.get(hash_key(bearer(request)))
+    if buyer is None:
+        raise Unauthorized("unknown buyer api key")
+    return buyer
 
 
 def authenticate_admin(request: web.Request, ctx: ExchangeContext) -> str:

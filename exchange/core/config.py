@@ -443,6 +443,9 @@ class BuyerConfig(_Model):
     # For weighted tiers, and for real-time bids under the tie-breaker `weighted`.
     weight: int = Field(1, ge=1, le=1_000_000)
     dedupe_days: int = Field(0, ge=0, le=365)
+    # The buyer's own key: its report, returns and (SPEC §10) the lead pool.
+    api_key: str | None = Field(None, min_length=16, repr=False)
+    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     return_api_key: str | None = Field(None, min_length=16, repr=False)
     return_api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     return_window_days: int = Field(0, ge=0, le=365)
@@ -495,7 +498,16 @@ class BuyerConfig(_Model):
             raise ValueError("tier is for fixed-price buyers (with price)")
         if self.return_api_key is not None and self.return_api_key_sha256 is not None:
             raise ValueError("give return_api_key or return_api_key_sha256, not both")
+        if self.api_key is not None and self.api_key_sha256 is not None:
+            raise ValueError("give api_key or api_key_sha256, not both")
         return self
+
+    @property
+    def key_hash(self) -> str | None:
+        """The SHA-256 of the buyer's own ``api_key``, if it has one."""
+        if self.api_key_sha256 is not None:
+            return self.api_key_sha256
+        return hash_key(self.api_key) if self.api_key is not None else None
 
     @property
     def return_key_hash(self) -> str | None:
@@ -531,6 +543,8 @@ class LoadedConfig:
     schemas: Mapping[str, LeadSchema]
     sellers_by_key_hash: Mapping[str, SellerConfig]
     buyers_by_return_key_hash: Mapping[str, BuyerConfig]
+    # Buyers by the hash of their own api_key (SPEC §10, §11).
+    buyers_by_key_hash: Mapping[str, BuyerConfig] = field(default_factory=dict)
     # The document the config was validated from (``${VAR}`` expanded): what live
     # settings changes (exchange/auction/live.py) are merged into.
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)

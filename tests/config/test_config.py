@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from exchange.config import ConfigError, load_config, parse_config
+from exchange.core.config import hash_key
 from exchange.core.outcomes import BidOutcome, ClaimStatus, PostOutcome
 from exchange.ledger.pool import create_pool, migrate
-from tests.support.harness import config_text
+from tests.support.harness import SELLER_KEY, config_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,6 +93,25 @@ def test_cross_references_are_checked() -> None:
     assert "buyers[1].filters.phone: PII fields" in text
     assert "unknown seller 'nobody'" in text
     assert "exchange.dedupe_hash_key: required" in text
+
+
+def test_buyer_api_keys_are_kept_as_hashes_and_never_shared() -> None:
+    key = "buyer-own-key-0123456789"
+    fixed = {"verticals": ["auto_insurance"], "post_url": "http://h/post", "price": 1}
+    doc = yaml.safe_load(config_text([{"id": "b", "api_key": key, **fixed}]))
+    loaded = parse_config(yaml.safe_dump(doc), "ok.yaml", env={})
+    assert set(loaded.buyers_by_key_hash) == {hash_key(key)}
+    assert key not in repr(loaded.config.buyers[0])
+    doc["buyers"] = [
+        {"id": "b", "api_key": key, **fixed},
+        {"id": "c", "api_key_sha256": hash_key(key), **fixed},
+        {"id": "d", "api_key": SELLER_KEY, **fixed},
+    ]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(yaml.safe_dump(doc), "bad.yaml", env={})
+    text = "\n".join(caught.value.problems)
+    assert "buyers: two buyers share one api_key" in text
+    assert "buyers: a buyer's api_key is also a seller's api key" in text
 
 
 def test_check_config_command_exits_non_zero_and_names_the_problem(tmp_path: Path) -> None:
