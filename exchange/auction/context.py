@@ -22,6 +22,7 @@ from exchange.auction.rotation import Rotation
 from exchange.auction.state import Admission, CapView, ClaimClosers, InFlight, LedgerHealth
 from exchange.core.config import BuyerConfig, LoadedConfig, VerticalConfig
 from exchange.core.ranking import BuyerRules, buyers_by_vertical
+from exchange.core.sealing import PiiKeyRing, key_ring
 from exchange.ledger.batch import BatchWriter
 from exchange.ledger.store import Store
 from exchange.telemetry.looplag import DecayingMax, LagMonitor
@@ -181,8 +182,11 @@ class ExchangeContext:
     buyers: Mapping[str, BuyerRuntime] = field(init=False)
     by_vertical: Mapping[str, tuple[BuyerRules, ...]] = field(init=False)
     settings_version: int = field(init=False, default=0)
+    # Seals the PII of pooled and held leads (exchange.pii_key); None when not configured.
+    pii_keys: PiiKeyRing | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "pii_keys", key_ring(self.loaded.settings))
         self._take(SettingsSnapshot.build(self.loaded))
 
     def _take(self, snapshot: SettingsSnapshot) -> None:

@@ -29,6 +29,7 @@ from pydantic import (
 
 from exchange.core.fields import FieldSpec, LeadSchema
 from exchange.core.money import MoneyError, parse_dollars
+from exchange.core.sealing import decode_key
 
 TieBreaker = Literal["company_size", "priority", "latency", "round_robin", "weighted"]
 # How a vertical's bids are ordered (docs/auction.md, "Rankings").
@@ -106,6 +107,10 @@ class ExchangeSettings(_Model):
     # Key for the HMAC of phones and emails kept for duplicate checks (a plain hash of a
     # phone number is reversible by brute force). Required when any dedupe_days is set.
     dedupe_hash_key: str | None = Field(None, min_length=16, repr=False)
+    # AES-256-GCM key (base64 of 32 bytes) sealing the PII of pooled and held leads;
+    # retired keys still open what they sealed until `lead-exchange rotate-key` has run.
+    pii_key: str | None = Field(None, repr=False)
+    pii_keys_retired: tuple[str, ...] = Field((), repr=False)
     # When set, every buyer URL's host must be one of these (exact host names or IPs;
     # "*.example.com" allows subdomains), so a config typo cannot send leads elsewhere.
     allowed_buyer_hosts: tuple[str, ...] | None = None
@@ -122,6 +127,23 @@ class ExchangeSettings(_Model):
     # True: a day partition past retention_days is dropped only once `lead-exchange
     # archive` has written it to a file; until then it is kept (and logged).
     archive_before_drop: bool = False
+
+    @field_validator("pii_key")
+    @classmethod
+    def _pii_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_key(value)
+        return value
+
+    @field_validator("pii_keys_retired")
+    @classmethod
+    def _retired_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, key in enumerate(value):
+            try:
+                decode_key(key)
+            except ValueError as exc:
+                raise ValueError(f"[{i}] {exc}") from None
+        return value
 
     @field_validator("tie_breakers")
     @classmethod
@@ -189,6 +211,12 @@ class VerticalConfig(_Model):
     # Binding bids: a post rejected with a reason not listed (or with none) is a breach.
     # None: bids are not binding, no reject is a breach. Matched trimmed, in lower case.
     reject_reasons_allowed: tuple[str, ...] | None = None
+    # The lead score (SPEC section 10, exchange/core/scoring.py): rules summed per ping,
+    # clamped to 0-100; none: the vertical's leads are not scored.
+    score: tuple[ScoreRule, ...] = ()
+    # Floors by score, highest threshold first; the first step the score reaches applies,
+    # above the seller's and the vertical's floor when higher.
+    floor_by_score: tuple[ScoreFloor, ...] = ()
 
     @field_validator("reject_reasons_allowed")
     @classmethod
@@ -218,6 +246,8 @@ class SellerConfig(_Model):
     vertical_floors: dict[str, Cents] = Field(default_factory=dict)
     max_sales: int | None = Field(None, ge=1, le=10)  # overrides the vertical's
     rate_limit_per_s: float | None = Field(None, gt=0)
+    # False: the seller is paused, every ping, post and direct post refused (403).
+    enabled: bool = True
 
     @field_validator("payout_share", mode="before")
     @classmethod
@@ -255,6 +285,37 @@ class FieldFilter(_Model):
                 "a filter needs at least one rule (in, not_in, gte, lte, prefix, exists)"
             )
         return self
+
+
+# The lead score's bounds (SPEC section 10): a ping's score is its rules' points summed
+# and clamped to these (exchange/core/scoring.py).
+SCORE_MIN = 0
+SCORE_MAX = 100
+
+
+class ScoreRule(FieldFilter):
+    """One rule of a vertical's lead score: when ``field`` passes the rule's operators
+    (those of a buyer filter, all of them), the lead earns ``points``; negative points
+    are a penalty. Checked against the vertical's fields by exchange/core/scoring.py."""
+
+    field: str
+    points: int = Field(ge=-SCORE_MAX, le=SCORE_MAX)
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> ScoreRule:
+        if not self.model_fields_set - {"field", "points"}:
+            raise ValueError(
+                "a score rule needs at least one operator (in, not_in, gte, lte, prefix, exists)"
+            )
+        return self
+
+
+class ScoreFloor(_Model):
+    """One step of a vertical's ``floor_by_score``: a lead scoring at least ``gte`` is
+    not sold under ``floor``."""
+
+    gte: int = Field(ge=SCORE_MIN, le=SCORE_MAX)
+    floor: Cents
 
 
 def _zone(value: str) -> str:
@@ -451,6 +512,8 @@ class BuyerConfig(_Model):
     return_window_days: int = Field(0, ge=0, le=365)
     sellers_allow: tuple[str, ...] | None = None
     sellers_deny: tuple[str, ...] = ()
+    # The seller's traffic sources (a ping's sub_id) this buyer refuses: seller_blocked.
+    sub_ids_deny: tuple[str, ...] = ()
     enabled: bool = True
 
     @field_validator("ping_url", "post_url")
