@@ -34,7 +34,7 @@ from exchange.ledger.batch import BatchWriter
 from exchange.ledger.faults import DATABASE_DOWN
 from exchange.ledger.partitions import utc_day
 from exchange.ledger.pool import create_pool, migrate
-from exchange.ledger.retention import RetentionPolicy, keep_ledger
+from exchange.ledger.retention import RetentionPolicy, keep_ledger, upkeep_once
 from exchange.ledger.settings import SettingsLedger
 from exchange.ledger.store import Store
 from exchange.telemetry.looplag import LagMonitor
@@ -57,9 +57,6 @@ class AppOptions:
     # Where this process keeps files (serve --data-dir): ledger rows it could not write
     # before stopping go to its dead-letters/ folder. None: the system's temporary one.
     data_dir: str | None = None
-    # When this process first tries the ledger's upkeep (day partitions ahead, retention:
-    # exchange/ledger/retention.py); then every retention.INTERVAL_S.
-    maintenance_delay_s: float = 10.0
 
 
 def _db_timeout_s(loaded: LoadedConfig) -> float:
@@ -245,9 +242,14 @@ def create_app(
             loop.create_task(_apply_metrics(metrics)),
         ]
         background.append(loop.create_task(_refresh_caps(ctx)))
+        # The ledger's upkeep (exchange/ledger/retention.py): once now, so that today's
+        # partitions exist before the first ping, then every retention.INTERVAL_S.
+        metrics.record_ledger_upkeep(
+            await upkeep_once(pool, utc_day(ctx.clock.now()), _retention(ctx))
+        )
         upkeep = keep_ledger(
             pool, lambda: utc_day(ctx.clock.now()), lambda: _retention(ctx),
-            options.maintenance_delay_s,
+            metrics.record_ledger_upkeep,
         )  # fmt: skip
         background.append(loop.create_task(upkeep))
         background.append(

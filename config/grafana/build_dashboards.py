@@ -740,6 +740,22 @@ def errors() -> Iterator[PanelBuilder]:
         width=6,
     )
     yield graph(
+        "Ledger partitions ahead and past retention",
+        "Per partitioned table: days past today with a day partition made (3 normally; "
+        "below 1, new rows go to the default partition: the upkeep is failing), and day "
+        "partitions kept past exchange.retention_days (0 normally; above 0, the archive "
+        "has not run or a drop keeps failing). docs/scaling.md.",
+        "short",
+        [
+            query("max by (table) (exchange_ledger_partitions_ahead)", "{{table}} ahead"),
+            query(
+                "min by (table) (exchange_ledger_partitions_past_retention)",
+                "{{table}} past retention",
+            ),
+        ],
+        width=6,
+    )
+    yield graph(
         "Auctions refused for overload / s",
         "Pings and direct posts answered 503 for overload, by reason: inflight "
         "(max_inflight_auctions reached in a process) or loop_lag (a process kept running "

@@ -2,7 +2,9 @@
 per-ping history past ``exchange.retention_days`` dropped (docs/scaling.md, "Partitions,
 retention and archives").
 
-Every exchange process runs ``keep_ledger``; each run takes the maintenance lock
+Every exchange process runs ``upkeep_once`` as it starts (before it serves: today's
+partitions then exist before its first ping, so no row lands in a default partition to
+be moved later under load), then ``keep_ledger``. Each run takes the maintenance lock
 (exchange/ledger/partitions.py) without waiting, so one process does the work and the
 others, finding it held, skip that run. A run is idempotent: it makes what is missing and
 drops what is due, so a run after another finds nothing to do. It:
@@ -22,9 +24,10 @@ on the table) is left for the next run.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -45,8 +48,9 @@ from exchange.ledger.partitions import (
 
 log = structlog.get_logger("exchange.retention")
 
-# Each process tries a run this often (and once shortly after it starts).
+# Each process tries a run this often (and once as it starts, within START_S).
 INTERVAL_S = 600.0
+START_S = 10.0
 # Rows of posts and external_ids deleted per statement, and statements per run.
 EXPIRE_BATCH = 10_000
 EXPIRE_BATCHES = 200
@@ -164,26 +168,86 @@ async def _expire_claims(conn: asyncpg.Connection, before: datetime, run: Mainte
             run.expired_external_ids = deleted
 
 
+@dataclass(frozen=True, slots=True)
+class Upkeep:
+    """One process's upkeep attempt and the ledger's day partitions after it, as every
+    process reads them (so each process's metrics tell the ledger's state, whichever
+    process did the work). ``days`` is None when they could not be read."""
+
+    outcome: Literal["done", "skipped", "failed"]
+    today: date
+    policy: RetentionPolicy
+    run: MaintenanceRun | None = None
+    days: Mapping[str, tuple[date, ...]] | None = None
+
+    def days_ahead(self, table: str) -> int | None:
+        """Days past today with a partition ready (-1: not even today's)."""
+        if self.days is None:
+            return None
+        ready = set(self.days.get(table, ()))
+        ahead = -1
+        while self.today + timedelta(days=ahead + 1) in ready:
+            ahead += 1
+        return ahead
+
+    def past_retention(self, table: str) -> int | None:
+        """Day partitions older than retention still there (kept unarchived, or their
+        drop failed); 0 when nothing is due or retention is off."""
+        if self.days is None:
+            return None
+        if self.policy.retention_days is None:
+            return 0
+        cutoff = self.today - timedelta(days=self.policy.retention_days)
+        return sum(1 for day in self.days.get(table, ()) if day < cutoff)
+
+
+async def ledger_days(pool: asyncpg.Pool) -> dict[str, tuple[date, ...]]:
+    async with pool.acquire() as conn:
+        return {
+            table: tuple(sorted(p.day for p in await day_partitions(conn, table)))
+            for table in PARTITIONED_TABLES
+        }
+
+
+async def upkeep_once(
+    pool: asyncpg.Pool, today: date, policy: RetentionPolicy, timeout_s: float = START_S
+) -> Upkeep:
+    """One run, its failure logged, not raised: a ledger that cannot be kept up just now
+    must not stop the exchange (rows go to the default partitions meanwhile)."""
+    run: MaintenanceRun | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            run = await maintain(pool, today, policy)
+    except DATABASE_DOWN as exc:
+        log.warning("ledger_maintenance_failed", error=type(exc).__name__)
+    except Exception:  # the next run tries again; the exchange goes on meanwhile
+        log.exception("ledger_maintenance_failed")
+    else:
+        _log(run)
+    days = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            days = await ledger_days(pool)
+    except (*DATABASE_DOWN, asyncpg.PostgresError) as exc:
+        log.warning("ledger_partitions_unread", error=type(exc).__name__)
+    outcome: Literal["done", "skipped", "failed"] = (
+        "failed" if run is None else "done" if run.ran else "skipped"
+    )
+    return Upkeep(outcome, today, policy, run, days)
+
+
 async def keep_ledger(
     pool: asyncpg.Pool,
     today: Callable[[], date],
     policy: Callable[[], RetentionPolicy],
-    first_delay_s: float,
+    observe: Callable[[Upkeep], None] = lambda upkeep: None,
     interval_s: float = INTERVAL_S,
 ) -> None:
-    """Run ``maintain`` after ``first_delay_s``, then every ``interval_s``, for as long as
-    the process lives; the policy is read each time (settings may change live)."""
-    await asyncio.sleep(first_delay_s)
+    """A run every ``interval_s`` for as long as the process lives, each one handed to
+    ``observe`` (the metrics); the policy is read each time (settings may change live)."""
     while True:
-        try:
-            run = await maintain(pool, today(), policy())
-        except DATABASE_DOWN as exc:
-            log.warning("ledger_maintenance_failed", error=type(exc).__name__)
-        except Exception:  # the next run tries again; the exchange goes on meanwhile
-            log.exception("ledger_maintenance_failed")
-        else:
-            _log(run)
         await asyncio.sleep(interval_s)
+        observe(await upkeep_once(pool, today(), policy(), timeout_s=interval_s))
 
 
 def _log(run: MaintenanceRun) -> None:

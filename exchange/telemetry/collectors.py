@@ -289,6 +289,44 @@ class LedgerCollectors:
             registry=r,
             multiprocess_mode="livemin",
         )
+        # The ledger's upkeep (exchange/ledger/retention.py): every process reads the day
+        # partitions after each attempt, whichever process did the work.
+        self.upkeep_runs = Counter(
+            "exchange_ledger_upkeep_runs",
+            "Ledger upkeep attempts by outcome: done (this process did the run), skipped "
+            "(another process held the lock), failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.partitions_dropped = Counter(
+            "exchange_ledger_partitions_dropped",
+            "Day partitions dropped past exchange.retention_days, by table.",
+            ["table"],
+            registry=r,
+        )
+        self.partitions = Gauge(
+            "exchange_ledger_partitions",
+            "Day partitions of each partitioned ledger table.",
+            ["table"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.partitions_ahead = Gauge(
+            "exchange_ledger_partitions_ahead",
+            "Day partitions made for the days after today (-1: not even today's, so new rows go "
+            "to the default partition).",
+            ["table"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.partitions_past_retention = Gauge(
+            "exchange_ledger_partitions_past_retention",
+            "Day partitions older than exchange.retention_days still kept (unarchived with "
+            "archive_before_drop, or their drop failed). Should stay 0.",
+            ["table"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.rows_rejected = Counter(
             "exchange_ledger_rows_rejected",
             "Ledger rows PostgreSQL refused (or that could not be encoded), set aside in the "

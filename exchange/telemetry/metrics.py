@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from exchange.core.config import Config
 from exchange.core.money import cents_to_dollars
 from exchange.core.outcomes import CALLED_OUTCOMES, Overload, Phase, PingStatus, PostOutcome
+from exchange.ledger.retention import Upkeep
 from exchange.telemetry import exposition
 from exchange.telemetry.batching import Child, Pending, Tally
 from exchange.telemetry.collectors import (
@@ -225,6 +226,21 @@ class Metrics:
 
     def record_database_up(self, up: bool) -> None:
         self.ledger.db_up.set(1 if up else 0)
+
+    def record_ledger_upkeep(self, upkeep: Upkeep) -> None:
+        """An upkeep attempt of this process, and the day partitions it read after it."""
+        self.ledger.upkeep_runs.labels(upkeep.outcome).inc()
+        if upkeep.run is not None:
+            for dropped in upkeep.run.dropped:
+                self.ledger.partitions_dropped.labels(dropped.table).inc()
+        if upkeep.days is None:
+            return
+        for table, days in upkeep.days.items():
+            self.ledger.partitions.labels(table).set(len(days))
+            self.ledger.partitions_ahead.labels(table).set(upkeep.days_ahead(table) or 0)
+            self.ledger.partitions_past_retention.labels(table).set(
+                upkeep.past_retention(table) or 0
+            )
 
     # Lifecycle.
 

@@ -18,7 +18,6 @@ import asyncpg
 import orjson
 import pytest
 
-from exchange.app import AppOptions, create_app
 from exchange.core.outcomes import BidOutcome, PingStatus, PostOutcome
 from exchange.ledger.archive import MANIFEST, archive_before
 from exchange.ledger.batch import BatchWriter
@@ -30,9 +29,10 @@ from exchange.ledger.partitions import (
     utc_day,
 )
 from exchange.ledger.pool import _migration_files, create_pool, migrate
-from exchange.ledger.retention import RetentionPolicy, maintain
+from exchange.ledger.retention import RetentionPolicy, maintain, upkeep_once
 from exchange.ledger.rows import BidOutcomeRow, PingRow, PostAttemptRow, column_names
 from exchange.ledger.store import Store
+from exchange.telemetry.metrics import Metrics
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.support.harness import FULL_LEAD, make_config, realtime_buyer, running_exchange
 
@@ -272,6 +272,41 @@ async def test_a_day_not_archived_is_kept_until_it_is_when_archiving_is_required
     assert old not in await _days_of(pool, "pings")
 
 
+async def test_upkeep_metrics_show_partitions_kept_past_retention_until_they_are_dropped(
+    store: Store, tmp_path: Path
+) -> None:
+    pool = store.pool
+    old = TODAY - timedelta(days=40)
+    await _write_auctions(pool, [old, TODAY])
+    metrics = Metrics()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    policy = RetentionPolicy(retention_days=30, archive_before_drop=True)
+    metrics.record_ledger_upkeep(await upkeep_once(pool, TODAY, policy))
+    for table in PARTITIONED_TABLES:
+        assert sample("exchange_ledger_partitions_past_retention", table=table) == 1
+        assert sample("exchange_ledger_partitions_ahead", table=table) == AHEAD_DAYS
+        assert sample("exchange_ledger_partitions", table=table) == AHEAD_DAYS + 2
+    assert sample("exchange_ledger_upkeep_runs_total", outcome="done") == 1
+
+    async with pool.acquire() as conn:
+        await archive_before(conn, TODAY - timedelta(days=30), tmp_path)
+        # Another process's run in progress: this one skips, yet reads the partitions.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MAINTENANCE_LOCK)
+            metrics.record_ledger_upkeep(await upkeep_once(pool, TODAY, policy))
+    assert sample("exchange_ledger_upkeep_runs_total", outcome="skipped") == 1
+    assert sample("exchange_ledger_partitions_past_retention", table="pings") == 1
+
+    metrics.record_ledger_upkeep(await upkeep_once(pool, TODAY, policy))
+    for table in PARTITIONED_TABLES:
+        assert sample("exchange_ledger_partitions_past_retention", table=table) == 0
+        assert sample("exchange_ledger_partitions_dropped_total", table=table) == 1
+        assert sample("exchange_ledger_partitions", table=table) == AHEAD_DAYS + 1
+
+
 async def test_archive_files_hold_every_row_under_the_documented_columns(
     store: Store, tmp_path: Path
 ) -> None:
@@ -419,7 +454,8 @@ async def test_retention_drops_a_days_auctions_and_keeps_its_sales_and_rollups(
 
         run = await maintain(pool, day + timedelta(days=100), RetentionPolicy(retention_days=30))
 
-        assert {p.day for p in run.dropped} == {day}
+        # The day traded, and the days the exchange had made ahead of it.
+        assert {p.day for p in run.dropped} == {day + timedelta(days=n) for n in range(4)}
         for table in ("pings", "bid_outcomes", "post_attempts", "posts", "external_ids"):
             assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 0, table
         assert tuple(await pool.fetchrow(figures)) == kept
@@ -427,25 +463,24 @@ async def test_retention_drops_a_days_auctions_and_keeps_its_sales_and_rollups(
         await pool.close()
 
 
-async def test_the_exchange_makes_todays_partitions_itself(database_url: str) -> None:
-    from aiohttp import web
-
-    app = create_app(make_config([]), AppOptions(database_url=database_url, maintenance_delay_s=0))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        pool = await create_pool(database_url, min_size=1, max_size=1)
-        try:
+async def test_the_exchange_has_made_todays_partitions_before_its_first_ping(
+    database_url: str,
+) -> None:
+    spec = SimulatedBuyerSpec("b1", bid_cents=(2000, 2000))
+    async with BuyerSimulator([spec]) as sim:
+        loaded = make_config([realtime_buyer(sim, "b1")])
+        async with running_exchange(loaded, database_url) as ex:
+            await ex.ping()
+            await ex.ctx.writer.flush()
             today = utc_day(datetime.now(UTC))
-            # Its first run, soon after the start (a minute at most on a very busy machine).
-            for _ in range(1200):
-                if len(await _partition_days(pool, "post_attempts")) > AHEAD_DAYS:
-                    break
-                await asyncio.sleep(0.05)
+            pool = ex.ctx.store.pool
             for table in PARTITIONED_TABLES:
                 days = await _partition_days(pool, table)
-                assert days[: AHEAD_DAYS + 1] == [today + timedelta(days=n) for n in range(4)]
-        finally:
-            await pool.close()
-    finally:
-        await runner.cleanup()
+                assert days == [today + timedelta(days=n) for n in range(AHEAD_DAYS + 1)]
+                assert await pool.fetchval(f"SELECT count(*) FROM {table}_default") == 0
+            assert await pool.fetchval(f"SELECT count(*) FROM bid_outcomes_p{today:%Y%m%d}") == 1
+            registry = ex.ctx.metrics.registry
+            for table in PARTITIONED_TABLES:
+                ahead = {"table": table}
+                value = registry.get_sample_value("exchange_ledger_partitions_ahead", ahead)
+                assert value == AHEAD_DAYS
