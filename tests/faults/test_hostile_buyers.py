@@ -214,7 +214,14 @@ async def test_hostile_buyer_cannot_stall_or_bloat_the_auction(
     database_url: str, name: str, transport: str
 ) -> None:
     async with hostile_setup(name, database_url, transport) as (ex, hostile, sim):
-        await ex.ping()  # warm up connections, so the measurement is of the hostility
+        # Warm up connections and the ledger's commit-time estimate, so the measurement is
+        # of the hostility: a first ping on a busy machine may find its row late (503).
+        for _ in range(5):
+            status, _, _ = await ex.call(
+                "POST", "/v1/ping", {"vertical": "auto_insurance", "lead": PING_LEAD}
+            )
+            if status == 200:
+                break
         async with RssPeak() as memory:
             started = time.monotonic()
             answer = await ex.ping()
