@@ -17,16 +17,18 @@ reject only for an allowed reason), 3 dishonest (bid 1.4x their value, accept 55
 reject "not interested") and 3 adaptive: dishonest until dishonesty costs them, then
 honest for good. It costs them when the exchange reports breaches against them (three
 in the buyer report: the contract's breach fee) or when their rejects cost them rank (of
-their last 40 bids, they won under a third as often as in their first 40). A buyer's
-value for a lead is the lead's value (``value_cents``, drawn log-normal) times its own
-appetite and a per-lead factor; whether it would accept a lead is fixed by the seed, so
-the oracle (which posts each lead straight to the highest bidder that would accept it)
-is known exactly.
+their last 100 settled bids, told apart by ping id, they got the post under a third as
+often as in their first 100). A buyer's value for a lead is the lead's value
+(``value_cents``, drawn log-normal) times its own appetite and a per-lead factor; whether
+it would accept a lead is fixed by the seed, so both oracles are known exactly.
 
-Figures per strategy: revenue per lead against the oracle's, posts (PII exposures) per
-sale, the share of sales at the quoted price, and the fill rate. Targets: >= 99 % of the
-oracle, <= 1.05 posts per sale, >= 95 % of sales at the quote. Results are written to
-benchmarks/results/market.md (``--quick``: market-quick.md).
+Figures per strategy: revenue per lead against two oracles (benchmarks/market_report.py:
+the informed one, which knows each buyer's true acceptance rate, and the clairvoyant one,
+which knows each lead's verdicts), posts (PII exposures) per sale, the share of sales at
+the quoted price, and the fill rate; then the same while the exchange learns and after,
+and what rankings between price and expected value would do with the same bids. Targets:
+>= 99 % of the informed oracle, <= 1.05 posts per sale, >= 95 % of sales at the quote.
+Results are written to benchmarks/results/market.md (``--quick``: market-quick.md).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import itertools
 import math
 import os
 import random
@@ -51,6 +54,18 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from benchmarks.market_report import (
+    FLOOR_CENTS,
+    FRONTIER_STRATEGY,
+    Offer,
+    frontier,
+    frontier_table,
+    phases,
+    phases_table,
+    report,
+    table,
+    walk,
+)
 from benchmarks.processes import ProcessGroup, free_port, wait_http_ok
 
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -63,12 +78,12 @@ ALLOWED_REASONS = ["duplicate", "invalid_phone", "out_of_area"]
 SELLER_KEY = "market-seller-key-0123456789"
 ADMIN_TOKEN = "market-admin-token-0123456789"
 PAYOUT_SHARE = 0.85
-FLOOR_CENTS = 100
 HONEST_ACCEPT = 0.97
 DISHONEST_ACCEPT = 0.55
 INFLATION = 1.4
 BREACHES_TO_REFORM = 3
-RANK_WINDOW = 40
+RANK_WINDOW = 100  # wide enough that chance alone does not look like lost rank
+SETTLING = 40  # a buyer's latest bids, whose posts may still be on their way
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -80,7 +95,8 @@ class MarketBuyer:
     appetite: float  # its value for a lead, as a share of the lead's value
     kind: str  # honest | dishonest | adaptive
     honest: bool
-    bids: list[bool] = field(default_factory=list)  # per bid: whether it got the post
+    # Per bid, in the order made (by ping id): whether the exchange posted the lead to it.
+    bids: dict[str, bool] = field(default_factory=dict)
     reformed_at: int | None = None  # the lead number when an adaptive buyer turned honest
     posts: int = 0
     accepted: int = 0
@@ -109,53 +125,74 @@ class Market:
             for i, (kind, appetite) in enumerate(zip(kinds, appetites, strict=True)):
                 buyer_id = f"{vertical_of(strategy)}-{kind[0]}{i}"
                 self.buyers[buyer_id] = MarketBuyer(buyer_id, appetite, kind, kind == "honest")
-        # Per (strategy, lead number): every bid made and whether its buyer would accept.
-        self.offers: dict[tuple[str, int], list[tuple[int, bool]]] = defaultdict(list)
+        # Per (strategy, lead number): every bid made, whether its buyer would accept and
+        # its buyer's true acceptance rate when it bid.
+        self.offers: dict[tuple[str, int], list[Offer]] = defaultdict(list)
         self.revenue_cents: dict[str, int] = defaultdict(int)  # what buyers paid
+        # Per (strategy, lead number): posts made, and whether the first was accepted.
+        self.posts_of: dict[tuple[str, int], int] = defaultdict(int)
+        # Per (strategy, lead number) sold: whether at the quote.
+        self.sales: dict[tuple[str, int], bool] = {}
+        self.revenue_of: dict[tuple[str, int], int] = defaultdict(int)
 
     def value_cents(self, buyer: MarketBuyer, lead_no: int, lead_value_cents: int) -> int:
         factor = 0.85 + 0.3 * unit(self.seed, "taste", buyer.buyer_id, lead_no)
         return int(lead_value_cents * buyer.appetite * factor)
 
     def would_accept(self, buyer: MarketBuyer, lead_no: int) -> bool:
-        share = HONEST_ACCEPT if buyer.honest else DISHONEST_ACCEPT
-        return unit(self.seed, "accept", buyer.buyer_id, lead_no) < share
+        return unit(self.seed, "accept", buyer.buyer_id, lead_no) < rate_of(buyer)
 
-    def bid(self, buyer: MarketBuyer, strategy: str, lead: dict[str, Any]) -> int:
+    def bid(self, buyer: MarketBuyer, strategy: str, ping_id: str, lead: dict[str, Any]) -> int:
         value = self.value_cents(buyer, lead["lead_no"], lead["value_cents"])
         price = value if buyer.honest else int(value * INFLATION)
-        self.offers[(strategy, lead["lead_no"])].append(
-            (price, self.would_accept(buyer, lead["lead_no"]))
-        )
-        buyer.bids.append(False)
+        accepts = self.would_accept(buyer, lead["lead_no"])
+        self.offers[(strategy, lead["lead_no"])].append(Offer(price, accepts, rate_of(buyer)))
+        buyer.bids[ping_id] = False
         if buyer.kind == "adaptive" and _rank_lost(buyer.bids):
             buyer.reform(lead["lead_no"])
         return price
 
     def post(
-        self, buyer: MarketBuyer, strategy: str, lead: dict[str, Any], price_cents: int
+        self,
+        buyer: MarketBuyer,
+        strategy: str,
+        ping_id: str,
+        lead: dict[str, Any],
+        price_cents: int,
     ) -> tuple[bool, str | None]:
         buyer.posts += 1
-        if buyer.bids:
-            buyer.bids[-1] = True  # roughly: the post is for one of its recent bids
+        self.posts_of[(strategy, lead["lead_no"])] += 1
+        buyer.bids[ping_id] = True
         if self.would_accept(buyer, lead["lead_no"]):
             buyer.accepted += 1
             self.revenue_cents[strategy] += price_cents
+            self.revenue_of[(strategy, lead["lead_no"])] += price_cents
             return True, None
         return False, ("duplicate" if buyer.honest else "not interested")
 
     def oracle_cents(self, strategy: str, lead_no: int) -> int:
-        takers = [p for p, accepts in self.offers[(strategy, lead_no)] if accepts]
+        """The clairvoyant oracle: the highest bid whose buyer would accept this lead."""
+        takers = [o.price_cents for o in self.offers[(strategy, lead_no)] if o.accepts]
         best = max(takers, default=0)
         return best if best >= FLOOR_CENTS else 0
 
+    def informed_cents(self, strategy: str, lead_no: int) -> int:
+        """The informed oracle: what the lead sells for down a tree ranked by bid x each
+        buyer's true acceptance rate (no learning, no prior; no foresight of the verdict)."""
+        return walk(self.offers[(strategy, lead_no)], 1.0)[0]
 
-def _rank_lost(bids: list[bool]) -> bool:
-    """Its rejects cost it rank: its recent bids win under a third as often as its first."""
-    if len(bids) < 2 * RANK_WINDOW:
+
+def rate_of(buyer: MarketBuyer) -> float:
+    return HONEST_ACCEPT if buyer.honest else DISHONEST_ACCEPT
+
+
+def _rank_lost(bids: dict[str, bool]) -> bool:
+    """Its rejects cost it rank: its recent bids got the post under a third as often as its
+    first. The latest SETTLING bids are left out: their posts may not have come yet."""
+    if len(bids) < 2 * RANK_WINDOW + SETTLING:
         return False
-    first = sum(bids[:RANK_WINDOW]) / RANK_WINDOW
-    recent = sum(bids[-RANK_WINDOW:]) / RANK_WINDOW
+    first = sum(itertools.islice(bids.values(), RANK_WINDOW))
+    recent = sum(itertools.islice(reversed(bids.values()), SETTLING, SETTLING + RANK_WINDOW))
     return first > 0 and recent < first / 3
 
 
@@ -168,7 +205,7 @@ def buyer_app(market: Market) -> web.Application:
         buyer = market.buyers[request.match_info["buyer"]]
         body = await request.json()
         strategy = strategy_of(body["vertical"])
-        price = market.bid(buyer, strategy, body["lead"])
+        price = market.bid(buyer, strategy, body["ping_id"], body["lead"])
         return web.json_response({"bid": price / 100})
 
     async def post(request: web.Request) -> web.Response:
@@ -176,7 +213,7 @@ def buyer_app(market: Market) -> web.Application:
         body = await request.json()
         strategy = strategy_of(body["vertical"])
         price_cents = round(body["price"] * 100)
-        accepted, reason = market.post(buyer, strategy, body["lead"], price_cents)
+        accepted, reason = market.post(buyer, strategy, body["ping_id"], body["lead"], price_cents)
         answer: dict[str, Any] = {"accepted": accepted}
         if reason is not None:
             answer["reason"] = reason
@@ -240,7 +277,8 @@ class Tally:
     sold: int = 0
     at_quote: int = 0
     revenue_cents: int = 0
-    oracle_cents: int = 0
+    oracle_cents: int = 0  # the clairvoyant oracle's
+    informed_cents: int = 0  # the informed oracle's
     posts: int = 0
 
 
@@ -303,6 +341,8 @@ async def run_market(leads: int, seed: int, concurrency: int, say: Any = print) 
         "strategies": {
             s: figures(t) | {"adaptive_reformed": reformed[s]} for s, t in tallies.items()
         },
+        "frontier": frontier(market, FRONTIER_STRATEGY, leads),
+        "phases": {s: phases(market, s, leads) for s in STRATEGIES},
     }
 
 
@@ -332,6 +372,7 @@ async def _drive(
             tally = tallies[strategy]
             tally.leads += 1
             tally.oracle_cents += market.oracle_cents(strategy, lead_no)
+            tally.informed_cents += market.informed_cents(strategy, lead_no)
             if ping.get("status") != "bid":
                 return
             full = {**lead, "email": f"lead{lead_no}@example.com"}
@@ -343,6 +384,7 @@ async def _drive(
                 return
             tally.sold += 1
             tally.at_quote += sold["price"] == ping["price"]
+            market.sales[(strategy, lead_no)] = sold["price"] == ping["price"]
 
     batch = 100
     for start in range(0, leads, batch):
@@ -376,41 +418,12 @@ def figures(tally: Tally) -> dict[str, Any]:
         "revenue_per_lead": round(tally.revenue_cents / 100 / max(tally.leads, 1), 3),
         "oracle_per_lead": round(tally.oracle_cents / 100 / max(tally.leads, 1), 3),
         "revenue_vs_oracle": round(tally.revenue_cents / max(tally.oracle_cents, 1), 4),
+        "informed_per_lead": round(tally.informed_cents / 100 / max(tally.leads, 1), 3),
+        "revenue_vs_informed": round(tally.revenue_cents / max(tally.informed_cents, 1), 4),
         "posts_per_sale": round(tally.posts / max(tally.sold, 1), 3),
         "sales_at_quote": round(tally.at_quote / max(tally.sold, 1), 4),
         "fill_rate": round(tally.sold / max(tally.leads, 1), 4),
     }
-
-
-def table(results: dict[str, Any]) -> str:
-    lines = [
-        "| strategy | revenue / lead | oracle / lead | vs oracle (>= 99 %) | posts / sale "
-        "(<= 1.05) | sales at quote (>= 95 %) | fill rate | adaptive buyers reformed |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for strategy, f in results["strategies"].items():
-        lines.append(
-            f"| {strategy} | ${f['revenue_per_lead']:.2f} | ${f['oracle_per_lead']:.2f} | "
-            f"{100 * f['revenue_vs_oracle']:.1f} % | {f['posts_per_sale']:.3f} | "
-            f"{100 * f['sales_at_quote']:.1f} % | {100 * f['fill_rate']:.1f} % | "
-            f"{f['adaptive_reformed']} of 3 |"
-        )
-    return "\n".join(lines)
-
-
-def report(results: dict[str, Any], quick: bool) -> str:
-    return (
-        f"# Market benchmark{' (quick)' if quick else ''}\n\n"
-        f"`python -m benchmarks.market{' --quick' if quick else ''} --seed {results['seed']}`: "
-        f"{results['leads_per_strategy']} leads per strategy through one `lead-exchange "
-        f"serve` (embedded PostgreSQL), ten buyers per strategy (4 honest, 3 dishonest, "
-        f"3 adaptive; benchmarks/market.py), {results['seconds']} s.\n\n"
-        f"{table(results)}\n\n"
-        "Revenue is what buyers paid (sale prices); the oracle posts each lead straight to "
-        "the highest bidder that would accept it. Posts per sale count every post attempt "
-        "(each one exposes the lead's PII to a buyer). A sale is at the quote when the "
-        "seller's payout equals the one its ping was quoted.\n"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -427,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / ("market-quick.md" if args.quick else "market.md")
     out.write_text(text)
     print(table(results))
+    print(frontier_table(results))
+    print(phases_table(results))
     print(f"written to {out}")
     return 0
 

@@ -84,6 +84,8 @@ class PingOffer:
     tmax_ms: int
     floor_cents: int
     lead: Mapping[str, Any]
+    # The lead score, 0-100 (exchange/core/scoring.py); None: the vertical does not score.
+    score: int | None = None
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 

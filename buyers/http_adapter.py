@@ -322,6 +322,7 @@ class HttpAdapter:
             "vertical": offer.vertical,
             "floor": dollars(offer.floor_cents),
             "tmax_ms": offer.tmax_ms,
+            "score": offer.score,
         }
         return self._ping.build(offer.lead, specials, timestamp, offer.memo)
 

@@ -1,7 +1,8 @@
 """The default buyer adapter: SPEC section 5's JSON protocol, signed with HMAC.
 
-Ping ``{"ping_id", "vertical", "tmax_ms", "floor", "lead"}``, post ``{"ping_id",
-"bid_id", "price", "vertical", "lead"}``; money goes out as dollars with at most two
+Ping ``{"ping_id", "vertical", "tmax_ms", "floor", "score"?, "lead"}`` (``score`` only
+when the vertical scores its leads), post ``{"ping_id", "bid_id", "price", "vertical",
+"lead"}``; money goes out as dollars with at most two
 decimals. A bid comes back as dollars and is read exactly from its decimal text; a bid
 finer than a cent is rounded down, so a buyer never pays more than it bid.
 
@@ -171,15 +172,16 @@ class JsonAdapter:
         # Every JSON buyer of an auction gets the same body: encoded once, signed per buyer.
         body = offer.memo.get(_MEMO_KEY)
         if body is None:
-            body = offer.memo[_MEMO_KEY] = _dumps(
-                {
-                    "ping_id": offer.ping_id,
-                    "vertical": offer.vertical,
-                    "tmax_ms": offer.tmax_ms,
-                    "floor": dollars_json(offer.floor_cents),
-                    "lead": offer.lead,
-                }
-            )
+            payload: dict[str, Any] = {
+                "ping_id": offer.ping_id,
+                "vertical": offer.vertical,
+                "tmax_ms": offer.tmax_ms,
+                "floor": dollars_json(offer.floor_cents),
+            }
+            if offer.score is not None:
+                payload["score"] = offer.score
+            payload["lead"] = offer.lead
+            body = offer.memo[_MEMO_KEY] = _dumps(payload)
         return self._request(self._ping_url, body, timestamp)
 
     def post_request(self, offer: PostOffer, timestamp: int) -> HttpRequest:

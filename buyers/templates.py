@@ -38,7 +38,8 @@ _FORM_SAFE = re.compile(r"[A-Za-z0-9_.~-]*\Z").match
 _PHONE_TYPES = frozenset({"phone", "string"})
 _TEXT_TYPES = frozenset({"string", "enum", "email", "phone", "zip", "state", "date"})
 
-PING_SPECIALS = ("ping_id", "vertical", "floor", "tmax_ms")
+# ``score``: the lead score (SPEC section 10), absent when the vertical does not score.
+PING_SPECIALS = ("ping_id", "vertical", "floor", "tmax_ms", "score")
 POST_SPECIALS = ("ping_id", "bid_id", "price", "vertical")
 
 

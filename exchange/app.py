@@ -21,14 +21,18 @@ from exchange.api import admin as admin_api
 from exchange.api import buyer as buyer_api
 from exchange.api import openapi
 from exchange.api import operator as operator_api
+from exchange.api import pool as pool_api
 from exchange.api import search as search_api
 from exchange.api import seller as seller_api
+from exchange.api import suppression as suppression_api
 from exchange.api.common import CTX, LIMITS, json_response
 from exchange.api.errors import Handler, error_middleware, error_response
 from exchange.auction import acceptance
 from exchange.auction.autopause import AutoPauser
 from exchange.auction.context import ExchangeContext
+from exchange.auction.holds import keep_releasing
 from exchange.auction.live import LiveSettings
+from exchange.auction.offers import keep_pool
 from exchange.core.config import LoadedConfig
 from exchange.ledger.batch import BatchWriter
 from exchange.ledger.faults import DATABASE_DOWN
@@ -242,6 +246,8 @@ def create_app(
             loop.create_task(_apply_metrics(metrics)),
         ]
         background.append(loop.create_task(_refresh_caps(ctx)))
+        background.append(loop.create_task(keep_pool(ctx)))  # the lead pool's expiry
+        background.append(loop.create_task(keep_releasing(ctx)))  # held leads' delivery
         # The ledger's upkeep (exchange/ledger/retention.py): once now, so that today's
         # partitions exist before the first ping, then every retention.INTERVAL_S.
         metrics.record_ledger_upkeep(
@@ -297,6 +303,8 @@ def create_app(
             *admin_api.routes(),
             *search_api.routes(),
             *buyer_api.routes(),
+            *suppression_api.routes(),
+            *pool_api.routes(),
             *openapi.routes(),
         ]
     )

@@ -1,5 +1,5 @@
 """The `lead-exchange` command: serve, check-config, replay-dead-letters, archive, demo,
-buyer-test, admin."""
+buyer-test, admin, rotate-key."""
 
 from __future__ import annotations
 
@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     from exchange.tools.admin_cli import add_parser as add_admin_parser
 
     add_admin_parser(sub)
+
+    from exchange.tools.rotate_key import add_parser as add_rotate_key_parser
+
+    add_rotate_key_parser(sub)
     return parser
 
 

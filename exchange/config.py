@@ -28,6 +28,12 @@ from exchange.core.config import (
 )
 from exchange.core.fields import LeadSchema
 from exchange.core.money import dollars_text
+from exchange.core.scoring import (
+    SCORE_FIELD,
+    compile_scorer,
+    score_filter_problems,
+    vertical_score_problems,
+)
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -120,6 +126,10 @@ def _vertical_problems(config: Config) -> list[str]:
     )
     if dedupe and not config.exchange.dedupe_hash_key:
         problems.append("exchange.dedupe_hash_key: required when any dedupe_days is set")
+    if any(v.suppress for v in verticals.values()) and not config.exchange.suppression_hash_key:
+        problems.append(
+            "exchange.suppression_hash_key: required when any vertical has suppress lists"
+        )
     for name, vertical in verticals.items():
         if vertical.max_bid <= 0:
             problems.append(f"verticals.{name}.max_bid: must be above zero")
@@ -128,6 +138,14 @@ def _vertical_problems(config: Config) -> list[str]:
         if vertical.dedupe_days and not _has_contact_fields(vertical):
             problems.append(
                 f"verticals.{name}.dedupe_days: the vertical has no phone or email field"
+            )
+        if vertical.suppress and not _has_contact_fields(vertical):
+            problems.append(f"verticals.{name}.suppress: the vertical has no phone or email field")
+        problems.extend(vertical_score_problems(name, vertical))
+        pool = vertical.pool
+        if pool is not None and pool.enabled and config.exchange.pii_key is None:
+            problems.append(
+                f"verticals.{name}.pool: needs exchange.pii_key (pooled leads keep PII sealed)"
             )
     return problems
 
@@ -174,6 +192,10 @@ def _buyer_problems(config: Config, buyer: BuyerConfig, where: str) -> list[str]
                     f"{where}.tier: tier {buyer.tier} is not defined in verticals.{v}.tiers"
                 )
     problems.extend(_filter_problems(config, buyer, where))
+    if buyer.delayed is not None and buyer.schedule is None:
+        problems.append(f"{where}.delayed: needs a schedule (leads are held while it is off)")
+    if buyer.delayed is not None and config.exchange.pii_key is None:
+        problems.append(f"{where}.delayed: needs exchange.pii_key (held leads keep PII sealed)")
     sellers = {seller.id for seller in config.sellers}
     for s in (*(buyer.sellers_allow or ()), *buyer.sellers_deny):
         if s not in sellers:
@@ -197,7 +219,11 @@ def _vertical_filter_problems(config: Config, buyer: BuyerConfig, where: str) ->
         elif v in verticals:
             for name in buyer.vertical_filters[v]:
                 spec = verticals[v].fields.get(name)
-                if spec is None:
+                if name == SCORE_FIELD:
+                    rule = buyer.vertical_filters[v][name]
+                    at = f"{where}.vertical_filters.{v}.{name}"
+                    problems.extend(score_filter_problems(at, rule, verticals, (v,)))
+                elif spec is None:
                     problems.append(f"{where}.vertical_filters.{v}.{name}: no such field")
                 elif spec.pii:
                     problems.append(
@@ -211,7 +237,13 @@ def _filter_problems(config: Config, buyer: BuyerConfig, where: str) -> list[str
     verticals = config.verticals
     known_fields = {f for v in buyer.verticals if v in verticals for f in verticals[v].fields}
     for name in buyer.filters:
-        if name not in known_fields:
+        if name == SCORE_FIELD:
+            problems.extend(
+                score_filter_problems(
+                    f"{where}.filters.{name}", buyer.filters[name], verticals, buyer.verticals
+                )
+            )
+        elif name not in known_fields:
             problems.append(f"{where}.filters.{name}: no such field in the buyer's verticals")
         elif any(
             verticals[v].fields[name].pii for v in buyer.verticals if name in verticals[v].fields
@@ -288,6 +320,11 @@ def validate_config(
             b.return_key_hash: b for b in config.buyers if b.return_key_hash is not None
         },
         buyers_by_key_hash={b.key_hash: b for b in config.buyers if b.key_hash is not None},
+        scorers={
+            name: scorer
+            for name, vertical in config.verticals.items()
+            if (scorer := compile_scorer(vertical)) is not None
+        },
         raw=raw,
     )
 

@@ -64,6 +64,11 @@ OUTPUT = HERE / "dashboards" / "lead-exchange.json"
 # The datasource provisioned by provisioning/datasources/prometheus.yml.
 DATASOURCE_UID = "prometheus"
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+# The ledger's PostgreSQL (provisioning/datasources/ledger.yml), read as the role
+# ledger_reader, which may only call the report functions granted to it: for figures
+# whose keys are unbounded (sub-IDs), which must never become Prometheus labels.
+LEDGER_UID = "ledger"
+LEDGER = DataSourceRef(type_val="grafana-postgresql-datasource", uid=LEDGER_UID)
 
 RATE = "$__rate_interval"
 RANGE = "$__range"  # tables summarise the dashboard's whole time range
@@ -192,6 +197,51 @@ def summary_table(
         "renameByName": renames,
     }
     return panel.with_transformation(DataTransformerConfig(id_val="organize", options=organize))
+
+
+class LedgerQuery(Dataquery):
+    """A SQL query to the ledger's PostgreSQL (the builder library has no PostgreSQL
+    query type); ``raw_sql`` may use Grafana's SQL macros ($__timeFrom(), $__timeTo())."""
+
+    def __init__(self, ref_id: str, raw_sql: str) -> None:
+        self.ref_id, self.raw_sql = ref_id, raw_sql
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "datasource": {"type": LEDGER.type_val, "uid": LEDGER.uid},
+            "editorMode": "code",
+            "format": "table",
+            "rawQuery": True,
+            "rawSql": self.raw_sql,
+            "refId": self.ref_id,
+        }
+
+
+class LedgerQueryBuilder(Builder[Dataquery]):
+    def __init__(self, ref_id: str, raw_sql: str) -> None:
+        self._query = LedgerQuery(ref_id, raw_sql)
+
+    def build(self) -> Dataquery:
+        return self._query
+
+
+def ledger_table(
+    title: str, description: str, raw_sql: str, columns: list[tuple[str, str]]
+) -> table.Panel:
+    """A table of one SQL query's rows; ``columns`` gives units by column name."""
+    panel = (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(LEDGER)
+        .height(10)
+        .span(24)
+        .filterable(True)
+        .with_target(LedgerQueryBuilder("A", raw_sql))
+    )
+    for name, unit in columns:
+        panel = panel.override_by_name(name, [DynamicConfigValue(id_val="unit", value=unit)])
+    return panel
 
 
 def label_variable(name: str, label: str, metric: str) -> QueryVariable:
@@ -339,6 +389,20 @@ def overview() -> Iterator[PanelBuilder]:
         ],
     )
     yield graph(
+        "Suppressed leads / min",
+        "Posted leads refused before any buyer saw them because a phone or email is on one "
+        "of the vertical's suppression lists (unsold, reason suppressed), by vertical and "
+        "the list that matched. Part of the unsold posts.",
+        "short",
+        [
+            query(
+                f"60 * sum by (vertical, list) "
+                f"(rate(exchange_leads_suppressed_total{{{V}}}[{RATE}]))",
+                "{{vertical}} {{list}}",
+            )
+        ],
+    )
+    yield graph(
         "In-flight auctions",
         "Auctions waiting on buyers, summed over instances.",
         "short",
@@ -359,6 +423,22 @@ def overview() -> Iterator[PanelBuilder]:
         "short",
         [*quantiles("exchange_post_attempts_per_sale", ""), query(attempts_mean, "mean")],
         width=8,
+    )
+    yield graph(
+        "Lead score",
+        "The lead score of pings (0-100, from the vertical's score rules), by vertical: "
+        "the median and the mean. Verticals without score rules have none.",
+        "short",
+        [
+            *quantiles("exchange_lead_score", V, by="vertical")[:1],
+            query(
+                ratio(
+                    f"sum by (vertical) (rate(exchange_lead_score_sum{{{V}}}[{RATE}]))",
+                    f"sum by (vertical) (rate(exchange_lead_score_count{{{V}}}[{RATE}]))",
+                ),
+                "mean {{vertical}}",
+            ),
+        ],
     )
 
 
@@ -588,6 +668,90 @@ def sellers() -> Iterator[PanelBuilder]:
         [query(f"60 * {per_seller(payout)}", "{{seller}}")],
         width=8,
     )
+    yield ledger_table(
+        "Sub-IDs by seller (selected time range)",
+        "One row per seller and sub-ID (a seller's traffic source; empty: pings that named "
+        "none) over the dashboard's time range, read from the ledger (sub-IDs are "
+        "unbounded, so they are not Prometheus labels): pings, bids, posts, sales, revenue, "
+        "payout, returns. Covers exchange.retention_days at most. The same figures as "
+        "GET /v1/reports/sellers?by=sub_id.",
+        SUB_ID_SQL,
+        [("revenue", "currencyUSD"), ("payout", "currencyUSD"), ("reversed", "currencyUSD")],
+    )
+
+
+# The ledger function of migration 0022, granted to ledger_reader (migration 0024).
+SUB_ID_SQL = (
+    "SELECT seller_id AS seller, coalesce(sub_id, '') AS sub_id, pings, bids, posts, sales,\n"
+    "       revenue_cents / 100.0 AS revenue, payout_cents / 100.0 AS payout, returns,\n"
+    "       reversed_cents / 100.0 AS reversed\n"
+    "FROM seller_sub_id_report($__timeFrom()::timestamptz, $__timeTo()::timestamptz)\n"
+    "ORDER BY 1, 2"
+)
+
+
+def pool() -> Iterator[PanelBuilder]:
+    """The lead pool (docs/distribution.md): what waits in it, how old, how fast it sells."""
+    yield graph(
+        "Pool offers by vertical",
+        "Unsold leads waiting in each vertical's pool (read from the ledger by every "
+        "process's sweep: max over processes).",
+        "short",
+        [query(f"max by (vertical) (exchange_pool_offers{{{V}}})", "{{vertical}}")],
+        width=8,
+    )
+    yield graph(
+        "Oldest pool offer",
+        "Age of the oldest open offer per vertical; it leaves the pool at max_age_hours.",
+        "s",
+        [
+            query(
+                f"max by (vertical) (exchange_pool_oldest_offer_age_seconds{{{V}}})",
+                "{{vertical}}",
+            )
+        ],
+        width=8,
+    )
+    yield graph(
+        "Pool claims, entries and expiries / min",
+        "Leads claimed per minute by buyer, against leads entering the pool and leaving "
+        "it unclaimed.",
+        "short",
+        [
+            query(
+                f"60 * sum by (buyer) (rate(exchange_pool_claims_total{{{V}}}[{RATE}]))",
+                "claimed by {{buyer}}",
+            ),
+            query(f"60 * sum (rate(exchange_pool_entries_total{{{V}}}[{RATE}]))", "entered"),
+            query(f"60 * sum (rate(exchange_pool_expired_total{{{V}}}[{RATE}]))", "expired"),
+        ],
+        width=8,
+    )
+
+
+def holds() -> Iterator[PanelBuilder]:
+    """Delayed delivery (docs/distribution.md): leads held for buyers off schedule."""
+    yield graph(
+        "Held leads by vertical",
+        "Leads held for buyers that were off schedule, waiting for the first of them to "
+        "open (read from the ledger by every process's release pass: max over processes).",
+        "short",
+        [query(f"max by (vertical) (exchange_held_leads{{{V}}})", "{{vertical}}")],
+        width=12,
+    )
+    yield graph(
+        "Holds / min by outcome",
+        "Leads held per minute, against holds ending sold (delivered when a buyer opened) "
+        "and expired (no buyer bought it within hold_hours: unsold, hold_expired).",
+        "short",
+        [
+            query(
+                f"60 * sum by (outcome) (rate(exchange_holds_total{{{V}}}[{RATE}]))",
+                "{{outcome}}",
+            )
+        ],
+        width=12,
+    )
 
 
 def errors() -> Iterator[PanelBuilder]:
@@ -778,6 +942,8 @@ ROWS = (
     ("Overview", overview),
     ("Buyers", buyers),
     ("Sellers", sellers),
+    ("Lead pool", pool),
+    ("Delayed delivery", holds),
     ("Errors and database", errors),
 )
 

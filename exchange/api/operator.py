@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 
-from exchange.api.common import CTX, authenticate_admin, json_response
-from exchange.api.search import reader_scope
+from exchange.api.common import CTX, json_response
+from exchange.api.search import buyer_reader_scope, reader_scope
 from exchange.auction.context import ExchangeContext
-from exchange.core.errors import Invalid, NotFound
+from exchange.auction.lookup import auction_record
+from exchange.core.errors import Forbidden, Invalid, NotFound
 from exchange.core.money import dollars_json
-from exchange.core.outcomes import PostOutcome
+from exchange.core.scoring import average_score
 from exchange.ledger.rollups import hour_of, percentile_us
 
 # Report bounds outside these years are refused (and stay clear of datetime's limits).
 REPORT_YEARS = (2000, 2200)
+# GET /v1/reports/sellers?by=: a row per seller, or per seller and sub-ID (SPEC 11).
+SELLER_REPORT_BY = ("seller", "sub_id")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -32,89 +34,19 @@ def _ms(us: int | None) -> float | None:
     return None if us is None else round(us / 1000, 3)
 
 
-# Long on purpose: the auction record is one JSON document, written field by field.
 async def auction(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    authenticate_admin(request, ctx)
+    if reader_scope(request, ctx) is not None:
+        raise Forbidden("an auction's record is the operator's; a seller reads GET /v1/auctions")
     raw_id = request.match_info["ping_id"]
     try:
         ping_id = str(uuid.UUID(raw_id))
     except ValueError:
         raise NotFound("not a ping id") from None
-    await ctx.writer.flush()
-    story = await ctx.store.auction_story(ping_id)
-    if story is None:
+    record = await auction_record(ctx, ping_id)
+    if record is None:
         raise NotFound(f"no auction {ping_id}")
-    ping, post = story.ping, story.post
-    sale = story.sales[0] if story.sales else None
-    # An accepted attempt's redirect is its sale's (a buyer buys a lead at most once); an
-    # acceptance that made no sale (the post's claim was closed under the walk) has none.
-    redirects = {s.buyer_id: s.redirect_url for s in story.sales}
-    body: dict[str, Any] = {
-        "ping_id": ping_id,
-        "seller": ping.seller_id,
-        "vertical": ping.vertical,
-        "mode": ping.mode,
-        "external_id": ping.external_id,
-        "created_at": _iso(ping.created_at),
-        "expires_at": _iso(ping.expires_at),
-        "tmax_ms": ping.tmax_ms,
-        "duration_ms": _ms(ping.duration_us),
-        "overhead_ms": _ms(ping.overhead_us),
-        "status": ping.status,
-        "price": dollars_json(ping.price_cents),
-        "payout": dollars_json(ping.payout_cents),
-        "lead": ping.lead,
-        # What ordered the ping tree (docs/auction.md, "Rankings"); auctions recorded
-        # before the ranking was kept were ranked by price.
-        "ranking": ping.ranking or "price",
-        "buyers": [
-            {
-                "buyer": r.buyer_id,
-                "outcome": r.outcome,
-                "bid": dollars_json(r.price_cents),
-                "latency_ms": _ms(r.latency_us),
-                "rank": r.rank,
-                "reason": r.reason,
-                "p_accept": None if r.p_accept is None else round(r.p_accept, 6),
-                "expected_value": dollars_json(r.expected_value_cents),
-            }
-            for r in story.bids
-        ],
-        "post_attempts": [
-            {
-                "attempt": r.attempt,
-                "buyer": r.buyer_id,
-                "outcome": r.outcome,
-                "price": dollars_json(r.price_cents),
-                "latency_ms": _ms(r.latency_us),
-                "reason": r.reason,
-                "breach": r.breach,
-                "buyer_lead_id": r.buyer_lead_id,
-                "redirect_url": redirects.get(r.buyer_id)
-                if r.outcome is PostOutcome.ACCEPTED else None,
-                "at": _iso(r.created_at),
-            }
-            for r in story.attempts
-        ],
-        "post": None
-        if post is None
-        else {"status": post.status, "reason": post.reason,
-              "redirect_url": post.redirect_url,
-              "claimed_at": _iso(post.claimed_at), "finished_at": _iso(post.finished_at)},
-        "sale": None
-        if sale is None
-        else {
-            "buyer": sale.buyer_id,
-            "price": dollars_json(sale.price_cents),
-            "payout": dollars_json(sale.payout_cents),
-            "bid_id": sale.bid_id,
-            "buyer_lead_id": sale.buyer_lead_id,
-            "redirect_url": sale.redirect_url,
-            "at": _iso(sale.created_at),
-        },
-    }  # fmt: skip
-    return json_response(body)
+    return json_response(record)
 
 
 def _range(request: web.Request) -> tuple[datetime, datetime]:
@@ -159,19 +91,13 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-async def _report_range(request: web.Request) -> tuple[ExchangeContext, datetime, datetime]:
-    """What every report does first: admin check, the (hour-aligned) range, and this
-    process's queued rows written so the report includes them."""
-    ctx = request.app[CTX]
-    authenticate_admin(request, ctx)
-    since, until = _range(request)
-    await ctx.writer.flush()
-    return ctx, since, until
-
-
 async def buyer_report(request: web.Request) -> web.Response:
-    ctx, since, until = await _report_range(request)
-    rows = await ctx.store.buyer_report(since, until)
+    # The operator reads every buyer's row; a buyer's own api_key reads its own (SPEC 11).
+    ctx = request.app[CTX]
+    scope = buyer_reader_scope(request, ctx)
+    since, until = _range(request)
+    await ctx.writer.flush()  # this process's queued rows are part of the report
+    rows = [r for r in await ctx.store.buyer_report(since, until) if scope in (None, r.buyer_id)]
     latency = await ctx.store.buyer_latency_buckets(since, until)
     return json_response(
         {
@@ -209,8 +135,11 @@ async def seller_report(request: web.Request) -> web.Response:
     # The operator reads every seller's row; a seller's own key reads its own (SPEC 11).
     ctx = request.app[CTX]
     scope = reader_scope(request, ctx)
+    by = _report_by(request)
     since, until = _range(request)
     await ctx.writer.flush()
+    if by == "sub_id":
+        return await _sub_id_report(ctx, scope, since, until)
     rows = [r for r in await ctx.store.seller_report(since, until) if scope in (None, r.seller_id)]
     return json_response(
         {
@@ -231,8 +160,62 @@ async def seller_report(request: web.Request) -> web.Response:
                     "return_rate": _rate(r.returns, r.sales),
                     "payout_reversed": dollars_json(r.reversed_cents),
                     "net_payout": dollars_json(r.payout_cents - r.reversed_cents),
+                    "avg_score": _avg_score(r.scored, r.score_sum),
                 }
                 for r in rows
+            ],
+        }
+    )
+
+
+def _avg_score(scored: int, score_sum: int) -> float | None:
+    """The average lead score, one decimal, as a JSON number; null: nothing was scored."""
+    average = average_score(score_sum, scored)
+    return None if average is None else float(average)
+
+
+def _report_by(request: web.Request) -> str:
+    by = request.query.get("by", "seller")
+    if by not in SELLER_REPORT_BY:
+        raise Invalid(
+            "bad report grouping",
+            [{"loc": ["query", "by"], "msg": f"must be one of {', '.join(SELLER_REPORT_BY)}"}],
+        )
+    return by
+
+
+async def _sub_id_report(
+    ctx: ExchangeContext, scope: str | None, since: datetime, until: datetime
+) -> web.Response:
+    """``?by=sub_id``: a row per seller and sub-ID (null: pings that named none), the
+    seller report's figures read from the ledger rows (exchange/ledger/sub_ids.py)."""
+    rows = await ctx.store.seller_sub_id_report(since, until)
+    scores = await ctx.store.scores_by_sub_id(since, until)
+    return json_response(
+        {
+            "from": _iso(since),
+            "to": _iso(until),
+            "by": "sub_id",
+            "sellers": [
+                {
+                    "seller": r.seller_id,
+                    "sub_id": r.sub_id,
+                    "pings": r.pings,
+                    "bids": r.bids,
+                    "bid_rate": _rate(r.bids, r.pings),
+                    "posts": r.posts,
+                    "sales": r.sales,
+                    "acceptance_rate": _rate(r.sales, r.posts),
+                    "revenue": dollars_json(r.revenue_cents),
+                    "payout": dollars_json(r.payout_cents),
+                    "returns": r.returns,
+                    "return_rate": _rate(r.returns, r.sales),
+                    "payout_reversed": dollars_json(r.reversed_cents),
+                    "net_payout": dollars_json(r.payout_cents - r.reversed_cents),
+                    "avg_score": _avg_score(*scores.get((r.seller_id, r.sub_id), (0, 0))),
+                }
+                for r in rows
+                if scope in (None, r.seller_id)
             ],
         }
     )

@@ -7,8 +7,12 @@ post's ``sold``/``unsold``/``in_progress`` when posted, else its ping's
 Newest first. Every unknown or malformed parameter is named in one 422.
 
 The admin token reads every seller's auctions; a seller's own api key reads only its
-own (``seller`` is then implied; naming another seller is 403). How each filter is
-served: exchange/ledger/search.py.
+own (``seller`` is then implied; naming another seller is 403; a cursor is only a
+position, so one taken from another reader's page still lists the reader's own
+auctions only). How each filter is served: exchange/ledger/search.py.
+
+Who reads what is decided here for the other self-service reads too (``reader_scope``
+for the seller report, ``buyer_reader_scope`` for the buyer report).
 """
 
 from __future__ import annotations
@@ -39,6 +43,19 @@ def reader_scope(request: web.Request, ctx: ExchangeContext) -> str | None:
     seller = ctx.loaded.sellers_by_key_hash.get(hash_key(bearer(request)))
     if seller is not None:
         return seller.id
+    authenticate_admin(request, ctx)
+    return None
+
+
+def buyer_reader_scope(request: web.Request, ctx: ExchangeContext) -> str | None:
+    """Who reads the buyer report: None for the operator, else the buyer whose own
+    ``api_key`` it is. A seller's key is refused: the buyers' figures are not its own."""
+    presented = hash_key(bearer(request))
+    buyer = ctx.loaded.buyers_by_key_hash.get(presented)
+    if buyer is not None:
+        return buyer.id
+    if presented in ctx.loaded.sellers_by_key_hash:
+        raise Forbidden("a seller's key reads its own report (GET /v1/reports/sellers)")
     authenticate_admin(request, ctx)
     return None
 

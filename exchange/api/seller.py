@@ -31,18 +31,19 @@ from exchange.auction.context import ExchangeContext
 from exchange.auction.lookup import LOOKUP_RETRY_S, find_ping, run_auction
 from exchange.auction.pingcache import PingRecord
 from exchange.auction.pinging import PingRequest
-from exchange.auction.posting import check_duplicates
+from exchange.auction.screens import check_duplicates, check_suppression
 from exchange.core.config import SellerConfig
 from exchange.core.dedupe import ContactHashes, contact_hashes
 from exchange.core.errors import Conflict, FieldError, Forbidden, Gone, Invalid, NotFound
 from exchange.core.fields import LeadInvalid, LeadSchema
 from exchange.core.money import MoneyError, dollars_json, parse_dollars
 from exchange.core.storable import MAX_ID_CHARS, text_problem
+from exchange.core.subids import sub_id_problem
 
 MAX_EXTERNAL_ID = MAX_ID_CHARS
-PING_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id"})
-POST_KEYS = frozenset({"ping_id", "lead", "min_price"})
-LEADS_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id", "min_price"})
+PING_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id", "sub_id"})
+POST_KEYS = frozenset({"ping_id", "lead", "min_price", "sub_id"})
+LEADS_KEYS = frozenset({"vertical", "lead", "tmax_ms", "external_id", "min_price", "sub_id"})
 # How long a post waits for a ping it cannot find yet: another process may still hold it
 # in its batch queue (flushed every 50 ms).
 POST_LOOKUP_WAIT_S = 0.5
@@ -93,6 +94,25 @@ def _external_id(body: dict[str, Any], problems: list[FieldError]) -> str | None
     return value
 
 
+def _sub_id(body: dict[str, Any], problems: list[FieldError]) -> str | None:
+    value = body.get("sub_id")
+    if value is None:
+        return None
+    problem = sub_id_problem(value)
+    if problem is not None:
+        problems.append({"loc": ["sub_id"], "msg": problem})
+        return None
+    return str(value)
+
+
+def _selling(request: web.Request, ctx: ExchangeContext) -> SellerConfig:
+    """The seller whose key is presented, while it is enabled (a paused seller: 403)."""
+    seller = authenticate_seller(request, ctx)
+    if not seller.enabled:
+        raise Forbidden(f"seller {seller.id} is paused (enabled: false): no pings or posts")
+    return seller
+
+
 def _min_price(body: dict[str, Any], problems: list[FieldError]) -> int:
     if body.get("min_price") is None:
         return 0
@@ -138,13 +158,14 @@ class _Offer:
     tmax_ms: int
     external_id: str | None
     min_payout: int
+    sub_id: str | None = None
 
 
 async def _read_offer(
     request: web.Request, ctx: ExchangeContext, keys: frozenset[str], full: bool
 ) -> _Offer:
     """Authenticate and check a ping (``full`` False) or direct post; every problem at once."""
-    seller = authenticate_seller(request, ctx)
+    seller = _selling(request, ctx)
     check_ready(ctx)
     body = await read_object(request, ctx)
     problems = request_fields(body, keys)
@@ -152,6 +173,7 @@ async def _read_offer(
     tmax_ms = _tmax(ctx, body, problems)
     external_id = _external_id(body, problems)
     min_payout = _min_price(body, problems)
+    sub_id = _sub_id(body, problems)
     lead: dict[str, Any] = {}
     if schema is not None:
         try:
@@ -161,7 +183,7 @@ async def _read_offer(
             problems.extend(_problems_from(exc))
     if problems or schema is None:
         raise Invalid("the lead is not valid" if full else "the ping is not valid", problems)
-    return _Offer(seller, schema, lead, tmax_ms, external_id, min_payout)
+    return _Offer(seller, schema, lead, tmax_ms, external_id, min_payout, sub_id)
 
 
 async def _bind_id(
@@ -197,7 +219,8 @@ async def ping(request: web.Request) -> web.Response:
         record = await run_auction(
             ctx, PingRequest(ping_id, offer.seller, offer.schema.vertical, offer.lead,
                              offer.tmax_ms, offer.external_id, "ping", received_at,
-                             received_ns=received_ns, recorded_at=recorded_at),
+                             received_ns=received_ns, recorded_at=recorded_at,
+                             sub_id=offer.sub_id),
         )  # fmt: skip
         return json_response(_ping_answer(record))
 
@@ -213,11 +236,12 @@ def _lookup_wait(ctx: ExchangeContext) -> float:
 
 async def post(request: web.Request) -> web.Response:
     ctx = request.app[CTX].pinned()  # the settings this request started with
-    seller = authenticate_seller(request, ctx)
+    seller = _selling(request, ctx)
     check_ready(ctx)
     body = await read_object(request, ctx)
     problems = request_fields(body, POST_KEYS)
     min_payout = _min_price(body, problems)
+    sub_id = _sub_id(body, problems)
     ping_id = body.get("ping_id")
     try:
         ping_id = str(uuid.UUID(ping_id)) if isinstance(ping_id, str) else None
@@ -230,6 +254,10 @@ async def post(request: web.Request) -> web.Response:
     if record is None or record.seller_id != seller.id:
         raise NotFound(f"no ping {ping_id} for this seller")
     _bind_log_context(ping_id, seller.id, record.vertical)
+    if sub_id is not None and sub_id != record.sub_id:
+        # The source is the ping's: a post may repeat it or leave it out, not change it.
+        raise Conflict("the post's sub_id differs from the ping's",
+                       [{"loc": ["sub_id"], "msg": "differs from the ping"}])  # fmt: skip
     schema = ctx.loaded.schemas[record.vertical]
     lead: dict[str, Any] = {}
     try:
@@ -266,8 +294,9 @@ async def _post_matching(
     mismatched = _mismatch(schema.redact(lead), record.lead)
     if mismatched:
         raise Conflict(conflict, [{"loc": ["lead", name], "msg": differs} for name in mismatched])
+    suppressed_by = await check_suppression(ctx, record.vertical, lead)
     duplicates = await check_duplicates(
-        ctx, record.vertical, _contacts(ctx, schema, lead), ctx.clock.now()
+        ctx, record.vertical, _contacts(ctx, schema, lead), ctx.clock.now(), suppressed_by
     )
     return await settle_post(ctx, record, seller, lead, min_payout, duplicates)
 
@@ -294,14 +323,17 @@ async def leads(request: web.Request) -> web.Response:
         if earlier is not None:
             answer = await _repeat_lead(ctx, earlier, seller, lead, offer.min_payout)
             return json_response(_post_answer(answer))
+        # A suppressed lead is recorded, but no buyer is pinged with it.
+        suppressed_by = await check_suppression(ctx, schema.vertical, lead)
         duplicates = await check_duplicates(
-            ctx, schema.vertical, _contacts(ctx, schema, lead), ctx.clock.now()
+            ctx, schema.vertical, _contacts(ctx, schema, lead), ctx.clock.now(), suppressed_by
         )
         ping_request = PingRequest(
             ping_id, seller, schema.vertical, schema.redact(lead), offer.tmax_ms,
             offer.external_id, "direct", received_at, duplicates=duplicates.buyers,
-            offer_to_buyers=not duplicates.sold_in_vertical, received_ns=received_ns,
-            recorded_at=recorded_at,
+            offer_to_buyers=not (duplicates.sold_in_vertical or suppressed_by),
+            received_ns=received_ns,
+            recorded_at=recorded_at, sub_id=offer.sub_id,
         )  # fmt: skip
         record = await run_auction(ctx, ping_request)
     # The slot was for the auction; the post walk waits on buyers, not on this process.

@@ -11,18 +11,21 @@ view; one that never could ranks every buyer at its vertical's prior.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
+
+import structlog
 
 from exchange.core.acceptance import AcceptanceRates, Tally
 from exchange.core.config import Config
 from exchange.ledger.faults import DATABASE_DOWN
 from exchange.ledger.store import Store
 
+log = structlog.get_logger("exchange.acceptance")
+
 # How stale a process's p(accept) may be: every process agrees within this (plus the
 # batch writer's interval, the time a post attempt takes to reach the ledger).
-ACCEPTANCE_REFRESH_S = 2.0
+ACCEPTANCE_REFRESH_S = 0.5
 
 
 class AcceptanceView:
@@ -73,6 +76,10 @@ async def keep_fresh(
     the config in force at each refresh)."""
     while True:
         # While the database is away its watcher reports it and the last view stays.
-        with contextlib.suppress(*DATABASE_DOWN):
+        try:
             await refresh(view, store, config(), now())
+        except DATABASE_DOWN:
+            pass
+        except Exception:  # one bad read must not stop the refreshing for the process's life
+            log.exception("acceptance_refresh_failed")
         await asyncio.sleep(ACCEPTANCE_REFRESH_S)

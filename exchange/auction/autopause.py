@@ -13,7 +13,9 @@ mostly fail is paused, and resumed once a probe ping gets an answer again.
   by a probe: one ping of a made-up lead with the buyer's own adapter; an answer (a bid
   or no bid) resumes it (action ``auto_resume``), a failure waits another cool-down.
   Only a buyer whose newest change is the auto-pause is probed: one an operator paused
-  stays paused.
+  stays paused. **One process probes**, not each of them: the first to claim the
+  buyer's row of buyer_probes for this cool-down (exchange/ledger/probes.py, one atomic
+  statement) sends the probe; the others see the claim and wait for the next.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from exchange.core.fields import FieldSpec
 from exchange.core.outcomes import CALLED_OUTCOMES, BidOutcome
 from exchange.core.settings import Change, update_entry
 from exchange.ledger.faults import DATABASE_DOWN
+from exchange.ledger.probes import ProbeClaims
 from exchange.ledger.settings import SettingsLedger
 
 log = structlog.get_logger("exchange.autopause")
@@ -59,7 +62,7 @@ class AutoPauser:
         self._check_s = min(MAX_CHECK_S, rules.window_s / 6)
         self._started = ctx.clock.now()
         self._enabled_at: dict[str, datetime] = {}
-        self._probed_at: dict[str, datetime] = {}
+        self._claims = ProbeClaims(ledger.pool, ctx.store.owner)
         self._enabled = {b.id for b in ctx.loaded.config.buyers if b.enabled}
         self._task: asyncio.Task[None] | None = None
         live.on_adopt(self._adopted)
@@ -113,9 +116,9 @@ class AutoPauser:
             change = last.get(buyer.id)
             if change is None or change.action != "auto_pause":
                 continue
-            waited_from = max(change.created_at, self._probed_at.get(buyer.id, change.created_at))
-            if now - waited_from >= cool_down:
-                self._probed_at[buyer.id] = now
+            if now - change.created_at < cool_down:
+                continue
+            if await self._claims.claim(buyer.id, change.version, now, cool_down):
                 outcome = await self._probe(buyer)
                 if outcome in (BidOutcome.BID, BidOutcome.NO_BID, BidOutcome.BELOW_FLOOR):
                     reason = f"auto-resume: a probe ping after the cool-down got {outcome.value}"

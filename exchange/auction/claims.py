@@ -19,7 +19,8 @@ from exchange.auction.answers import PostAnswer, ledger_answer
 from exchange.auction.context import ExchangeContext
 from exchange.auction.lookup import LOOKUP_RETRY_S
 from exchange.auction.pingcache import PingRecord
-from exchange.auction.posting import DuplicateCheck, post_lead
+from exchange.auction.posting import post_lead
+from exchange.auction.screens import DuplicateCheck
 from exchange.auction.state import PostInFlight
 from exchange.core.config import SellerConfig
 from exchange.core.dedupe import lead_digest

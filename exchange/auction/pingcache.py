@@ -35,6 +35,7 @@ class PingRecord:
     created_at: datetime
     expires_at: datetime
     tmax_ms: int
+    sub_id: str | None = None  # the seller's traffic source (SPEC section 11)
 
 
 class PingCache:
@@ -81,13 +82,13 @@ def _pack(r: PingRecord) -> bytes:
     # orjson writes aware datetimes itself, as isoformat would (RFC 3339, with offset).
     return orjson.dumps(
         [r.ping_id, r.seller_id, r.vertical, r.external_id, r.lead, tree, r.price_cents,
-         r.payout_cents, r.created_at, r.expires_at, r.tmax_ms]
+         r.payout_cents, r.created_at, r.expires_at, r.tmax_ms, r.sub_id]
     )  # fmt: skip
 
 
 def _unpack(packed: bytes) -> PingRecord:
     (ping_id, seller_id, vertical, external_id, lead, tree, price, payout, created, expires,
-     tmax_ms) = orjson.loads(packed)  # fmt: skip
+     tmax_ms, sub_id) = orjson.loads(packed)  # fmt: skip
     return PingRecord(
         ping_id=ping_id,
         seller_id=seller_id,
@@ -100,6 +101,7 @@ def _unpack(packed: bytes) -> PingRecord:
         created_at=datetime.fromisoformat(created),
         expires_at=datetime.fromisoformat(expires),
         tmax_ms=tmax_ms,
+        sub_id=sub_id,
     )
 
 

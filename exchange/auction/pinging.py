@@ -37,6 +37,7 @@ from exchange.core.config import SellerConfig
 from exchange.core.errors import Invalid, NotReady
 from exchange.core.outcomes import BidOutcome, Overload, PingStatus
 from exchange.core.ranking import effective_floor, max_sales, ranking_of, screen, tie_at_top
+from exchange.core.scoring import score_lead
 from exchange.core.storable import MAX_REASON_CHARS, clean_text
 from exchange.ledger.dead_letters import RowRejected
 from exchange.ledger.rows import BidOutcomeRow, PingRow
@@ -114,6 +115,7 @@ class PingRequest:
     # the same keys, and whichever reaches the ledger first stands (exchange/ledger/pings.py).
     # None: now.
     recorded_at: datetime | None = None
+    sub_id: str | None = None  # the seller's traffic source (SPEC section 11)
 
 
 async def _fan_out(
@@ -290,15 +292,26 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
     ping_id = request.ping_id
     seller = request.seller
     vertical = ctx.loaded.config.verticals[request.vertical]
-    floor_cents = effective_floor(seller, vertical, request.vertical)
+    # The lead score (exchange/core/scoring.py): buyer filters see it as a field, and the
+    # floor it sets counts when above the seller's and the vertical's.
+    scored = score_lead(ctx.loaded.scorers.get(request.vertical), request.lead)
+    floor_cents = max(effective_floor(seller, vertical, request.vertical), scored.floor_cents)
+    if scored.score is not None:
+        ctx.metrics.record_lead_score(request.vertical, scored.score)
 
     rules = ctx.by_vertical.get(request.vertical, ()) if request.offer_to_buyers else ()
     eligible, excluded = screen(
-        rules, seller.id, request.lead, now, ctx.caps.counts, request.duplicates
+        rules,
+        seller.id,
+        scored.fields,
+        now,
+        ctx.caps.counts,
+        request.duplicates,
+        request.sub_id,
     )
     realtime = [ctx.buyers[b.buyer_id] for b in eligible if b.fixed_price_cents is None]
 
-    offer = PingOffer(ping_id, request.vertical, tmax_ms, floor_cents, request.lead)
+    offer = PingOffer(ping_id, request.vertical, tmax_ms, floor_cents, request.lead, scored.score)
     ctx.metrics.record_auction_started()
     try:
         stop = None
@@ -355,6 +368,7 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         created_at=recorded_at,
         expires_at=now + timedelta(seconds=settings.ping_ttl_s),
         tmax_ms=tmax_ms,
+        sub_id=request.sub_id,
     )
     rows = [
         OutcomeRow(ping_id, d.buyer_id, d.outcome, d.price_cents, d.latency_us, d.rank,
@@ -363,7 +377,7 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
         for d in decision.decisions
     ]  # fmt: skip
     timing = _Timing(started, request.received_ns, duration_ns, duration_ns - waited_ns)
-    await _record(ctx, record, request.mode, rows, timing, deadline)
+    await _record(ctx, record, request.mode, rows, timing, deadline, scored.score)
     ctx.pings.put(record)
     return record
 
@@ -390,6 +404,7 @@ async def _record(
     rows: list[OutcomeRow],
     timing: _Timing,
     deadline: float,
+    score: int | None = None,
 ) -> None:
     started = timing.started
     duration_s = timing.duration_ns / 1e9
@@ -416,6 +431,7 @@ async def _record(
                 record.payout_cents, ledger_tree(record.tree), record.created_at,
                 record.expires_at, us_of(timing.duration_ns), overhead_us,
                 ranking_of(ctx.loaded.settings, ctx.loaded.config.verticals[record.vertical]),
+                record.sub_id, score,
             ),
             give_up_at=answer_by if commit_started < answer_by else commit_started + LATE_COMMIT_S,
         )  # fmt: skip

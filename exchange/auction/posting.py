@@ -3,12 +3,14 @@
 The caller has already won the post claim for this ping (exchange.ledger.claims.claim_post), so
 only one walk runs per ping, across processes. Each buyer is tried in tree order at its
 own bid (fixed-price tiers arranged by their distribution); a reject, error or timeout
-moves on to the next. A buyer with caps has one sale reserved in the database before it
-is called, released if it declines. Each sale commits *before* the seller is answered;
-an exclusive lead's sale and the post's "sold" result commit in one transaction.
+moves on to the next; under a vertical's ``delivery: shotgun`` a shared lead goes to its
+top buyers at once instead (exchange/auction/shotgun.py). A buyer with caps has one
+sale reserved in the database before it is called, released if it declines. Each sale
+commits *before* the seller is answered; an exclusive lead's sale and the post's "sold"
+result commit in one transaction.
 Every attempt is recorded (batched: attempts are not money).
 
-A buyer's verdict is cleaned before anything of it is kept (``_Walk.clean``); its
+A buyer's verdict is cleaned before anything of it is kept (``Walk.clean``); its
 ``redirect_url`` is kept with the sale when it passes exchange/core/redirects.py, and the
 seller's answer carries the first sale's that has one (exchange/auction/answers.py).
 """
@@ -16,149 +18,34 @@ seller's answer carries the first sale's that has one (exchange/auction/answers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
-from buyers.adapter import HttpResponse, PostOffer, PostReply
+from buyers.adapter import PostReply
 from exchange.auction.answers import PostAnswer, ledger_answer
+from exchange.auction.attempts import Walk, post_attempt
 from exchange.auction.context import ExchangeContext
+from exchange.auction.holds import hold_unsold
+from exchange.auction.offers import close_unsold
 from exchange.auction.pingcache import PingRecord
+from exchange.auction.screens import DuplicateCheck
+from exchange.auction.shotgun import post_at_once
 from exchange.core.caps import CapWindow
 from exchange.core.config import SellerConfig
-from exchange.core.dedupe import ContactHashes, buyers_with_lead, sold_in_vertical
+from exchange.core.dedupe import ContactHashes
 from exchange.core.money import payout_cents
 from exchange.core.outcomes import PostOutcome, PostStatus, UnsoldReason
 from exchange.core.ranking import Bid, arrange_tiers, max_sales, ping_tree
-from exchange.core.redirects import clean_redirect
-from exchange.core.scrub import pii_values, scrub
-from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS, clean_text
-from exchange.core.verdicts import after_walk, before_walk, is_breach, walk_complete
+from exchange.core.scrub import pii_values
+from exchange.core.verdicts import after_walk, before_walk, walk_complete
 from exchange.ledger.faults import ROW_REFUSED
-from exchange.ledger.rows import PostAttemptRow
 from exchange.ledger.sales import PostTotals, SaleConflict, SaleRow
-from exchange.transport.base import deliver
 
 log = structlog.get_logger("exchange.post")
-
-
-@dataclass(frozen=True, slots=True)
-class DuplicateCheck:
-    """What the ledger knows of this person: sold in the vertical lately, and to whom."""
-
-    contacts: ContactHashes | None = None
-    sold_in_vertical: bool = False
-    buyers: dict[str, str] = field(default_factory=dict)
-
-
-async def check_duplicates(
-    ctx: ExchangeContext, vertical: str, contacts: ContactHashes | None, now: datetime
-) -> DuplicateCheck:
-    """One ledger read covering the vertical's window and every buyer's window."""
-    if contacts is None or not contacts.values():
-        return DuplicateCheck(contacts)
-    vertical_days = ctx.loaded.config.verticals[vertical].dedupe_days
-    buyer_days = {
-        b.buyer_id: b.dedupe_days for b in ctx.by_vertical.get(vertical, ()) if b.dedupe_days
-    }
-    longest = max([vertical_days, *buyer_days.values()])
-    if not longest:
-        return DuplicateCheck(contacts)
-    past = await ctx.store.recent_buyers_of(contacts.values(), now - timedelta(days=longest))
-    return DuplicateCheck(
-        contacts,
-        sold_in_vertical(past, vertical, vertical_days, now),
-        buyers_with_lead(past, buyer_days, now),
-    )
-
-
-async def _attempt(
-    ctx: ExchangeContext, record: PingRecord, bid: Bid, lead: dict[str, Any], timeout_s: float
-) -> tuple[PostReply, int]:
-    buyer = ctx.buyers.get(bid.buyer_id)
-    if buyer is None:  # removed from the config since the ping
-        return PostReply(PostOutcome.ERROR, reason="buyer no longer configured"), 0
-    offer = PostOffer(record.ping_id, bid.bid_id, bid.price_cents, record.vertical, lead)
-    try:
-        request = buyer.adapter.post_request(offer, int(ctx.clock.unix_time()))
-    except Exception as exc:  # an adapter that cannot build the request: that buyer's error
-        log.warning("post_request_failed", buyer=bid.buyer_id, error=type(exc).__name__)
-        return PostReply(PostOutcome.ERROR, reason=f"adapter failed: {type(exc).__name__}"), 0
-    timeout_s = min(timeout_s, buyer.post_timeout_ms / 1000)
-
-    def late(response: HttpResponse) -> None:
-        # Recorded as a timeout and perhaps sold down the tree meanwhile: an acceptance
-        # arriving now is what a buyer's dispute would cite, so it is logged.
-        answer = buyer.adapter.read_post(response)
-        log.warning(
-            "post_answer_after_timeout",
-            ping_id=record.ping_id,
-            buyer=bid.buyer_id,
-            outcome=answer.outcome.value,
-            timeout_ms=round(timeout_s * 1000),
-        )
-
-    sent = await deliver(ctx.transport, request, timeout_s, late, buyer=bid.buyer_id)
-    if sent.response is not None:
-        reply = buyer.adapter.read_post(sent.response)
-    elif sent.timed_out:
-        reply = PostReply(PostOutcome.TIMEOUT, reason=f"no answer within {timeout_s:.1f} s")
-    else:
-        reply = PostReply(PostOutcome.ERROR, reason=sent.error)
-    return reply, sent.latency_us
-
-
-@dataclass
-class _Walk:
-    """The state of one walk down the tree."""
-
-    ctx: ExchangeContext
-    record: PingRecord
-    seller: SellerConfig
-    wanted: int
-    contacts: ContactHashes | None
-    pii: list[str] = field(default_factory=list)  # the lead's PII values, to scrub
-    sold: list[tuple[Bid, int]] = field(default_factory=list)  # (bid, payout cents)
-    attempts: int = 0
-    # The seller's redirect: the first sale's (in walk order) whose buyer gave one.
-    redirect_url: str | None = None
-
-    def clean(self, reply: PostReply) -> PostReply:
-        """The reply with any PII the buyer quoted back removed, and its text made
-        storable (exchange.core.storable): the verdict stands whatever bytes came with it.
-        A redirect is kept for an acceptance only, and only as exchange.core.redirects
-        passes it (else dropped whole, never altered)."""
-        if reply.reason is None and reply.buyer_lead_id is None and reply.redirect_url is None:
-            return reply
-        accepted = reply.outcome is PostOutcome.ACCEPTED
-        return PostReply(
-            reply.outcome,
-            clean_text(scrub(reply.buyer_lead_id, self.pii, free_text=False), MAX_ID_CHARS),
-            clean_text(scrub(reply.reason, self.pii), MAX_REASON_CHARS),
-            clean_redirect(reply.redirect_url, self.pii) if accepted else None,
-        )
-
-    @property
-    def totals(self) -> PostTotals:
-        return PostTotals(sum(b.price_cents for b, _ in self.sold), sum(p for _, p in self.sold))
-
-    async def note(self, bid: Bid, reply: PostReply, latency_us: int) -> None:
-        self.attempts += 1
-        ctx, vertical = self.ctx, self.record.vertical
-        allowed = ctx.loaded.config.verticals[vertical].reject_reasons_allowed
-        breach = is_breach(reply.outcome, reply.reason, allowed)
-        ctx.metrics.record_post_attempt(bid.buyer_id, reply.outcome, latency_us)
-        if breach:
-            ctx.metrics.record_bid_breach(bid.buyer_id)
-        await ctx.writer.add(
-            "post_attempts",
-            PostAttemptRow(self.record.ping_id, self.attempts, bid.buyer_id, reply.outcome,
-                           bid.price_cents, latency_us, reply.reason, reply.buyer_lead_id,
-                           ctx.clock.now(), vertical, breach),
-        )  # fmt: skip
 
 
 async def post_lead(
@@ -175,28 +62,31 @@ async def post_lead(
     vertical = ctx.loaded.config.verticals[record.vertical]
     duplicates = duplicates or DuplicateCheck()
     tree = ping_tree(record.tree, seller.payout_share, min_payout_cents)
-    verdict = before_walk(duplicates.sold_in_vertical, bool(record.tree), bool(tree))
+    suppressed_by = duplicates.suppressed_by
+    verdict = before_walk(duplicates.sold_in_vertical, bool(record.tree), bool(tree),
+                          suppressed=suppressed_by is not None)  # fmt: skip
+    if verdict is not None and verdict.reason is UnsoldReason.SUPPRESSED and suppressed_by:
+        return await _suppressed(ctx, record, suppressed_by)
     if verdict is not None and verdict.reason is not None:
-        return await _unsold(ctx, record, verdict.reason)
+        return await _unsold(ctx, record, verdict.reason, seller, lead, duplicates.contacts,
+                             min_payout_cents)  # fmt: skip
     tree = await _arrange(ctx, record.vertical, tree)
     schema = ctx.loaded.schemas[record.vertical]
-    walk = _Walk(ctx, record, seller, max_sales(seller, vertical), duplicates.contacts,
+    walk = Walk(ctx, record, seller, max_sales(seller, vertical), duplicates.contacts,
                  pii_values(lead, schema.pii_fields))  # fmt: skip
-    for bid in tree:
-        if loop.time() >= deadline:
-            break
-        if bid.buyer_id in duplicates.buyers:
-            reason = "duplicate: " + duplicates.buyers[bid.buyer_id]
-            await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=reason), 0)
-            continue
-        done = await _try_buyer(walk, bid, lead, deadline - loop.time())
-        if done is not None:
-            return done
+    offer = functools.partial(_offer, walk, lead, duplicates)
+    if vertical.delivery == "shotgun" and walk.wanted > 1:  # all winners at once
+        done = await post_at_once(tree, walk.wanted, offer, lambda: len(walk.sold), deadline)
+    else:
+        done = await _in_turn(tree, offer, deadline)
+    if done is not None:
+        return done
     verdict = after_walk(len(walk.sold), deadline_passed=loop.time() >= deadline)
     if verdict.reason is None:
         await ctx.store.finish_sold(record.ping_id, walk.totals, ctx.clock.now())
         return _sold_answer(walk)
-    return await _unsold(ctx, record, verdict.reason)
+    return await _unsold(ctx, record, verdict.reason, seller, lead, duplicates.contacts,
+                         min_payout_cents)  # fmt: skip
 
 
 async def _arrange(ctx: ExchangeContext, vertical: str, tree: list[Bid]) -> list[Bid]:
@@ -209,8 +99,33 @@ async def _arrange(ctx: ExchangeContext, vertical: str, tree: list[Bid]) -> list
     return arrange_tiers(tree, distributions, last, ctx.rng)
 
 
+async def _in_turn(
+    tree: list[Bid], offer: Callable[[Bid, float], Awaitable[PostAnswer | None]], deadline: float
+) -> PostAnswer | None:
+    """Offer the lead down the tree one buyer after another (``delivery: sequential``)."""
+    loop = asyncio.get_running_loop()
+    for bid in tree:
+        if loop.time() >= deadline:
+            break
+        done = await offer(bid, deadline - loop.time())
+        if done is not None:
+            return done
+    return None
+
+
+async def _offer(
+    walk: Walk, lead: dict[str, Any], duplicates: DuplicateCheck, bid: Bid, remaining_s: float
+) -> PostAnswer | None:
+    """One buyer's turn: skipped if it already has the person, else offered the lead."""
+    if bid.buyer_id in duplicates.buyers:
+        reason = "duplicate: " + duplicates.buyers[bid.buyer_id]
+        await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=reason), 0)
+        return None
+    return await _try_buyer(walk, bid, lead, remaining_s)
+
+
 async def _try_buyer(
-    walk: _Walk, bid: Bid, lead: dict[str, Any], remaining_s: float
+    walk: Walk, bid: Bid, lead: dict[str, Any], remaining_s: float
 ) -> PostAnswer | None:
     """Offer the lead to one buyer; returns the final answer once the walk is complete."""
     ctx, record = walk.ctx, walk.record
@@ -222,18 +137,19 @@ async def _try_buyer(
         if reached is not None:
             await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=f"capped: {reached}"), 0)
             return None
-    reply, latency_us = await _attempt(ctx, record, bid, lead, remaining_s)
+    reply, latency_us = await post_attempt(ctx, record, bid, lead, remaining_s)
     reply = walk.clean(reply)
     if reply.outcome is not PostOutcome.ACCEPTED:
         await walk.note(bid, reply, latency_us)
         if windows:
             await ctx.store.release_caps(bid.buyer_id, windows, bid.price_cents)
         return None
-    return await _sell(walk, bid, reply, latency_us, windows)
+    async with walk.selling:  # one sale at a time: its slot is the order sales commit in
+        return await _sell(walk, bid, reply, latency_us, windows)
 
 
 async def _sell(
-    walk: _Walk, bid: Bid, reply: PostReply, latency_us: int, windows: list[CapWindow]
+    walk: Walk, bid: Bid, reply: PostReply, latency_us: int, windows: list[CapWindow]
 ) -> PostAnswer | None:
     """Record the sale the buyer accepted, before anyone hears of it; returns the final
     answer once the walk is complete (or the ledger's, when the claim was lost)."""
@@ -278,7 +194,7 @@ async def _sell(
     return _sold_answer(walk) if totals is not None else None
 
 
-def _sale_row(walk: _Walk, bid: Bid, reply: PostReply) -> tuple[SaleRow, PostTotals | None]:
+def _sale_row(walk: Walk, bid: Bid, reply: PostReply) -> tuple[SaleRow, PostTotals | None]:
     """The sale of ``bid``, and with it the post's totals when it is the walk's last."""
     payout = payout_cents(bid.price_cents, walk.seller.payout_share)
     seq = len(walk.sold) + 1
@@ -321,14 +237,38 @@ async def _rotate_tier(ctx: ExchangeContext, vertical: str, bid: Bid) -> None:
         await ctx.store.set_last_winner(vertical, bid.tier, bid.buyer_id, ctx.clock.now())
 
 
-def _sold_answer(walk: _Walk) -> PostAnswer:
+def _sold_answer(walk: Walk) -> PostAnswer:
     totals = walk.totals
     return PostAnswer(walk.record.ping_id, PostStatus.SOLD, totals.price_cents,
                       totals.payout_cents, redirect_url=walk.redirect_url)  # fmt: skip
 
 
-async def _unsold(ctx: ExchangeContext, record: PingRecord, reason: UnsoldReason) -> PostAnswer:
-    await ctx.store.finish_unsold(record.ping_id, reason, ctx.clock.now())
+async def _suppressed(ctx: ExchangeContext, record: PingRecord, list_name: str) -> PostAnswer:
+    """Closed unsold, reason suppressed, naming the list that matched (never pooled)."""
+    await ctx.store.finish_suppressed(record.ping_id, list_name, ctx.clock.now())
+    ctx.metrics.record_unsold(record.vertical)
+    ctx.metrics.record_suppressed(record.vertical, list_name)
+    log.info("suppressed", ping_id=record.ping_id, seller=record.seller_id,
+             vertical=record.vertical, list=list_name)  # fmt: skip
+    return PostAnswer(record.ping_id, PostStatus.UNSOLD, None, None, UnsoldReason.SUPPRESSED)
+
+
+async def _unsold(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    reason: UnsoldReason,
+    seller: SellerConfig,
+    lead: dict[str, Any],
+    contacts: ContactHashes | None,
+    min_payout_cents: int,
+) -> PostAnswer:
+    # Held for buyers that were off schedule (delayed delivery), when any may still buy it.
+    held = await hold_unsold(ctx, record, reason, seller, lead, contacts, min_payout_cents)
+    if held is not None:
+        return held
+    # Closed unsold, and the lead offered to its vertical's pool when allowed (hybrid).
+    await close_unsold(ctx, record.ping_id, record.vertical, seller, reason, lead, contacts,
+                       min_payout_cents, record.sub_id)  # fmt: skip
     ctx.metrics.record_unsold(record.vertical)
     log.info(
         "unsold",

@@ -321,6 +321,52 @@ def _date_checker(spec: FieldRules) -> Checker:
     return check
 
 
+# Consent evidence (SPEC section 10): a TrustedForm certificate's URL, and a Jornaya
+# LeadiD token. Both are fixed formats, matched whole; the host and the hex are
+# case-insensitive on the wire and normalised to the one spelling each issuer uses.
+_CONSENT_FLAGS = re.IGNORECASE | re.ASCII  # ASCII: no other script's letter folds into one
+_TRUSTEDFORM_URL = re.compile(r"https://cert\.trustedform\.com/([0-9a-f]{40})", _CONSENT_FLAGS)
+TRUSTEDFORM_CERT_PREFIX = "https://cert.trustedform.com/"
+_LEADID_TOKEN = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", _CONSENT_FLAGS
+)
+
+
+def _trustedform_url_checker(spec: FieldRules) -> Checker:
+    invalid = (
+        "must be a TrustedForm certificate URL (https://cert.trustedform.com/ and 40 hex digits)"
+    )
+
+    def check(value: object) -> Any:
+        if not isinstance(value, str):
+            raise Reject(invalid)
+        value = value.strip()
+        if not value:
+            return ABSENT
+        match = _TRUSTEDFORM_URL.fullmatch(value)
+        if match is None:
+            raise Reject(invalid)
+        return TRUSTEDFORM_CERT_PREFIX + match.group(1).lower()
+
+    return check
+
+
+def _leadid_token_checker(spec: FieldRules) -> Checker:
+    invalid = "must be a Jornaya LeadiD token (a UUID: 8-4-4-4-12 hex digits)"
+
+    def check(value: object) -> Any:
+        if not isinstance(value, str):
+            raise Reject(invalid)
+        value = value.strip()
+        if not value:
+            return ABSENT
+        if _LEADID_TOKEN.fullmatch(value) is None:
+            raise Reject(invalid)
+        return value.upper()
+
+    return check
+
+
 COMPILERS: Mapping[str, Callable[[FieldRules], Checker]] = {
     "string": _string_checker,
     "integer": _integer_checker,
@@ -332,4 +378,6 @@ COMPILERS: Mapping[str, Callable[[FieldRules], Checker]] = {
     "zip": _zip_checker,
     "state": _state_checker,
     "date": _date_checker,
+    "trustedform_url": _trustedform_url_checker,
+    "leadid_token": _leadid_token_checker,
 }

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,6 +30,8 @@ from pydantic import (
 from exchange.core.fields import FieldSpec, LeadSchema
 from exchange.core.money import MoneyError, parse_dollars
 from exchange.core.sealing import decode_key
+from exchange.core.subids import sub_id_problem
+from exchange.core.suppression import LIST_NAME_PATTERN
 
 TieBreaker = Literal["company_size", "priority", "latency", "round_robin", "weighted"]
 # How a vertical's bids are ordered (docs/auction.md, "Rankings").
@@ -107,6 +109,10 @@ class ExchangeSettings(_Model):
     # Key for the HMAC of phones and emails kept for duplicate checks (a plain hash of a
     # phone number is reversible by brute force). Required when any dedupe_days is set.
     dedupe_hash_key: str | None = Field(None, min_length=16, repr=False)
+    # Key for the HMAC of the phones and emails on suppression lists (SPEC section 10,
+    # exchange/core/suppression.py). Its own key: lists are kept for years and must be
+    # reloaded whole when it changes. Required when any vertical has `suppress`.
+    suppression_hash_key: str | None = Field(None, min_length=16, repr=False)
     # AES-256-GCM key (base64 of 32 bytes) sealing the PII of pooled and held leads;
     # retired keys still open what they sealed until `lead-exchange rotate-key` has run.
     pii_key: str | None = Field(None, repr=False)
@@ -193,6 +199,28 @@ class AcceptancePrior(_Model):
         return self
 
 
+class PoolSettings(_Model):
+    """A vertical's lead pool (SPEC section 10, docs/distribution.md): unsold full leads
+    offered to buyers who list and claim them, at a price falling from ``start_price`` by
+    ``decay_per_hour`` to ``floor_price``, for ``max_age_hours``."""
+
+    enabled: bool = True
+    # cherry_pick: a listing shows the non-PII fields; blind: only the state.
+    visibility: Literal["cherry_pick", "blind"] = "cherry_pick"
+    start_price: Cents
+    floor_price: Cents
+    decay_per_hour: Cents = 0
+    max_age_hours: int = Field(72, ge=1, le=24 * 90)
+
+    @model_validator(mode="after")
+    def _prices(self) -> PoolSettings:
+        if self.floor_price <= 0:
+            raise ValueError("floor_price must be above zero")
+        if self.floor_price > self.start_price:
+            raise ValueError("floor_price must not exceed start_price")
+        return self
+
+
 class VerticalConfig(_Model):
     fields: dict[str, FieldSpec]
     floor: Cents = 0
@@ -208,9 +236,17 @@ class VerticalConfig(_Model):
     # sealed: wait for every bid until tmax; first_bid: the first bid at or above the
     # floor wins and the others are cancelled (speed to lead over price).
     auction: Literal["sealed", "first_bid"] = "sealed"
+    # sequential: a shared lead is posted to its winners in turn; shotgun: to all of them
+    # at once (a reject refills its slot from further down the tree).
+    delivery: Literal["sequential", "shotgun"] = "sequential"
     # Binding bids: a post rejected with a reason not listed (or with none) is a breach.
     # None: bids are not binding, no reject is a breach. Matched trimmed, in lower case.
     reject_reasons_allowed: tuple[str, ...] | None = None
+    # The lead pool: unsold full leads of sellers with ``pool: true`` are offered here.
+    pool: PoolSettings | None = None
+    # Suppression lists checked at post and direct post (SPEC section 10): a lead whose
+    # phone or email is on one ends unsold, reason suppressed, before any buyer sees it.
+    suppress: tuple[Annotated[str, Field(pattern=LIST_NAME_PATTERN)], ...] = ()
     # The lead score (SPEC section 10, exchange/core/scoring.py): rules summed per ping,
     # clamped to 0-100; none: the vertical's leads are not scored.
     score: tuple[ScoreRule, ...] = ()
@@ -227,6 +263,13 @@ class VerticalConfig(_Model):
         if any(not w for w in words):
             raise ValueError("a reject reason must not be empty")
         return words
+
+    @field_validator("suppress")
+    @classmethod
+    def _distinct_lists(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("a suppression list is named twice")
+        return value
 
     @field_validator("fields")
     @classmethod
@@ -246,6 +289,8 @@ class SellerConfig(_Model):
     vertical_floors: dict[str, Cents] = Field(default_factory=dict)
     max_sales: int | None = Field(None, ge=1, le=10)  # overrides the vertical's
     rate_limit_per_s: float | None = Field(None, gt=0)
+    # Unsold full leads of this seller may go to their vertical's pool (SPEC section 10).
+    pool: bool = False
     # False: the seller is paused, every ping, post and direct post refused (403).
     enabled: bool = True
 
@@ -355,6 +400,14 @@ class Schedule(_Model):
         if self.start == self.end:
             raise ValueError("start and end are equal: the window is empty")
         return self
+
+
+class Delayed(_Model):
+    """Delayed delivery (SPEC section 10, docs/distribution.md): the buyer may receive a
+    lead held while it was off schedule, when it opens, within ``hold_hours`` of the
+    lead's arrival."""
+
+    hold_hours: int = Field(ge=1, le=24 * 14)
 
 
 class TierConfig(_Model):
@@ -500,6 +553,9 @@ class BuyerConfig(_Model):
     timezone: TimeZone = "UTC"
     caps: Caps = Caps()
     schedule: Schedule | None = None
+    # Leads held while it was off schedule are posted to it when it opens (needs a schedule
+    # and exchange.pii_key: exchange/config.py).
+    delayed: Delayed | None = None
     tier: int | None = Field(None, ge=1)  # fixed-price buyers only
     # For weighted tiers, and for real-time bids under the tie-breaker `weighted`.
     weight: int = Field(1, ge=1, le=1_000_000)
@@ -520,6 +576,15 @@ class BuyerConfig(_Model):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value)
+
+    @field_validator("sub_ids_deny")
+    @classmethod
+    def _sub_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, sub_id in enumerate(value):
+            problem = sub_id_problem(sub_id)
+            if problem is not None:
+                raise ValueError(f"[{i}] {problem}")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -597,6 +662,14 @@ class Config(_Model):
     buyers: tuple[BuyerConfig, ...] = ()
 
 
+class LeadScorer(Protocol):
+    """A vertical's compiled score rules (exchange.core.scoring.Scorer)."""
+
+    def score(self, lead: Mapping[str, Any]) -> int: ...
+
+    def floor_cents(self, score: int | None) -> int: ...
+
+
 @dataclass(frozen=True)
 class LoadedConfig:
     """The validated configuration plus what is derived from it once."""
@@ -608,6 +681,8 @@ class LoadedConfig:
     buyers_by_return_key_hash: Mapping[str, BuyerConfig]
     # Buyers by the hash of their own api_key (SPEC §10, §11).
     buyers_by_key_hash: Mapping[str, BuyerConfig] = field(default_factory=dict)
+    # Each scoring vertical's compiled score rules (exchange/core/scoring.py).
+    scorers: Mapping[str, LeadScorer] = field(default_factory=dict)
     # The document the config was validated from (``${VAR}`` expanded): what live
     # settings changes (exchange/auction/live.py) are merged into.
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -10,8 +10,8 @@ Invariants the rest of the exchange relies on:
 
 - Output holds only declared fields, as plain JSON values (str, int, float, bool), in
   declaration order, already normalised (phone E.164, email lower case, state code,
-  5-digit ZIP, enum in its declared spelling). Normalising is idempotent: a validated
-  lead validates to itself.
+  5-digit ZIP, enum in its declared spelling, consent evidence in its issuer's
+  spelling). Normalising is idempotent: a validated lead validates to itself.
 - A ping never carries PII: `validate_ping` drops declared PII fields unseen, and an
   undeclared field is always an error, so PII cannot slip through under another name.
 - Error messages never contain the rejected value (they go back to clients and into
@@ -34,8 +34,14 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from exchange.core.checkers import ABSENT, COMPILERS, Checker, Reject
 
 FieldType = Literal[
-    "string", "integer", "number", "boolean", "enum", "email", "phone", "zip", "state", "date"
-]
+    "string", "integer", "number", "boolean", "enum", "email", "phone", "zip", "state", "date",
+    "trustedform_url", "leadid_token",
+]  # fmt: skip
+# Types whose fields are post-only (``pii: true``) unless declared otherwise: whoever holds
+# a TrustedForm certificate's URL can claim the certificate and replay the consent page
+# session, which shows what the consumer typed. A LeadiD token opens nothing without the
+# person's details, so it is pinged: buyers screen a lead's consent before bidding.
+POST_ONLY_TYPES = frozenset({"trustedform_url"})
 
 _NUMERIC_TYPES = frozenset({"integer", "number"})
 
@@ -52,6 +58,13 @@ class FieldSpec(BaseModel):
     max: Decimal | None = None
     values: tuple[str, ...] | None = None  # enum only, required there
     max_length: int = 255  # string-like types
+
+    @model_validator(mode="before")
+    @classmethod
+    def _post_only_by_type(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("type") in POST_ONLY_TYPES and "pii" not in data:
+            return {**data, "pii": True}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> FieldSpec:

@@ -59,6 +59,9 @@ class PostStatus(StrEnum):
 
     SOLD = "sold"
     UNSOLD = "unsold"
+    # Held for buyers off schedule (delayed delivery, exchange/auction/holds.py): the
+    # final outcome follows, in the auction record and in a repeat of the post.
+    QUEUED = "queued"
 
 
 class ClaimStatus(StrEnum):
@@ -69,6 +72,9 @@ class ClaimStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     SOLD = PostStatus.SOLD.value
     UNSOLD = PostStatus.UNSOLD.value
+    # Unsold at post time and held (held_leads): no walk runs, nothing closes it as
+    # interrupted; its hold's delivery makes it sold, or unsold ``hold_expired``.
+    QUEUED = PostStatus.QUEUED.value
 
 
 class UnsoldReason(StrEnum):
@@ -81,6 +87,11 @@ class UnsoldReason(StrEnum):
     # Its walk was gone (its process died, or the ledger went away midway) with no sale.
     INTERRUPTED = "post_interrupted"
     DUPLICATE = "duplicate"
+    # A phone or email of the lead is on one of its vertical's suppression lists: no
+    # buyer was offered it (exchange/core/suppression.py).
+    SUPPRESSED = "suppressed"
+    # Held for buyers off schedule, and none of them bought it within its hold.
+    HOLD_EXPIRED = "hold_expired"
 
 
 class Phase(StrEnum):

@@ -62,6 +62,7 @@ class BuyerRules:
     tier: int | None = None
     weight: int = 1
     dedupe_days: int = 0
+    sub_ids_deny: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, buyer: BuyerConfig, vertical: str | None = None) -> BuyerRules:
@@ -84,6 +85,7 @@ class BuyerRules:
             tier=buyer.tier,
             weight=buyer.weight,
             dedupe_days=buyer.dedupe_days,
+            sub_ids_deny=frozenset(buyer.sub_ids_deny),
         )
 
 
@@ -114,16 +116,18 @@ def screen(
     now: datetime,
     cap_counts: CapCounts | None = None,
     duplicates: Mapping[str, str] | None = None,
+    sub_id: str | None = None,
 ) -> tuple[list[BuyerRules], list[Exclusion]]:
     """Split a vertical's buyers into those that may bid on this ping and those excluded.
 
     ``cap_counts`` is what is known of the buyers' accepted sales per cap window;
-    ``duplicates`` maps a buyer to why it already has this lead. Checks run cheapest
+    ``duplicates`` maps a buyer to why it already has this lead; ``sub_id`` is the
+    seller's traffic source, if the ping named one. Checks run cheapest
     first; the first that fails names the outcome."""
     eligible: list[BuyerRules] = []
     excluded: list[Exclusion] = []
     for buyer in buyers:
-        exclusion = _exclusion(buyer, seller_id, lead, now, cap_counts, duplicates)
+        exclusion = _exclusion(buyer, seller_id, lead, now, cap_counts, duplicates, sub_id)
         if exclusion is None:
             eligible.append(buyer)
         else:
@@ -138,6 +142,7 @@ def _exclusion(
     now: datetime,
     cap_counts: CapCounts | None,
     duplicates: Mapping[str, str] | None,
+    sub_id: str | None = None,
 ) -> Exclusion | None:
     if seller_id in buyer.sellers_deny:
         return Exclusion(
@@ -146,6 +151,10 @@ def _exclusion(
     if buyer.sellers_allow is not None and seller_id not in buyer.sellers_allow:
         return Exclusion(
             buyer.buyer_id, BidOutcome.SELLER_BLOCKED, "seller not on the buyer's allow list"
+        )
+    if sub_id is not None and sub_id in buyer.sub_ids_deny:
+        return Exclusion(
+            buyer.buyer_id, BidOutcome.SELLER_BLOCKED, "sub_id on the buyer's sub_ids_deny list"
         )
     if buyer.schedule is not None:
         reason = buyer.schedule.closed_reason(now)

@@ -25,14 +25,11 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-if TYPE_CHECKING:
-    from exchange.core.config import ExchangeSettings
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -113,7 +110,17 @@ class PiiKeyRing:
         return self.seal(self.open(sealed, context), context)
 
 
-def key_ring(settings: ExchangeSettings) -> PiiKeyRing | None:
+class KeySettings(Protocol):
+    """What the key ring is built from (exchange.core.config.ExchangeSettings)."""
+
+    @property
+    def pii_key(self) -> str | None: ...
+
+    @property
+    def pii_keys_retired(self) -> Sequence[str]: ...
+
+
+def key_ring(settings: KeySettings) -> PiiKeyRing | None:
     """The configured key ring, or None when no ``exchange.pii_key`` is set."""
     if settings.pii_key is None:
         return None

@@ -17,12 +17,18 @@ class PostVerdict:
     reason: UnsoldReason | None = None  # why unsold; None when sold
 
 
-def before_walk(sold_in_vertical: bool, had_bids: bool, walkable: bool) -> PostVerdict | None:
+def before_walk(
+    sold_in_vertical: bool, had_bids: bool, walkable: bool, suppressed: bool = False
+) -> PostVerdict | None:
     """Unsold before any buyer sees the lead, or None when the walk goes ahead.
 
-    In this order: the person was sold in the vertical lately (``duplicate``); the auction
-    had no bid (``no_bids``); no bid pays the seller's ``min_price`` (``below_min_price``).
+    In this order: the person is on one of the vertical's suppression lists
+    (``suppressed``); the person was sold in the vertical lately (``duplicate``); the
+    auction had no bid (``no_bids``); no bid pays the seller's ``min_price``
+    (``below_min_price``).
     """
+    if suppressed:
+        return PostVerdict(PostStatus.UNSOLD, UnsoldReason.SUPPRESSED)
     if sold_in_vertical:
         return PostVerdict(PostStatus.UNSOLD, UnsoldReason.DUPLICATE)
     if not had_bids:

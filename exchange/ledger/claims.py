@@ -46,6 +46,8 @@ class PostResult:
     # A sold post's redirect for the seller: that of its first sale (in sale order) whose
     # buyer gave one. Read by read_post (Claims.fetch_post) only; None elsewhere.
     redirect_url: str | None = None
+    # Unsold, reason suppressed: the suppression list that matched (its name only).
+    suppressed_by: str | None = None
 
 
 def post_result(row: asyncpg.Record) -> PostResult:
@@ -60,6 +62,7 @@ def post_result(row: asyncpg.Record) -> PostResult:
         owner_silent=row.get("owner_silent", False),
         lead_digest=row.get("lead_digest"),
         finished_at=row["finished_at"],
+        suppressed_by=row.get("suppressed_by"),
     )
 
 

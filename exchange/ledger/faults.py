@@ -19,6 +19,10 @@ DATABASE_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.InvalidCatalogNameError,  # the database is not (yet) there
     asyncpg.InvalidAuthorizationSpecificationError,
     asyncpg.InvalidPasswordError,
+    # "database ... is not currently accepting connections" (ALLOW_CONNECTIONS false, a
+    # database being dropped or restored); its subclass LockNotAvailableError (a lock
+    # timeout) is as transient.
+    asyncpg.ObjectNotInPrerequisiteStateError,
 )
 
 # What PostgreSQL (or asyncpg, encoding a parameter) raises for a row it will not take

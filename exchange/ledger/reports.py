@@ -67,6 +67,9 @@ class SellerTotals:
     payout_cents: int
     returns: int
     reversed_cents: int
+    # Pings with a lead score, and the sum of their scores (exchange/core/scoring.py).
+    scored: int = 0
+    score_sum: int = 0
 
 
 # ``$2`` (pings.recorded_since) spares a look in the day partitions older than the ping.
@@ -119,6 +122,14 @@ class Reports(LedgerArea):
         """Per-seller totals; ``since`` and ``until`` must be whole hours (the rollups')."""
         return [SellerTotals(**r) for r in await self.pool.fetch(_SELLER_REPORT, since, until)]
 
+    async def scores_by_sub_id(
+        self, since: datetime, until: datetime
+    ) -> dict[tuple[str, str | None], tuple[int, int]]:
+        """Per seller and sub-ID (None: pings that named none), how many pings in
+        [since, until) were scored and the sum of their scores."""
+        rows = await self.pool.fetch(_SCORES_BY_SUB_ID, since, until)
+        return {(r["seller_id"], r["sub_id"]): (r["scored"], r["score_sum"]) for r in rows}
+
     async def rebuild_rollups(self) -> None:
         """Recompute every hourly rollup from the ledger rows (after a bulk load or a
         restore); the batch writer keeps them current otherwise."""
@@ -160,6 +171,12 @@ FROM h FULL JOIN s ON s.buyer_id = h.buyer_id
 ORDER BY 1
 """
 
+_SCORES_BY_SUB_ID = """
+SELECT seller_id, sub_id, count(*) AS scored, sum(score)::bigint AS score_sum
+FROM pings WHERE created_at >= $1 AND created_at < $2 AND score IS NOT NULL
+GROUP BY seller_id, sub_id
+"""
+
 _BUYER_LATENCY = """
 SELECT buyer_id, bucket, sum(n)::bigint AS n FROM buyer_latency_hourly
 WHERE hour >= $1 AND hour < $2 GROUP BY buyer_id, bucket
@@ -167,7 +184,8 @@ WHERE hour >= $1 AND hour < $2 GROUP BY buyer_id, bucket
 
 _SELLER_REPORT = """
 WITH h AS (
-    SELECT seller_id, sum(pings)::bigint AS pings, sum(bids)::bigint AS bids
+    SELECT seller_id, sum(pings)::bigint AS pings, sum(bids)::bigint AS bids,
+           sum(scored)::bigint AS scored, sum(score_sum)::bigint AS score_sum
     FROM seller_hourly WHERE hour >= $1 AND hour < $2 GROUP BY seller_id
 ), s AS (
     SELECT seller_id, count(*) AS sales, sum(price_cents)::bigint AS revenue_cents,
@@ -185,7 +203,8 @@ SELECT coalesce(h.seller_id, s.seller_id, o.seller_id, r.seller_id) AS seller_id
        coalesce(o.posts, 0) AS posts, coalesce(s.sales, 0) AS sales,
        coalesce(s.revenue_cents, 0) AS revenue_cents,
        coalesce(s.payout_cents, 0) AS payout_cents,
-       coalesce(r.returns, 0) AS returns, coalesce(r.reversed_cents, 0) AS reversed_cents
+       coalesce(r.returns, 0) AS returns, coalesce(r.reversed_cents, 0) AS reversed_cents,
+       coalesce(h.scored, 0) AS scored, coalesce(h.score_sum, 0) AS score_sum
 FROM h FULL JOIN s ON s.seller_id = h.seller_id
        FULL JOIN o ON o.seller_id = coalesce(h.seller_id, s.seller_id)
        FULL JOIN r ON r.seller_id = coalesce(h.seller_id, s.seller_id, o.seller_id)

@@ -144,8 +144,9 @@ async def _drop_past(
 
 
 _EXPIRE = {
+    # A queued post (its lead held for delayed delivery) stays until its hold ends.
     "posts": "DELETE FROM posts WHERE ctid = ANY(ARRAY("
-    "SELECT ctid FROM posts WHERE claimed_at < $1 LIMIT $2))",
+    "SELECT ctid FROM posts WHERE claimed_at < $1 AND status <> 'queued' LIMIT $2))",
     "external_ids": "DELETE FROM external_ids WHERE ctid = ANY(ARRAY("
     "SELECT ctid FROM external_ids WHERE created_at < $1 LIMIT $2))",
 }

@@ -21,6 +21,17 @@ class RecordedSale:
     returned_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReturnRow:
+    """One return as the ledger holds it (the auction record shows each)."""
+
+    buyer_id: str
+    credit_cents: int
+    payout_reversal_cents: int
+    reason: str
+    created_at: datetime
+
+
 class Returns(LedgerArea):
     @bounded
     async def sale_for_return(self, ping_id: str, buyer_id: str) -> RecordedSale | None:
@@ -55,3 +66,12 @@ class Returns(LedgerArea):
             at,
         )
         return done is not None
+
+    async def returns_of(self, ping_id: str) -> list[ReturnRow]:
+        """Every return of the lead's sales, oldest first."""
+        rows = await self.pool.fetch(
+            "SELECT buyer_id, credit_cents, payout_reversal_cents, reason, created_at"
+            " FROM returns WHERE ping_id = $1 ORDER BY created_at, return_id",
+            uuid.UUID(ping_id),
+        )
+        return [ReturnRow(**r) for r in rows]

@@ -33,12 +33,15 @@ LATENCY_EDGES_US: tuple[int, ...] = tuple(int(100 * 1.15**i) for i in range(96))
 _CALLED = sql_words(CALLED_OUTCOMES)
 _ROLLUP = {
     "pings": f"""
-INSERT INTO seller_hourly AS h (seller_id, hour, pings, bids)
+INSERT INTO seller_hourly AS h (seller_id, hour, pings, bids, scored, score_sum)
 SELECT seller_id, date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-       count(*), count(*) FILTER (WHERE status = {sql_word(PingStatus.BID)})
+       count(*), count(*) FILTER (WHERE status = {sql_word(PingStatus.BID)}),
+       count(score), coalesce(sum(score), 0)
 FROM new GROUP BY 1, 2 ORDER BY 1, 2
 ON CONFLICT (seller_id, hour) DO UPDATE SET pings = h.pings + EXCLUDED.pings,
-                                            bids = h.bids + EXCLUDED.bids
+                                            bids = h.bids + EXCLUDED.bids,
+                                            scored = h.scored + EXCLUDED.scored,
+                                            score_sum = h.score_sum + EXCLUDED.score_sum
 """,
     "bid_outcomes": f"""
 , buyers AS (
@@ -93,7 +96,7 @@ ROLLUP_ARGS: dict[str, tuple[object, ...]] = {"bid_outcomes": (list(LATENCY_EDGE
 
 # What of each table's rows its rollups read: the columns of ``new``.
 _NEW = {
-    "pings": "seller_id, status, created_at",
+    "pings": "seller_id, status, created_at, score",
     "bid_outcomes": "buyer_id, outcome, latency_us, rank,"
     " date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour",
     "post_attempts": "buyer_id, outcome, created_at, vertical, breach",

@@ -61,6 +61,8 @@ class PingRow:
     duration_us: Annotated[int, Column("integer")]
     overhead_us: Annotated[int, Column("integer")]
     ranking: Annotated[str | None, Column("text")] = None  # price | expected_value
+    sub_id: Annotated[str | None, Column("text")] = None  # the seller's traffic source
+    score: Annotated[int | None, Column("smallint")] = None  # the lead score, 0-100
 
 
 @dataclass(slots=True)

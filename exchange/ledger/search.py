@@ -34,7 +34,7 @@ from typing import Any
 from exchange.ledger.bounded import LedgerArea, bounded
 
 # The final status of an auction: its post's when the lead was posted, else its ping's.
-STATUSES = ("bid", "no_bid", "sold", "unsold", "in_progress")
+STATUSES = ("bid", "no_bid", "sold", "unsold", "in_progress", "queued")
 
 
 @dataclass(frozen=True, slots=True)

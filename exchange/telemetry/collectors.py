@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 from prometheus_client.metrics import MetricWrapperBase
 
 from exchange.core.config import Config
+from exchange.core.holds import HoldState
 from exchange.core.outcomes import BidOutcome, Overload, Phase, PingStatus, PostOutcome
 
 # No `_created` series: a gauge beside every counter and histogram series that nothing
@@ -34,6 +35,7 @@ OVERHEAD_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 7, 10, 15, 20)
+SCORE_BUCKETS = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)  # the lead score, 0-100
 LAG_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 # The batch writer's tables (exchange/ledger/rows.py ROW_TYPES), a closed label set.
@@ -69,6 +71,13 @@ class AuctionCollectors:
             "Auction time not spent waiting on buyers.",
             ["vertical"],
             buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.lead_score = Histogram(
+            "exchange_lead_score",
+            "Lead scores of pings (exchange/core/scoring.py), of verticals that score.",
+            ["vertical"],
+            buckets=SCORE_BUCKETS,
             registry=r,
         )
         self.deadline_misses = Counter(
@@ -112,6 +121,8 @@ class AuctionCollectors:
             self.deadline_misses.labels(vertical)
             self.duration.labels(vertical)
             self.overhead.labels(vertical)
+            if config.verticals[vertical].score:
+                self.lead_score.labels(vertical)
 
 
 class BuyerCollectors:
@@ -242,6 +253,46 @@ class SaleCollectors:
             ["buyer"],
             registry=r,
         )
+        self.suppressed = Counter(
+            "exchange_leads_suppressed",
+            "Posted leads refused, unsold, because a phone or email is on a suppression list "
+            "of the vertical (the first list that matched).",
+            ["vertical", "list"],
+            registry=r,
+        )
+        # The lead pool (exchange/auction/offers.py). Its gauges are read from the ledger
+        # by every process's sweep: the same value whichever process is scraped.
+        self.pool_offers = Gauge(
+            "exchange_pool_offers", "Open offers in the lead pool.", ["vertical"],
+            registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.pool_oldest_age = Gauge(
+            "exchange_pool_oldest_offer_age_seconds",
+            "Age of the oldest open offer in the lead pool (0: none).",
+            ["vertical"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.pool_entries = Counter(
+            "exchange_pool_entries", "Unsold leads offered to the pool.", ["vertical"], registry=r
+        )
+        self.pool_claims = Counter(
+            "exchange_pool_claims", "Pooled leads claimed (each a sale).", ["vertical", "buyer"],
+            registry=r,
+        )  # fmt: skip
+        self.pool_expired = Counter(
+            "exchange_pool_expired", "Offers that left the pool unclaimed at max_age_hours.",
+            ["vertical"], registry=r,
+        )  # fmt: skip
+        # Delayed delivery (exchange/auction/holds.py). The gauge is read from the ledger by
+        # every process's release pass: the same value whichever process is scraped.
+        self.held = Gauge(
+            "exchange_held_leads", "Leads held for buyers off schedule (delayed delivery).",
+            ["vertical"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.holds = Counter(
+            "exchange_holds",
+            "Holds by outcome: held (a lead held), sold (delivered), expired (ended unsold).",
+            ["vertical", "outcome"], registry=r,
+        )  # fmt: skip
 
     def start(self, config: Config) -> None:
         for seller in config.sellers:
@@ -253,6 +304,22 @@ class SaleCollectors:
         for buyer in config.buyers:
             self.revenue.labels(buyer.id)
             self.returns.labels(buyer.id)
+        for vertical, settings in config.verticals.items():
+            for list_name in settings.suppress:
+                self.suppressed.labels(vertical, list_name)
+        pooled = [v for v, c in config.verticals.items() if c.pool is not None]
+        for vertical in pooled:
+            self.pool_offers.labels(vertical)
+            self.pool_oldest_age.labels(vertical)
+            self.pool_entries.labels(vertical)
+            self.pool_expired.labels(vertical)
+        for buyer in config.buyers:
+            for vertical in set(buyer.verticals) & set(pooled):
+                self.pool_claims.labels(vertical, buyer.id)
+        for vertical in config.verticals:
+            self.held.labels(vertical)
+            for outcome in HoldState:
+                self.holds.labels(vertical, outcome.value)
 
 
 class LedgerCollectors:

@@ -16,12 +16,13 @@ set from outside the auctions update their series at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from exchange.core.config import Config
+from exchange.core.holds import HoldState
 from exchange.core.money import cents_to_dollars
 from exchange.core.outcomes import CALLED_OUTCOMES, Overload, Phase, PingStatus, PostOutcome
 from exchange.ledger.retention import Upkeep
@@ -139,6 +140,10 @@ class Metrics:
         if missed_deadline:
             pending.inc(misses)
 
+    def record_lead_score(self, vertical: str, score: int) -> None:
+        """A ping of a vertical that scores its leads was scored (0-100)."""
+        self._pending.observe(self._series(self.auction.lead_score, vertical), score)
+
     def record_overload(self, reason: Overload) -> None:
         """A ping or direct post answered 503 for overload."""
         self._pending.inc(self._series(self.auction.overload_refusals, reason.value))
@@ -195,8 +200,45 @@ class Metrics:
     def record_unsold(self, vertical: str) -> None:
         self.sales.unsold.labels(vertical).inc()
 
+    def record_suppressed(self, vertical: str, list_name: str) -> None:
+        """A posted lead refused for being on ``list_name`` (a name from the config)."""
+        self.sales.suppressed.labels(vertical, list_name).inc()
+
     def record_return(self, buyer: str) -> None:
         self.sales.returns.labels(buyer).inc()
+
+    def record_pool_entry(self, vertical: str) -> None:
+        """An unsold lead entered its vertical's pool."""
+        self.sales.pool_entries.labels(vertical).inc()
+
+    def record_pool_claim(
+        self, seller: str, buyer: str, vertical: str, price_cents: int, payout_cents: int
+    ) -> None:
+        """A pooled lead claimed: a sale like any other (no post attempts behind it)."""
+        sales = self.sales
+        sales.pool_claims.labels(vertical, buyer).inc()
+        sales.sold.labels(vertical).inc()
+        sales.revenue.labels(buyer).inc(float(cents_to_dollars(price_cents)))
+        sales.payout.labels(seller).inc(float(cents_to_dollars(payout_cents)))
+        sales.seller_sales.labels(seller).inc()
+
+    def record_pool_expired(self, vertical: str, offers: int) -> None:
+        self.sales.pool_expired.labels(vertical).inc(offers)
+
+    def record_hold(self, vertical: str, outcome: HoldState) -> None:
+        """A lead held for buyers off schedule (``held``), or its hold's end."""
+        self.sales.holds.labels(vertical, outcome.value).inc()
+
+    def record_held_leads(self, verticals: Iterable[str], held: Mapping[str, int]) -> None:
+        """Leads held now in each of ``verticals`` (the configured ones), as the ledger
+        has them by vertical (a vertical absent: none)."""
+        for vertical in verticals:
+            self.sales.held.labels(vertical).set(held.get(vertical, 0))
+
+    def record_pool_size(self, vertical: str, offers: int, oldest_age_s: float) -> None:
+        """The vertical's open offers and the oldest one's age, as the ledger has them."""
+        self.sales.pool_offers.labels(vertical).set(offers)
+        self.sales.pool_oldest_age.labels(vertical).set(oldest_age_s)
 
     def record_rejected(self, table: str, rows: int) -> None:
         """The ledger refused ``rows`` rows of ``table`` (now dead letters)."""

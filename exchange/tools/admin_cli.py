@@ -2,8 +2,9 @@
 
     lead-exchange admin list buyers|sellers
     lead-exchange admin show ID
-    lead-exchange admin pause ID          (a buyer: enabled=false)
+    lead-exchange admin pause ID          (a buyer or seller: enabled=false)
     lead-exchange admin resume ID
+    lead-exchange admin add buyer|seller FILE   (one entry, YAML or JSON)
     lead-exchange admin set ID KEY=VALUE [KEY=VALUE ...]
     lead-exchange admin changes [--id ID] [--limit N]
     lead-exchange admin export [--config FILE] [-o FILE]
@@ -178,10 +179,11 @@ def buyers_table(buyers: Sequence[Mapping[str, Any]]) -> str:
 
 def sellers_table(sellers: Sequence[Mapping[str, Any]]) -> str:
     return table(
-        ["ID", "PAYOUT_SHARE", "FLOOR", "VERTICALS", "RATE_LIMIT_PER_S"],
+        ["ID", "STATUS", "PAYOUT_SHARE", "FLOOR", "VERTICALS", "RATE_LIMIT_PER_S"],
         [
             (
                 s["id"],
+                "active" if s.get("enabled", True) else "paused",
                 s.get("payout_share"),
                 s.get("floor", 0),
                 "all" if s.get("verticals") is None else ",".join(s["verticals"]) or "none",
@@ -256,6 +258,31 @@ def export_text(settings: Mapping[str, Any], base: str | None) -> tuple[str, lis
     return header + yaml.safe_dump(document, sort_keys=False), seller_vars + buyer_vars
 
 
+# -- add ------------------------------------------------------------------------------
+
+
+def read_entry(path: Path, kind: str) -> dict[str, Any]:
+    """One buyer or seller from a YAML or JSON file (JSON is YAML), as the API takes it;
+    a file holding a ``buyers:``/``sellers:`` list of exactly one entry is taken too."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise AdminError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise AdminError(f"{path}: not valid YAML or JSON: {exc}") from None
+    if isinstance(loaded, dict) and set(loaded) == {f"{kind}s"}:
+        listed = loaded[f"{kind}s"]
+        if not isinstance(listed, list) or len(listed) != 1:
+            raise AdminError(f"{path}: {kind}s: give exactly one {kind} to add")
+        loaded = listed[0]
+    if not isinstance(loaded, dict):
+        raise AdminError(f"{path}: expected one {kind} (a mapping with its id and settings)")
+    if not isinstance(loaded.get("id"), str):
+        raise AdminError(f"{path}: the {kind} needs an id")
+    entry: dict[str, Any] = _json_value(loaded)
+    return entry
+
+
 # -- commands ---------------------------------------------------------------------------
 
 
@@ -301,8 +328,6 @@ def run(args: argparse.Namespace, client: Client, out: Any) -> int:
         section = _section_of(client, args)
         if command == "set":
             patch = parse_assignments(args.assignments)
-        elif section != "buyers":
-            raise AdminError("only buyers are paused; stop a seller with set ID 'verticals=[]'")
         else:
             patch = {"enabled": command == "resume"}
         answer = client.call("PATCH", f"/v1/{section}/{args.id}", patch, reason=args.reason)
@@ -310,6 +335,14 @@ def run(args: argparse.Namespace, client: Client, out: Any) -> int:
             return _print_json(answer, out)
         print(f"{section[:-1]} {args.id}: {command} done, settings version {answer['version']}",
               file=out)  # fmt: skip
+        return 0
+    if command == "add":
+        section = f"{args.kind}s"
+        entry = read_entry(Path(args.file), args.kind)
+        answer = client.call("POST", f"/v1/{section}", entry, reason=args.reason)
+        if args.json:
+            return _print_json(answer, out)
+        print(f"{args.kind} {entry['id']}: added, settings version {answer['version']}", file=out)
         return 0
     if command == "changes":
         query = f"?limit={args.limit}" + (f"&id={args.id}" if args.id else "")
@@ -344,8 +377,9 @@ def add_parser(sub: Any) -> None:
     commands = admin.add_subparsers(dest="admin_command", required=True)
     listing = commands.add_parser("list", help="every buyer or seller")
     listing.add_argument("section", choices=["buyers", "sellers"])
-    for name, text in (("show", "one buyer or seller"), ("pause", "stop sending a buyer leads"),
-                       ("resume", "send a paused buyer leads again"),
+    for name, text in (("show", "one buyer or seller"),
+                       ("pause", "stop a buyer's leads, or refuse a seller's traffic"),
+                       ("resume", "end a buyer's or seller's pause"),
                        ("set", "change settings: KEY=VALUE ...")):  # fmt: skip
         command = commands.add_parser(name, help=text)
         command.add_argument("id", metavar="ID")
@@ -356,6 +390,10 @@ def add_parser(sub: Any) -> None:
             command.add_argument("--reason", default=None, help="recorded with the change")
         if name == "set":
             command.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    add = commands.add_parser("add", help="a new buyer or seller from a YAML or JSON file")
+    add.add_argument("kind", choices=["buyer", "seller"])
+    add.add_argument("file", metavar="FILE", help="one entry, as in the config's list")
+    add.add_argument("--reason", default=None, help="recorded with the change")
     changes = commands.add_parser("changes", help="the history of changes, newest first")
     changes.add_argument("--id", default=None, help="one buyer's or seller's only")
     changes.add_argument("--limit", type=int, default=20)

@@ -37,6 +37,8 @@ BY_TYPE: Mapping[str, Any] = {
     "zip": "90210",
     "state": "CA",
     "date": "1990-01-15",
+    "trustedform_url": "https://cert.trustedform.com/" + "0123456789abcdef0123" * 2,
+    "leadid_token": "7F3B2C1D-4E5A-4B6C-8D7E-9F0A1B2C3D4E",
     "boolean": True,
 }
 

@@ -24,6 +24,7 @@ SELLERS = [
     {"id": "acme-media", "api_key": SELLER_KEY, "payout_share": 0.85},
     {"id": "other-seller", "api_key": OTHER_SELLER_KEY, "payout_share": 0.8},
 ]
+FIRST_KEY = "first-buyer-api-key-0123456789"
 
 
 @asynccontextmanager
@@ -168,3 +169,48 @@ async def test_a_seller_key_reads_its_own_report_row_only(database_url: str) -> 
         assert sorted(row["seller"] for row in body["sellers"]) == ["acme-media", "other-seller"]
         status, _, _ = await ex.call("GET", "/v1/reports/sellers", key="not-a-key-0123456789")
         assert status == 401
+
+
+async def test_the_record_shows_every_sale_of_a_shared_lead_and_its_returns(
+    database_url: str,
+) -> None:
+    specs = [
+        SimulatedBuyerSpec("first", secret=b"s-first", bid_cents=(3000, 3000)),
+        SimulatedBuyerSpec("second", secret=b"s-second", bid_cents=(2000, 2000)),
+    ]
+    async with BuyerSimulator(specs) as sim:
+        config = make_config(
+            [
+                realtime_buyer(sim, "first", api_key=FIRST_KEY, return_window_days=7),
+                realtime_buyer(sim, "second"),
+            ],
+            sellers=[{**SELLERS[0], "max_sales": 2}, SELLERS[1]],
+        )
+        async with running_exchange(config, database_url) as ex:
+            shared = await ping(ex, "CA")
+            assert (await ex.post(shared))["status"] == "sold"
+            story = await ex.story(shared)
+            assert [
+                (s["sale_seq"], s["buyer"], s["price"], s["payout"]) for s in story["sales"]
+            ] == [
+                (1, "first", 30.0, 25.5),
+                (2, "second", 20.0, 17.0),
+            ]
+            assert all(s["at"] and s["returned_at"] is None for s in story["sales"])
+            assert story["sale"] == story["sales"][0]
+            assert story["returns"] == []
+
+            status, _, _ = await ex.call(
+                "POST", "/v1/returns", {"ping_id": shared, "reason": "wrong number"}, key=FIRST_KEY
+            )
+            assert status == 201
+            story = await ex.story(shared)
+            [returned] = story["returns"]
+            assert (returned["buyer"], returned["reason"]) == ("first", "wrong number")
+            assert (returned["credit"], returned["payout_reversed"]) == (30.0, 25.5)
+            assert story["sales"][0]["returned_at"] == returned["at"]
+            assert story["sales"][1]["returned_at"] is None
+
+            not_posted = await ping(ex, "TX")
+            story = await ex.story(not_posted)
+            assert (story["sale"], story["sales"], story["returns"]) == (None, [], [])

@@ -5,7 +5,10 @@ is, recorded with who and when, and never show a secret back."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,6 +17,7 @@ from exchange.core.config import hash_key
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.support.harness import (
     ADMIN_TOKEN,
+    FULL_LEAD,
     PING_LEAD,
     SELLER_KEY,
     Exchange,
@@ -312,3 +316,99 @@ async def test_the_yamls_secrets_never_reach_the_settings_table(database_url: st
     stored = "\n".join(r["d"] for r in rows)
     for secret in ("steady-secret", "high-secret", SELLER_KEY, hash_key(SELLER_KEY)):
         assert secret not in stored
+
+
+async def test_a_paused_seller_is_refused_on_every_process_until_resumed(
+    database_url: str,
+) -> None:
+    async with (
+        BuyerSimulator(_specs()) as sim,
+        running_exchange(_config(sim), database_url) as a,
+        running_exchange(_config(sim), database_url) as b,
+    ):
+        pinged = await b.ping()
+        status, changed = await _admin(a, "PATCH", "/v1/sellers/acme-media", {"enabled": False})
+        assert status == 200, changed
+        assert changed["seller"]["enabled"] is False
+        assert await _within(1.0, lambda: b.ctx.settings_version == changed["version"])
+        calls = (
+            ("/v1/ping", {"vertical": "auto_insurance", "lead": PING_LEAD}),
+            ("/v1/post", {"ping_id": pinged["ping_id"], "lead": FULL_LEAD}),
+            ("/v1/leads", {"vertical": "auto_insurance", "lead": FULL_LEAD}),
+        )
+        for path, body in calls:
+            status, refused, _ = await b.call("POST", path, body)
+            assert status == 403, (path, refused)
+            assert refused["error"]["code"] == "forbidden"
+            assert "acme-media is paused" in refused["error"]["message"]
+        # Its own reads still work while paused.
+        status, _, _ = await b.call("GET", "/v1/reports/sellers")
+        assert status == 200
+        status, changed = await _admin(a, "PATCH", "/v1/sellers/acme-media", {"enabled": True})
+        assert status == 200
+        assert await _within(1.0, lambda: b.ctx.settings_version == changed["version"])
+        assert (await b.post(pinged["ping_id"]))["status"] == "sold"
+
+
+async def _cli(ex: Exchange, *argv: str) -> tuple[int, str, str]:
+    env = {**os.environ, "LEAD_EXCHANGE_ADMIN_TOKEN": OPERATOR_TOKEN}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exchange", "admin", "--url", ex.url, *argv,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_cli_adds_a_buyer_and_a_seller_from_files_and_pauses_a_seller(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with BuyerSimulator(_specs()) as sim, running_exchange(_config(sim), database_url) as ex:
+        buyer = tmp_path / "buyer.yaml"
+        buyer.write_text(
+            "id: newcomer\nverticals: [auto_insurance]\nprice: 4.00\n"
+            f"post_url: {sim.post_url('steady')}\nsecret: steady-secret\n"
+            "sub_ids_deny: [bad-src]\n"
+        )
+        code, out, err = await _cli(ex, "add", "buyer", str(buyer), "--reason", "ticket 7")
+        assert code == 0, err
+        assert "buyer newcomer: added" in out
+        assert "newcomer" in ex.ctx.buyers
+        seller = tmp_path / "seller.json"
+        seller.write_text(orjson.dumps({"id": "fresh", "api_key": NEW_SELLER_KEY,
+                                        "payout_share": 0.5}).decode())  # fmt: skip
+        code, out, err = await _cli(ex, "add", "seller", str(seller))
+        assert code == 0, err
+        status, body, _ = await ex.call(
+            "POST", "/v1/ping", {"vertical": "auto_insurance", "lead": PING_LEAD},
+            key=NEW_SELLER_KEY,
+        )  # fmt: skip
+        assert status == 200, body
+
+        # A refused entry: every problem with its key path, nothing added.
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("buyers:\n  - id: broken\n    verticals: [home]\n    price: -1\n")
+        code, out, err = await _cli(ex, "add", "buyer", str(bad))
+        assert code == 1
+        assert "422" in err and "buyers[3].price" in err and "negative" in err
+        code, _, err = await _cli(ex, "add", "buyer", str(tmp_path / "missing.yaml"))
+        assert code == 1 and "cannot read it" in err
+
+        code, out, err = await _cli(ex, "pause", "fresh", "--reason", "fraud check")
+        assert code == 0, err
+        status, refused, _ = await ex.call(
+            "POST", "/v1/ping", {"vertical": "auto_insurance", "lead": PING_LEAD},
+            key=NEW_SELLER_KEY,
+        )  # fmt: skip
+        assert status == 403, refused
+        code, out, _ = await _cli(ex, "list", "sellers")
+        assert code == 0
+        assert next(r for r in out.splitlines() if r.startswith("fresh")).split()[1] == "paused"
+        code, out, err = await _cli(ex, "resume", "fresh")
+        assert code == 0, err
+        status, _, _ = await ex.call(
+            "POST", "/v1/ping", {"vertical": "auto_insurance", "lead": PING_LEAD},
+            key=NEW_SELLER_KEY,
+        )  # fmt: skip
+        assert status == 200

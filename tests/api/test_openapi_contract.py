@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,10 @@ from exchange.api import errors as middleware
 from exchange.api import openapi
 from exchange.app import AppOptions, create_app
 from exchange.core import errors
-from exchange.core.outcomes import BidOutcome, PingStatus, PostOutcome, PostStatus
+from exchange.core.outcomes import BidOutcome, PingStatus, PostOutcome, PostStatus, UnsoldReason
+from exchange.core.suppression import MAX_ENTRIES
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
+from tests.pool.pooling import PII_KEY, POOL, with_pool
 from tests.support.faults import (
     Contract,
     ControlledPostgres,
@@ -45,6 +47,9 @@ from tests.support.harness import (
 
 LIMITED_KEY = "limited-test-key-0123456789"
 RETURN_KEY = "ca-only-return-key-0123456789"
+BUYER_KEY = "ca-only-api-key-0123456789"
+PAUSED_KEY = "paused-seller-key-0123456789"
+SUPPRESSION_KEY = "suppression-test-key-0123456789"
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -104,6 +109,7 @@ def test_word_lists_are_the_codes() -> None:
     assert set(story["post_attempts"]["items"]["properties"]["outcome"]["enum"]) == set(PostOutcome)
     assert set(schemas["PingAnswer"]["properties"]["status"]["enum"]) == set(PingStatus)
     assert set(schemas["PostAnswer"]["properties"]["status"]["enum"]) == set(PostStatus)
+    assert set(schemas["PostAnswer"]["properties"]["reason"]["enum"]) == set(UnsoldReason)
     codes = {cls.code for cls in _client_errors()}
     codes |= {code for code, _ in middleware._HTTP_CODES.values()}
     assert set(schemas["Error"]["properties"]["error"]["properties"]["code"]["enum"]) == codes
@@ -127,6 +133,7 @@ class Recorder:
         self.problems: list[str] = []
         self.sold_ping_id = ""
         self.direct_ping_id = ""
+        self.pooled_ping_id = ""
 
     async def send(
         self,
@@ -170,16 +177,21 @@ async def test_real_answers_fit_the_document(pg: ControlledPostgres) -> None:
     async with BuyerSimulator(specs) as sim:
         config = make_config(
             [realtime_buyer(sim, "ca-only", filters={"state": {"in": ["CA"]}},
-                            return_api_key=RETURN_KEY, return_window_days=7)],
-            exchange={"tmax_ms": 200, "max_body_bytes": 4096},
+                            return_api_key=RETURN_KEY, return_window_days=7,
+                            api_key=BUYER_KEY), _delayed_buyer(sim)],
+            exchange={"tmax_ms": 200, "max_body_bytes": 4096,
+                      "suppression_hash_key": SUPPRESSION_KEY, "pii_key": PII_KEY},
             sellers=[
                 {"id": "acme-media", "api_key": SELLER_KEY, "payout_share": 0.85, "floor": 2.0},
                 {"id": "other-seller", "api_key": OTHER_SELLER_KEY, "payout_share": 0.8,
                  "verticals": []},
                 {"id": "limited", "api_key": LIMITED_KEY, "payout_share": 0.8,
                  "rate_limit_per_s": 1},
+                {"id": "paused", "api_key": PAUSED_KEY, "payout_share": 0.8, "enabled": False},
             ],
         )  # fmt: skip
+        # The lead pool on (SPEC section 10), its start price above any bid.
+        config = with_pool(config, {**POOL, "start_price": 50.0}, sellers=["acme-media"])
         async with serve(config, database_url) as ex:
             r = Recorder(ex)
             await _healthy_answers(r)
@@ -187,7 +199,10 @@ async def test_real_answers_fit_the_document(pg: ControlledPostgres) -> None:
             await _operator_answers(r)
             await _settings_answers(r)
             await _return_answers(r, ex)
+            await _pool_answers(r)
+            await _hold_answers(r)
             await _rate_limited_answers(r)
+            await _suppression_answers(r, database_url)
             await _answers_with_the_database_away(r, pg)
             pg.ensure_running()
     assert r.problems == []
@@ -219,6 +234,9 @@ async def _seller_answers(r: Recorder, ex: Exchange, database_url: str) -> None:
         assert (await r.send("POST", op, body={"lead": 7}))[0] == 422
     for op in ("/v1/ping", "/v1/leads"):
         assert (await r.send("POST", op, body=ping, key=OTHER_SELLER_KEY))[0] == 403
+    assert (await r.send("POST", "/v1/post", body=post, key=PAUSED_KEY))[0] == 403
+    status, tagged, _ = await r.send("POST", "/v1/ping", body={**ping, "sub_id": "src-1"})
+    assert (status, tagged["status"]) == (200, "bid")
 
     unknown = {"ping_id": str(uuid.uuid4()), "lead": FULL_LEAD}
     assert (await r.send("POST", "/v1/post", body=unknown))[0] == 404
@@ -278,7 +296,8 @@ async def _operator_answers(r: Recorder) -> None:
     assert status == 200 and body["sale"] is not None
     unknown = f"/v1/auctions/{uuid.uuid4()}"
     assert (await r.send("GET", "/v1/auctions/{ping_id}", unknown, key=ADMIN_TOKEN))[0] == 404
-    assert (await r.send("GET", "/v1/auctions/{ping_id}", story, key=SELLER_KEY))[0] == 401
+    assert (await r.send("GET", "/v1/auctions/{ping_id}", story, key=SELLER_KEY))[0] == 403
+    assert (await r.send("GET", "/v1/auctions/{ping_id}", story, key=None))[0] == 401
     search = "/v1/auctions"
     status, page, _ = await r.send("GET", search, key=ADMIN_TOKEN)
     assert status == 200 and page["auctions"]
@@ -291,6 +310,13 @@ async def _operator_answers(r: Recorder) -> None:
         assert status == 200 and any(body.values())
         assert (await r.send("GET", report, report + "?from=yesterday", key=ADMIN_TOKEN))[0] == 422
         assert (await r.send("GET", report, key=None))[0] == 401
+    buyers, sellers = "/v1/reports/buyers", "/v1/reports/sellers"
+    status, own, _ = await r.send("GET", buyers, key=BUYER_KEY)
+    assert status == 200 and [row["buyer"] for row in own["buyers"]] == ["ca-only"]
+    assert (await r.send("GET", buyers, key=SELLER_KEY))[0] == 403
+    status, split, _ = await r.send("GET", sellers, sellers + "?by=sub_id", key=ADMIN_TOKEN)
+    assert status == 200 and split["sellers"]
+    assert (await r.send("GET", sellers, sellers + "?by=colour", key=ADMIN_TOKEN))[0] == 422
 
 
 async def _settings_answers(r: Recorder) -> None:
@@ -348,6 +374,57 @@ async def _return_answers(r: Recorder, ex: Exchange) -> None:
         ex.ctx.clock.reset()
 
 
+async def _pool_answers(r: Recorder) -> None:
+    """The lead pool: a lead unsold for its seller's minimum, and one no buyer bid on."""
+    wanted = {"vertical": "auto_insurance", "lead": FULL_LEAD, "min_price": 18.0}
+    status, pricey, _ = await r.send("POST", "/v1/leads", body=wanted)
+    assert (status, pricey["status"], pricey["reason"]) == (200, "unsold", "below_min_price")
+    texan = {"vertical": "auto_insurance", "lead": {**FULL_LEAD, "state": "TX"}}
+    status, unbid, _ = await r.send("POST", "/v1/leads", body=texan)
+    assert (status, unbid["status"]) == (200, "unsold")
+    listing = "/v1/pool"
+    status, offers, _ = await r.send("GET", listing, listing + "?vertical=auto_insurance",
+                                     key=BUYER_KEY)  # fmt: skip
+    assert status == 200 and [o["lead_id"] for o in offers["offers"]] == [pricey["ping_id"]]
+    assert (await r.send("GET", listing, listing + "?limit=0", key=BUYER_KEY))[0] == 422
+    assert (await r.send("GET", listing, key=SELLER_KEY))[0] == 401
+    claim = "/v1/pool/{lead_id}/claim"
+    mine = f"/v1/pool/{pricey['ping_id']}/claim"
+    assert (await r.send("POST", claim, mine, key=SELLER_KEY))[0] == 401
+    filtered = f"/v1/pool/{unbid['ping_id']}/claim"
+    assert (await r.send("POST", claim, filtered, key=BUYER_KEY))[0] == 403
+    unknown = f"/v1/pool/{uuid.uuid4()}/claim"
+    assert (await r.send("POST", claim, unknown, key=BUYER_KEY))[0] == 404
+    status, won, _ = await r.send("POST", claim, mine, key=BUYER_KEY)
+    assert status == 200 and won["lead"]["phone"] == "+14155552671"
+    assert (await r.send("POST", claim, mine, key=BUYER_KEY))[0] == 409
+    story = f"/v1/auctions/{pricey['ping_id']}"
+    status, record, _ = await r.send("GET", "/v1/auctions/{ping_id}", story, key=ADMIN_TOKEN)
+    assert status == 200 and record["pool"]["claimed_by"] == "ca-only"
+    r.pooled_ping_id = unbid["ping_id"]
+
+
+def _delayed_buyer(sim: BuyerSimulator) -> dict[str, Any]:
+    """A fixed-price buyer of Nevada leads, off schedule now, that takes held leads."""
+    opens = datetime.now(UTC) + timedelta(hours=2)
+    return {"id": "nv-nights", "verticals": ["auto_insurance"], "price": 9.0,
+            "post_url": sim.post_url("ca-only"), "filters": {"state": {"in": ["NV"]}},
+            "schedule": {"timezone": "UTC", "start": f"{opens:%H}:00",
+                         "end": f"{opens + timedelta(hours=2):%H}:00"},
+            "delayed": {"hold_hours": 12}}  # fmt: skip
+
+
+async def _hold_answers(r: Recorder) -> None:
+    """Delayed delivery: a lead only the off-schedule buyer takes is queued and held."""
+    nevadan = {"vertical": "auto_insurance", "lead": {**FULL_LEAD, "state": "NV"}}
+    status, queued, _ = await r.send("POST", "/v1/leads", body=nevadan)
+    assert (status, queued["status"], queued["price"]) == (200, "queued", None)
+    story = f"/v1/auctions/{queued['ping_id']}"
+    status, record, _ = await r.send("GET", "/v1/auctions/{ping_id}", story, key=ADMIN_TOKEN)
+    assert status == 200 and record["post"]["status"] == "queued"
+    assert record["hold"]["state"] == "held" and record["hold"]["tried"] == []
+
+
 async def _rate_limited_answers(r: Recorder) -> None:
     ping = {"vertical": "auto_insurance", "lead": PING_LEAD}
     bodies = {"/v1/ping": ping, "/v1/post": {"ping_id": str(uuid.uuid4()), "lead": FULL_LEAD},
@@ -355,6 +432,33 @@ async def _rate_limited_answers(r: Recorder) -> None:
     for op, body in bodies.items():
         statuses = [(await r.send("POST", op, body=body, key=LIMITED_KEY))[0] for _ in range(3)]
         assert 429 in statuses, (op, statuses)
+
+
+async def _suppression_answers(r: Recorder, database_url: str) -> None:
+    load, one, lists = "/v1/suppression/{list}", "/v1/suppression/dnc", "/v1/suppression"
+    status, body, _ = await r.send("POST", load, one, body=["(415) 555-2671"], key=ADMIN_TOKEN)
+    assert (status, body["added"]) == (200, 1)
+    assert (await r.send("POST", load, one, raw=b"[1", key=ADMIN_TOKEN))[0] == 400
+    assert (await r.send("POST", load, one, body=["x@y.com"], key=SELLER_KEY))[0] == 401
+    too_many = ["1"] * (MAX_ENTRIES + 1)
+    assert (await r.send("POST", load, one, body=too_many, key=ADMIN_TOKEN))[0] == 413
+    assert (await r.send("POST", load, one + "?mode=all", body=[], key=ADMIN_TOKEN))[0] == 422
+    # A list hashed under another key than the configured one: an append is refused.
+    stale = "/v1/suppression/stale"
+    assert (await r.send("POST", load, stale, body=["a@b.co"], key=ADMIN_TOKEN))[0] == 200
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("UPDATE suppression_lists SET key_id = '\\x00' WHERE name = 'stale'")
+    finally:
+        await conn.close()
+    assert (await r.send("POST", load, stale, body=["c@d.co"], key=ADMIN_TOKEN))[0] == 409
+    status, listing, _ = await r.send("GET", lists, key=ADMIN_TOKEN)
+    assert status == 200 and [x["name"] for x in listing["lists"]] == ["dnc", "stale"]
+    assert (await r.send("GET", lists, key=None))[0] == 401
+    assert (await r.send("DELETE", load, stale, key=ADMIN_TOKEN))[0] == 200
+    assert (await r.send("DELETE", load, stale, key=ADMIN_TOKEN))[0] == 404
+    assert (await r.send("DELETE", load, "/v1/suppression/Stale!", key=ADMIN_TOKEN))[0] == 422
+    assert (await r.send("DELETE", load, one, key=None))[0] == 401
 
 
 async def _answers_with_the_database_away(r: Recorder, pg: ControlledPostgres) -> None:
@@ -376,6 +480,13 @@ async def _answers_with_the_database_away(r: Recorder, pg: ControlledPostgres) -
     assert (await r.send("POST", "/v1/returns", body=returned, key=RETURN_KEY))[0] == 503
     for report in ("/v1/reports/buyers", "/v1/reports/sellers", "/v1/auctions"):
         assert (await r.send("GET", report, key=ADMIN_TOKEN))[0] == 503
+    assert (await r.send("GET", "/v1/pool", key=BUYER_KEY))[0] == 503
+    claim = f"/v1/pool/{r.pooled_ping_id}/claim"
+    assert (await r.send("POST", "/v1/pool/{lead_id}/claim", claim, key=BUYER_KEY))[0] == 503
+    load, one = "/v1/suppression/{list}", "/v1/suppression/dnc"
+    assert (await r.send("POST", load, one, body=["a@b.co"], key=ADMIN_TOKEN))[0] == 503
+    assert (await r.send("DELETE", load, one, key=ADMIN_TOKEN))[0] == 503
+    assert (await r.send("GET", "/v1/suppression", key=ADMIN_TOKEN))[0] == 503
 
 
 def test_the_checker_refuses_answers_that_drift() -> None:

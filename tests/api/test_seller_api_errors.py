@@ -233,8 +233,11 @@ async def test_unknown_route_and_method_are_json_errors(ex: Exchange) -> None:
 
 async def test_operator_api_needs_the_admin_token(ex: Exchange) -> None:
     answer = await ex.ping()
-    status, body, _ = await ex.call("GET", f"/v1/auctions/{answer['ping_id']}")
+    status, body, _ = await ex.call("GET", f"/v1/auctions/{answer['ping_id']}", key=None)
     assert_error(status, body, 401, "unauthorized")
+    # A seller's own key is known but not the operator's: the record is refused.
+    status, body, _ = await ex.call("GET", f"/v1/auctions/{answer['ping_id']}")
+    assert_error(status, body, 403, "forbidden")
 
 
 async def test_ping_after_the_ledger_connections_were_dropped_still_answers(

@@ -103,3 +103,38 @@ async def test_an_operator_resumes_an_auto_paused_buyer_and_it_is_judged_afresh(
                 "auto_pause",
                 "bootstrap",
             ][:2]
+
+
+async def test_one_process_of_several_probes_a_paused_buyer_per_cool_down(
+    database_url: str,
+) -> None:
+    failing = SimulatedBuyerSpec("flaky", secret=b"flaky-secret", error_rate=1.0)
+    async with BuyerSimulator([failing]) as sim:
+        text = config_text([realtime_buyer(sim, "flaky")], exchange={"auto_pause": RULES})
+        async with (
+            running_exchange(text, database_url) as a,
+            running_exchange(text, database_url) as b,
+        ):
+            for _ in range(8):
+                await a.ping()
+            paused = lambda: "flaky" not in a.ctx.buyers and "flaky" not in b.ctx.buyers  # noqa: E731
+            assert await _eventually(5.0, paused)
+            before = sim.counters("flaky").pings
+
+            def probes() -> int:
+                return sim.counters("flaky").pings - before
+
+            # Both processes see the cool-down end; one sends the probe.
+            assert await _eventually(RULES["cool_down_s"] + 3.0, lambda: probes() >= 1)
+            await asyncio.sleep(1.0)
+            assert probes() == 1
+            # The probe failed: the next is due a cool-down after it, again from one.
+            assert await _eventually(RULES["cool_down_s"] + 3.0, lambda: probes() >= 2)
+            await asyncio.sleep(1.0)
+            assert probes() == 2
+            assert paused()
+            owners = {a.ctx.store.owner, b.ctx.store.owner}
+            row = await a.ctx.store.pool.fetchrow(
+                "SELECT probed_by FROM buyer_probes WHERE buyer_id = 'flaky'"
+            )
+            assert row is not None and row["probed_by"] in owners

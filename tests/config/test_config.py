@@ -25,6 +25,7 @@ def test_example_config_is_valid_and_uses_every_control() -> None:
     buyers = {b.id: b for b in config.buyers}
     assert any(b.caps.hourly and b.caps.daily_budget for b in buyers.values())
     assert any(b.schedule and b.schedule.holidays for b in buyers.values())
+    assert any(b.delayed and b.schedule for b in buyers.values())
     assert any(b.dedupe_days for b in buyers.values())
     assert any(b.sellers_deny for b in buyers.values())
     assert any(b.sellers_allow for b in buyers.values())
@@ -32,6 +33,13 @@ def test_example_config_is_valid_and_uses_every_control() -> None:
     assert {b.tier for b in buyers.values()} >= {1, 2}
     vertical = config.verticals["auto_insurance"]
     assert vertical.tiers and vertical.dedupe_days and vertical.floor
+    assert vertical.score and vertical.floor_by_score and loaded.scorers["auto_insurance"]
+    assert any("score" in f for b in buyers.values() for f in b.vertical_filters.values())
+    assert vertical.delivery == "shotgun" and vertical.reject_reasons_allowed
+    assert vertical.suppress and config.exchange.suppression_hash_key
+    assert vertical.pool and vertical.pool.enabled and config.exchange.pii_key
+    assert any(s.pool for s in config.sellers) and any(b.api_key for b in buyers.values())
+    assert {f.type for f in vertical.fields.values()} >= {"trustedform_url", "leadid_token"}
     assert any(s.max_sales == 2 for s in config.sellers)
     ops = {op for b in buyers.values() for f in b.filters.values() for op in f.model_fields_set}
     assert ops >= {"in_", "not_in", "gte", "lte", "prefix", "exists"}

@@ -11,7 +11,7 @@ from exchange.core.outcomes import PostStatus, UnsoldReason
 def test_unsold_reasons_keep_the_words_sellers_are_given() -> None:
     assert [r.value for r in UnsoldReason] == [
         "no_bids", "below_min_price", "all_buyers_declined", "post_deadline",
-        "post_interrupted", "duplicate",
+        "post_interrupted", "duplicate", "suppressed", "hold_expired",
     ]  # fmt: skip
 
 

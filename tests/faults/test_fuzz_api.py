@@ -52,8 +52,9 @@ async def ex(database_url: str) -> AsyncIterator[Exchange]:
     async with BuyerSimulator(specs, record=False) as sim:
         config = make_config(
             [realtime_buyer(sim, "b", return_api_key=RETURN_KEY, return_window_days=30)],
-            exchange={"tmax_ms": 200, "max_body_bytes": 16384},
-        )
+            exchange={"tmax_ms": 200, "max_body_bytes": 16384,
+                      "suppression_hash_key": "fuzz-suppression-key-0123456789"},
+        )  # fmt: skip
         async with serve_exchange(config, database_url) as exchange:
             yield exchange
 

@@ -11,16 +11,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from exchange.ledger.pool import migrate
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.support.harness import make_config, realtime_buyer, running_exchange
 
@@ -36,6 +40,10 @@ OBSERVABILITY_DOC = REPO / "docs" / "observability.md"
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 # Grafana's own variables, substituted by Grafana before a query reaches Prometheus.
 GRAFANA_VARIABLES = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s"}
+# The ledger's datasource (provisioning/datasources/ledger.yml) and the Grafana SQL macros
+# its panels use, with what Grafana puts in their place.
+LEDGER_TYPE = "grafana-postgresql-datasource"
+SQL_MACROS = {"__timeFrom", "__timeTo"}
 # SPEC section 7: "A Grafana dashboard ... shows each".
 SPEC_METRICS = (
     "exchange_pings_total",
@@ -83,14 +91,37 @@ def iter_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def panel_queries() -> list[PanelQuery]:
+    """Every PromQL query of every panel (SQL queries to the ledger excepted)."""
     queries = []
     for path in dashboard_files():
         for panel in iter_panels(load_dashboard(path)):
             for target in panel.get("targets", []):
+                if "rawSql" in target:
+                    continue
                 queries.append(
                     PanelQuery(path.name, panel["title"], target.get("refId", ""), target["expr"])
                 )
     return queries
+
+
+def ledger_queries() -> list[PanelQuery]:
+    """Every SQL query of a panel reading the ledger's PostgreSQL."""
+    return [
+        PanelQuery(path.name, panel["title"], target.get("refId", ""), target["rawSql"])
+        for path in dashboard_files()
+        for panel in iter_panels(load_dashboard(path))
+        for target in panel.get("targets", [])
+        if "rawSql" in target
+    ]
+
+
+def provisioned(kind: str) -> list[dict[str, Any]]:
+    return [
+        source
+        for path in sorted(DATASOURCES.glob("*.yml"))
+        for source in yaml.safe_load(path.read_text())["datasources"]
+        if source["type"] == kind
+    ]
 
 
 def label_variables(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -242,24 +273,24 @@ def test_dashboards_are_valid_json_with_unique_uids_and_panel_ids() -> None:
         assert all(isinstance(i, int) and i > 0 for i in ids), f"{path.name}: panel ids"
 
 
-def test_every_panel_reads_the_provisioned_prometheus() -> None:
-    provisioned = [
-        source
-        for path in sorted(DATASOURCES.glob("*.yml"))
-        for source in yaml.safe_load(path.read_text())["datasources"]
-        if source["type"] == "prometheus"
-    ]
-    assert len(provisioned) == 1
-    expected = {"type": "prometheus", "uid": provisioned[0]["uid"]}
+def test_every_panel_reads_a_provisioned_datasource_prometheus_or_the_ledger() -> None:
+    (prometheus,) = provisioned("prometheus")
+    (ledger,) = provisioned(LEDGER_TYPE)
+    metrics = {"type": "prometheus", "uid": prometheus["uid"]}
+    sql = {"type": LEDGER_TYPE, "uid": ledger["uid"]}
+    assert ledger["user"] == "ledger_reader"  # the role that can only call report functions
     for path in dashboard_files():
         dashboard = load_dashboard(path)
         for panel in iter_panels(dashboard):
+            expected = sql if panel.get("datasource") == sql else metrics
             assert panel.get("datasource") == expected, f"{path.name} / {panel['title']}"
             for target in panel["targets"]:
                 assert target.get("datasource") == expected, f"{path.name} / {panel['title']}"
+                where = f"{path.name} / {panel['title']}"
+                assert ("rawSql" in target) == (expected == sql), where
         for variable in dashboard.get("templating", {}).get("list", []):
             if variable["type"] == "query":
-                assert variable["datasource"] == expected, f"{path.name} / ${variable['name']}"
+                assert variable["datasource"] == metrics, f"{path.name} / ${variable['name']}"
 
 
 def test_every_panel_has_a_title_a_description_and_queries() -> None:
@@ -268,7 +299,8 @@ def test_every_panel_has_a_title_a_description_and_queries() -> None:
             where = f"{path.name} / {panel.get('title')!r}"
             assert panel.get("title") and panel.get("description"), where
             targets = panel.get("targets", [])
-            assert targets and all(t.get("expr", "").strip() for t in targets), where
+            assert targets, where
+            assert all((t.get("expr") or t.get("rawSql") or "").strip() for t in targets), where
             ref_ids = [t.get("refId") for t in targets]
             assert all(ref_ids) and len(ref_ids) == len(set(ref_ids)), where
 
@@ -279,7 +311,8 @@ def test_queries_use_only_defined_variables() -> None:
         defined = {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
         for panel in iter_panels(dashboard):
             for target in panel["targets"]:
-                unknown = variables_used(target["expr"]) - defined - GRAFANA_VARIABLES
+                text = target.get("expr") or target["rawSql"]
+                unknown = variables_used(text) - defined - GRAFANA_VARIABLES - SQL_MACROS
                 assert not unknown, f"{path.name} / {panel['title']}: ${unknown}"
 
 
@@ -330,3 +363,46 @@ def test_every_alert_has_a_severity_a_summary_and_a_documented_runbook() -> None
         path, _, anchor = rule["annotations"]["runbook"].partition("#")
         assert (REPO / path) == OBSERVABILITY_DOC and anchor == name.lower(), name
         assert anchor in headings, f"{name}: no '### {name}' heading in {path}"
+
+
+async def test_every_ledger_panel_query_runs_as_the_reader_that_can_read_no_table(
+    database_url: str,
+) -> None:
+    """The SQL panels run as ledger_reader (provisioning/datasources/ledger.yml), which
+    migration 0024 grants the report functions only: each query answers, and a table
+    read is refused."""
+    queries = ledger_queries()
+    assert queries, "no panel reads the ledger"
+    admin = await asyncpg.connect(database_url)
+    password = uuid.uuid4().hex
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'ledger_reader'")
+        try:
+            if not exists:
+                await admin.execute("CREATE ROLE ledger_reader LOGIN")
+            await admin.execute(f"ALTER ROLE ledger_reader PASSWORD '{password}'")
+        except asyncpg.InsufficientPrivilegeError:
+            pytest.skip("DATABASE_URL's user may not create the ledger_reader role")
+    finally:
+        await admin.close()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        await migrate(pool)  # after the role exists, as on docker-compose's database
+    finally:
+        await pool.close()
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    reader_url = urlunsplit(
+        (parts.scheme, f"ledger_reader:{password}@{host}", parts.path, parts.query, "")
+    )
+    reader = await asyncpg.connect(reader_url)
+    try:
+        for query in queries:
+            sql = query.expr.replace("$__timeFrom()", "'2026-01-01T00:00:00Z'")
+            sql = sql.replace("$__timeTo()", "'2026-01-02T00:00:00Z'")
+            assert "$" not in sql, f"{query}: a macro this test does not know"
+            await reader.fetch(sql)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await reader.fetch("SELECT * FROM pings LIMIT 1")
+    finally:
+        await reader.close()

@@ -13,6 +13,7 @@ whatever the test's own loop is doing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import os
@@ -37,13 +38,16 @@ import asyncpg
 import pytest
 import yaml
 
+from exchange.config import parse_config
+from exchange.core.config import LoadedConfig
 from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.support.harness import (
+    ADMIN_TOKEN,
     FULL_LEAD,
     OTHER_SELLER_KEY,
     PING_LEAD,
     Exchange,
-    make_config,
+    config_text,
     realtime_buyer,
     running_exchange,
     with_database,
@@ -60,6 +64,9 @@ from tests.telemetry.test_dashboards import (
 )
 
 T = TypeVar("T")
+
+PULL_KEY = "steady-pool-key-0123456789"  # the buyer "steady" pulls from the pool too
+SUPPRESSED_PHONE = "(415) 555-0199"
 
 INSTALL_SCRIPT = REPO / ".ci" / "install-prometheus.sh"
 COMPOSE_PROMETHEUS = REPO / "config" / "prometheus" / "prometheus.yml"
@@ -131,7 +138,7 @@ class ExchangeThread(threading.Thread):
         await self._admin(f'CREATE DATABASE "{name}"')
         try:
             async with BuyerSimulator(self._specs) as sim:
-                config = make_config(buyer_configs(sim))
+                config = live_config(sim)
                 async with running_exchange(config, with_database(self._server_dsn, name)) as ex:
                     self.exchange, self.sim = ex, sim
                     self._ready.set()
@@ -212,6 +219,25 @@ def buyer_configs(sim: BuyerSimulator) -> list[dict[str, Any]]:
     ]
 
 
+def live_config(sim: BuyerSimulator) -> LoadedConfig:
+    """Every feature with series of its own switched on: the lead pool (with a buyer that
+    may pull from it), lead scores and a suppression list."""
+    exchange = {
+        "pii_key": base64.b64encode(bytes(range(32))).decode(),
+        "suppression_hash_key": "live-suppression-key-0123456789",
+    }
+    doc = yaml.safe_load(config_text(buyer_configs(sim), exchange=exchange))
+    doc["verticals"]["auto_insurance"].update(
+        pool={"enabled": True, "visibility": "cherry_pick", "start_price": 10.0,
+              "floor_price": 1.0, "decay_per_hour": 1.0, "max_age_hours": 1},
+        score=[{"field": "credit_rating", "in": ["excellent", "good"], "points": 60}],
+        suppress=["dnc"],
+    )  # fmt: skip
+    doc["sellers"][0]["pool"] = True
+    doc["buyers"][0]["api_key"] = PULL_KEY
+    return parse_config(yaml.safe_dump(doc), "live.yaml", env={})
+
+
 async def drive_traffic(
     ex: Exchange, sim: BuyerSimulator, rounds: int, pause_s: float, stalls: int
 ) -> int:
@@ -234,6 +260,8 @@ async def drive_traffic(
             }
             await ex.post(answer["ping_id"], full)
 
+    status, _, _ = await ex.call("POST", "/v1/suppression/dnc", [SUPPRESSED_PHONE], key=ADMIN_TOKEN)
+    assert status == 200
     pings = 0
     for number in range(rounds):
         states = ("CA", "CA", "CA", "TX", "TX", "NY")
@@ -249,11 +277,24 @@ async def drive_traffic(
             key=OTHER_SELLER_KEY,
         )
         await ex.call("POST", "/v1/post", {"ping_id": str(uuid.uuid4()), "lead": FULL_LEAD})
+        await _pool_and_suppression(ex, number)
         if number % 2 == 1 and number < 2 * stalls:
             await _stall_during_auction(ex, sim)
             pings += 1
         await asyncio.sleep(pause_s)
     return pings
+
+
+async def _pool_and_suppression(ex: Exchange, number: int) -> None:
+    """A NY lead no buyer takes goes to the pool and the pull buyer claims it; a lead on
+    the suppression list is refused."""
+    ny = {**FULL_LEAD, "state": "NY", "zip": ZIPS["NY"], "phone": f"(415) 555-{3000 + number}"}
+    await ex.call("POST", "/v1/leads", {"vertical": "auto_insurance", "lead": ny})
+    status, listed, _ = await ex.call("GET", "/v1/pool?vertical=auto_insurance", key=PULL_KEY)
+    for offer in listed.get("offers", [])[:1] if status == 200 else []:
+        await ex.call("POST", f"/v1/pool/{offer['lead_id']}/claim", key=PULL_KEY)
+    suppressed = {**FULL_LEAD, "phone": SUPPRESSED_PHONE}
+    await ex.call("POST", "/v1/leads", {"vertical": "auto_insurance", "lead": suppressed})
 
 
 async def _stall_during_auction(ex: Exchange, sim: BuyerSimulator) -> None:

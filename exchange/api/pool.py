@@ -1,0 +1,92 @@
+"""The buyers' lead pool API (SPEC section 10): ``GET /v1/pool`` lists the offers the
+buyer may claim now, ``POST /v1/pool/{lead_id}/claim`` buys one. Authenticated by the
+buyer's own ``api_key``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from exchange.api.common import CTX, authenticate_buyer, check_ready, json_response
+from exchange.auction.offers import Listed, claim, list_offers, pool_verticals
+from exchange.core.errors import FieldError, Invalid, NotFound
+from exchange.core.money import dollars_json
+from exchange.core.offers import age_minutes, listed_fields
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+async def list_pool(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    buyer = authenticate_buyer(request, ctx)
+    check_ready(ctx)
+    problems: list[FieldError] = []
+    vertical = request.query.get("vertical")
+    raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
+    limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 4 else 0
+    if not 1 <= limit <= MAX_LIMIT:
+        problems.append({"loc": ["query", "limit"], "msg": f"must be 1 to {MAX_LIMIT}"})
+    pooled = pool_verticals(ctx, buyer)
+    if vertical is not None and vertical not in pooled:
+        problems.append(
+            {"loc": ["query", "vertical"],
+             "msg": f"is not one of buyer {buyer.id}'s verticals with a lead pool "
+                    f"({', '.join(pooled) or 'none'})"}
+        )  # fmt: skip
+    if problems:
+        raise Invalid("the pool listing is not valid", problems)
+    if vertical is not None:
+        pooled = [vertical]
+    now = ctx.clock.now()
+    listed = await list_offers(ctx, buyer, pooled, limit) if pooled else []
+    return json_response({"offers": [_listed(item, now) for item in listed]})
+
+
+def _listed(item: Listed, now: datetime) -> dict[str, Any]:
+    offer = item.offer
+    return {
+        "lead_id": offer.ping_id,
+        "vertical": offer.vertical,
+        "age_minutes": age_minutes(offer.terms.entered_at, now),
+        "price": dollars_json(item.price_cents),
+        "expires_at": _iso(offer.terms.expires_at),
+        "visibility": item.visibility,
+        "lead": listed_fields(offer.lead, item.visibility),
+    }
+
+
+async def claim_lead(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    buyer = authenticate_buyer(request, ctx)
+    check_ready(ctx)
+    raw_id = request.match_info["lead_id"]
+    try:
+        lead_id = str(uuid.UUID(raw_id))
+    except ValueError:
+        raise NotFound("not a lead id") from None
+    won = await claim(ctx, buyer, lead_id)
+    return json_response(
+        {
+            "lead_id": lead_id,
+            "vertical": won.offer.vertical,
+            "status": "claimed",
+            "price": dollars_json(won.price_cents),
+            "claimed_at": _iso(won.claimed_at),
+            "lead": won.lead,
+        }
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/v1/pool", list_pool),
+        web.post("/v1/pool/{lead_id}/claim", claim_lead),
+    ]

@@ -1,0 +1,392 @@
+"""Delayed delivery (SPEC section 10, docs/distribution.md): holding an unsold lead for
+buyers that were off schedule, and delivering it when the first of them opens.
+
+- **Holding** (``hold_unsold``, from the post walk's unsold end): when the rules of
+  exchange/core/holds.py say so, the lead's PII is sealed (exchange/core/sealing.py), the
+  hold is written and the post turns ``queued`` in one statement, and the seller hears
+  ``status: queued``. A hold survives any restart: it is only in the ledger.
+- **Delivering** (``keep_releasing``, a task in every process): each pass claims the holds
+  due now (exchange/ledger/holds.py: one process per hold, under a lease) and offers each
+  to its buyers open now, in order, one at a time: the buyer is screened again as in an
+  auction (seller lists, filters, duplicates, caps; its schedule is what made it due), a
+  fixed-price buyer is posted the lead at its price, a real-time buyer is pinged first
+  and posted the lead at the bid it gives now (a bid it gave hours ago is stale). A sale
+  goes in only under the claim (sold at most once); an accept, reject, timeout or error
+  is a post attempt like the walk's, numbered after them. A buyer offered the lead is not
+  offered it again.
+- **Ending**: sold, or, once no buyer is left within its window, unsold with reason
+  ``hold_expired``, its PII purged, and the lead offered to the vertical's pool when the
+  seller allows it (exchange/auction/offers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+import structlog
+
+from buyers.adapter import PingOffer, PostReply
+from exchange.auction.answers import PostAnswer
+from exchange.auction.attempts import Walk, post_attempt
+from exchange.auction.context import BuyerRuntime, ExchangeContext
+from exchange.auction.offers import offer_to_pool
+from exchange.auction.pingcache import PingRecord
+from exchange.auction.pinging import storable_bid
+from exchange.auction.screens import check_duplicates, check_suppression
+from exchange.core.classify import first_bid_stands
+from exchange.core.config import Config, SellerConfig
+from exchange.core.dedupe import ContactHashes
+from exchange.core.holds import (
+    HoldState,
+    held_for,
+    hold_until,
+    is_over,
+    next_check,
+    open_now,
+    should_hold,
+)
+from exchange.core.money import payout_cents
+from exchange.core.offers import sealing_context
+from exchange.core.outcomes import PostOutcome, PostStatus, UnsoldReason
+from exchange.core.ranking import Bid, BuyerRules, effective_floor, screen
+from exchange.core.scrub import pii_values
+from exchange.core.sealing import SealingError
+from exchange.ledger.faults import DATABASE_DOWN, ROW_REFUSED
+from exchange.ledger.holds import HeldLead, NewHold
+from exchange.ledger.sales import SaleRow
+from exchange.transport.base import deliver
+
+log = structlog.get_logger("exchange.holds")
+
+# How often each process looks for holds due.
+RELEASE_INTERVAL_S = 1.0
+# How long a claim on a hold lasts: beyond any one delivery (a ping under tmax, then a
+# post under its buyer's post_timeout_ms, at most 120 s). A process that dies
+# mid-delivery leaves its holds to others once it ends.
+LEASE = timedelta(minutes=5)
+# Holds claimed per pass, delivered concurrently.
+CLAIM_BATCH = 20
+
+
+def delayed_hours(config: Config) -> dict[str, int]:
+    """``hold_hours`` of every enabled buyer with ``delayed``, by buyer id."""
+    return {b.id: b.delayed.hold_hours for b in config.buyers if b.enabled and b.delayed}
+
+
+async def hold_unsold(
+    ctx: ExchangeContext,
+    record: PingRecord,
+    reason: UnsoldReason,
+    seller: SellerConfig,
+    lead: dict[str, Any],
+    contacts: ContactHashes | None,
+    min_payout_cents: int,
+) -> PostAnswer | None:
+    """Hold a lead whose post is ending unsold for ``reason``, when buyers with
+    ``delayed`` were left out only by their schedule; the seller's ``queued`` answer, or
+    None when the lead is not held (the post then closes unsold as usual)."""
+    hours = delayed_hours(ctx.loaded.config)
+    keys = ctx.pii_keys
+    if not hours or keys is None:
+        return None
+    now = ctx.clock.now()
+    rules = ctx.by_vertical.get(record.vertical, ())
+    # Duplicates are checked again at delivery, when they count.
+    buyers = held_for(rules, hours, seller.id, record.lead, record.created_at, now, ctx.caps.counts)
+    if not should_hold(reason, buyers):
+        return None
+    pii_fields = ctx.loaded.schemas[record.vertical].pii_fields
+    pii = {k: v for k, v in lead.items() if k in pii_fields}
+    hold = NewHold(
+        ping_id=record.ping_id, seller_id=seller.id, vertical=record.vertical,
+        lead=dict(record.lead), pii=keys.seal(pii, sealing_context(record.ping_id)),
+        buyers=tuple(buyers), min_payout_cents=min_payout_cents,
+        phone_hash=contacts.phone if contacts else None,
+        email_hash=contacts.email if contacts else None,
+        # Each bid of the tree is offered at most once by the walk: numbers past it are free.
+        first_attempt=len(record.tree) + 1, held_at=now, hold_until=hold_until(buyers),
+        next_check_at=next_check(buyers, (), {r.buyer_id: r for r in rules}, now),
+        sub_id=record.sub_id,
+    )  # fmt: skip
+    if not await ctx.store.hold_lead(hold):
+        return None
+    ctx.metrics.record_hold(record.vertical, HoldState.HELD)
+    log.info("held", ping_id=record.ping_id, seller=seller.id, vertical=record.vertical,
+             buyers=[b.buyer_id for b in buyers], until=hold.hold_until.isoformat(),
+             unsold_reason=reason.value)  # fmt: skip
+    return PostAnswer(record.ping_id, PostStatus.QUEUED, None, None)
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+class _Turn(Enum):
+    """What came of offering a held lead to one buyer."""
+
+    SOLD = "sold"
+    DECLINED = "declined"  # rejected, failed, or could not be offered: the next buyer
+    LOST = "lost"  # the claim is no longer this process's: stop here
+
+
+async def keep_releasing(ctx: ExchangeContext) -> None:
+    """Deliver due holds, every RELEASE_INTERVAL_S, for as long as the process runs."""
+    while True:
+        await asyncio.sleep(RELEASE_INTERVAL_S)
+        try:
+            await release_due(ctx)
+        except DATABASE_DOWN as exc:  # the ledger is away: the next pass tries again
+            log.warning("hold_release_failed", error=type(exc).__name__)
+        except Exception:  # never let one bad pass stop delivery for the process's life
+            log.exception("hold_release_failed")
+
+
+async def release_due(ctx: ExchangeContext) -> int:
+    """One pass: claim the holds due now and deliver them; how many were claimed."""
+    ctx = ctx.pinned()  # the settings this pass started with
+    now = ctx.clock.now()
+    holds = await ctx.store.claim_due_holds(now, now + LEASE, CLAIM_BATCH)
+    if holds:
+        results = await asyncio.gather(*(_deliver(ctx, h) for h in holds), return_exceptions=True)
+        for hold, result in zip(holds, results, strict=True):
+            if isinstance(result, BaseException):
+                # Its claim stays until the lease ends; then a pass tries again.
+                log.error("hold_delivery_failed", ping_id=hold.ping_id,
+                          error=type(result).__name__)  # fmt: skip
+    ctx.metrics.record_held_leads(ctx.loaded.config.verticals, await ctx.store.held_counts())
+    return len(holds)
+
+
+async def _deliver(ctx: ExchangeContext, hold: HeldLead) -> None:
+    assert hold.claim_token is not None
+    now = ctx.clock.now()
+    seller = next((s for s in ctx.loaded.config.sellers if s.id == hold.seller_id), None)
+    if seller is None or hold.pii is None:  # the seller was removed: nobody to pay
+        await _end(ctx, hold, None, None, UnsoldReason.HOLD_EXPIRED)
+        return
+    try:
+        pii = ctx.pii_keys.open(hold.pii, sealing_context(hold.ping_id)) if ctx.pii_keys else None
+    except SealingError as exc:
+        pii = None
+        log.error("held_lead_sealed_shut", ping_id=hold.ping_id, error=str(exc))
+    if pii is None:  # no key opens it (yet): an operator may restore the key
+        await ctx.store.release_hold(hold.ping_id, hold.claim_token, hold.hold_until)
+        return
+    lead = {**hold.lead, **pii}
+    # A person put on one of the vertical's suppression lists meanwhile is not delivered.
+    suppressed_by = await check_suppression(ctx, hold.vertical, lead)
+    if suppressed_by is not None:
+        ctx.metrics.record_suppressed(hold.vertical, suppressed_by)
+        log.info("held_lead_suppressed", ping_id=hold.ping_id, list=suppressed_by)
+        await _end(ctx, hold, seller, None, UnsoldReason.SUPPRESSED)
+        return
+    contacts = ContactHashes(hold.phone_hash, hold.email_hash)
+    duplicates = await check_duplicates(ctx, hold.vertical, contacts, now)
+    if duplicates.sold_in_vertical:  # sold in the vertical meanwhile: not again
+        await _end(ctx, hold, seller, None, UnsoldReason.DUPLICATE)
+        return
+    rules = {r.buyer_id: r for r in ctx.by_vertical.get(hold.vertical, ())}
+    tried = list(hold.tried)
+    for buyer_id in open_now(hold.buyers, tried, rules, now):
+        turn = await _offer(ctx, hold, seller, lead, rules[buyer_id], duplicates.buyers)
+        if turn is not _Turn.DECLINED:
+            return
+        tried.append(buyer_id)
+    if is_over(hold.buyers, tried, now):
+        await _end(ctx, hold, seller, lead, UnsoldReason.HOLD_EXPIRED)
+        return
+    await ctx.store.release_hold(
+        hold.ping_id, hold.claim_token, next_check(hold.buyers, tried, rules, now)
+    )
+
+
+async def _end(
+    ctx: ExchangeContext,
+    hold: HeldLead,
+    seller: SellerConfig | None,
+    lead: dict[str, Any] | None,
+    reason: UnsoldReason,
+) -> None:
+    """The hold ends unsold (PII purged); an expired one's lead goes on to the pool."""
+    assert hold.claim_token is not None
+    now = ctx.clock.now()
+    if not await ctx.store.expire_hold(hold.ping_id, hold.claim_token, reason, now):
+        return
+    ctx.metrics.record_hold(hold.vertical, HoldState.EXPIRED)
+    ctx.metrics.record_unsold(hold.vertical)
+    log.info("hold_ended_unsold", ping_id=hold.ping_id, vertical=hold.vertical,
+             reason=reason.value)  # fmt: skip
+    if reason is UnsoldReason.HOLD_EXPIRED and seller is not None and lead is not None:
+        await offer_to_pool(
+            ctx, hold.ping_id, hold.vertical, seller, lead,
+            ContactHashes(hold.phone_hash, hold.email_hash), hold.min_payout_cents, hold.sub_id,
+        )  # fmt: skip
+
+
+def _record_of(ctx: ExchangeContext, hold: HeldLead) -> PingRecord:
+    """The held lead's auction as the post machinery needs it (ids, vertical, lead)."""
+    return PingRecord(
+        ping_id=hold.ping_id, seller_id=hold.seller_id, vertical=hold.vertical,
+        external_id=None, lead=hold.lead, tree=(), price_cents=None, payout_cents=None,
+        created_at=hold.held_at, expires_at=hold.held_at,
+        tmax_ms=ctx.loaded.settings.tmax_ms, sub_id=hold.sub_id,
+    )  # fmt: skip
+
+
+# Long on purpose: one buyer's turn in order (claim, screen, price, caps, post, sale),
+# each step able to end it; split, the cap release on every way out would scatter.
+async def _offer(
+    ctx: ExchangeContext,
+    hold: HeldLead,
+    seller: SellerConfig,
+    lead: dict[str, Any],
+    rules: BuyerRules,
+    duplicates: dict[str, str],
+) -> _Turn:
+    """Offer the held lead to one buyer open now."""
+    assert hold.claim_token is not None
+    buyer_id = rules.buyer_id
+    attempt = await ctx.store.note_hold_attempt(hold.ping_id, hold.claim_token, buyer_id)
+    if attempt is None:
+        return _Turn.LOST
+    schema = ctx.loaded.schemas[hold.vertical]
+    record = _record_of(ctx, hold)
+    contacts = ContactHashes(hold.phone_hash, hold.email_hash)
+    walk = Walk(ctx, record, seller, 1, contacts, pii_values(lead, schema.pii_fields))
+    walk.attempts = attempt - 1  # so the attempt is recorded under its own number
+    now = ctx.clock.now()
+    runtime = ctx.buyers.get(buyer_id)
+    bid = Bid(buyer_id, rules.fixed_price_cents or 0, rules.company_size, rules.priority, 0,
+              fixed_price=rules.fixed_price_cents is not None, tier=rules.tier)  # fmt: skip
+
+    async def skipped(why: str) -> _Turn:
+        await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=why), 0)
+        return _Turn.DECLINED
+
+    _, excluded = screen([rules], seller.id, hold.lead, now, ctx.caps.counts, duplicates)
+    if excluded:
+        return await skipped(f"held lead: {excluded[0].outcome.value}: {excluded[0].reason}")
+    if runtime is None:
+        return await skipped("held lead: buyer no longer configured")
+    if rules.fixed_price_cents is None:
+        price, bid_id, why = await _bid_now(ctx, hold, seller, runtime)
+        if price is None:
+            return await skipped(f"held lead: {why}")
+        bid.price_cents, bid.bid_id = price, bid_id
+    payout = payout_cents(bid.price_cents, seller.payout_share)
+    if payout < hold.min_payout_cents:
+        return await skipped("held lead: the price is below the seller's min_price")
+    windows = rules.caps.windows(now) if rules.caps is not None else []
+    if windows:
+        reached = await ctx.store.reserve_caps(buyer_id, windows, bid.price_cents)
+        if reached is not None:
+            return await skipped(f"held lead: capped: {reached}")
+    timeout_s = runtime.post_timeout_ms / 1000
+    reply, latency_us = await post_attempt(ctx, record, bid, lead, timeout_s)
+    reply = walk.clean(reply)
+    if reply.outcome is PostOutcome.ACCEPTED:
+        sale = SaleRow(
+            ping_id=hold.ping_id, seller_id=seller.id, buyer_id=buyer_id,
+            vertical=hold.vertical, price_cents=bid.price_cents, payout_cents=payout,
+            bid_id=bid.bid_id, buyer_lead_id=reply.buyer_lead_id, created_at=ctx.clock.now(),
+            phone_hash=hold.phone_hash, email_hash=hold.email_hash,
+            redirect_url=reply.redirect_url,
+        )  # fmt: skip
+        turn = await _sell(ctx, hold, walk, bid, sale, reply, latency_us)
+    else:
+        await walk.note(bid, reply, latency_us)
+        turn = _Turn.DECLINED
+    if windows and turn is not _Turn.SOLD:
+        await ctx.store.release_caps(buyer_id, windows, bid.price_cents)
+    return turn
+
+
+async def _sell(
+    ctx: ExchangeContext,
+    hold: HeldLead,
+    walk: Walk,
+    bid: Bid,
+    sale: SaleRow,
+    reply: PostReply,
+    latency_us: int,
+) -> _Turn:
+    """Record the sale the buyer accepted. DECLINED when the ledger refuses the row (the
+    buyer is not billed, the next one is offered the lead, as in the walk); LOST when the
+    claim or the post moved on (another process has the hold: the buyer is not billed)."""
+    assert hold.claim_token is not None
+    started_ns = time.perf_counter_ns()
+    try:
+        sold = await ctx.store.sell_held(sale, hold.claim_token)
+    except ROW_REFUSED as exc:
+        sqlstate = getattr(exc, "sqlstate", None) or "client"
+        refused = f"accepted, but the ledger refused the sale ({sqlstate})"
+        await walk.note(bid, PostReply(PostOutcome.ERROR, reason=refused), latency_us)
+        ctx.metrics.record_sale_unrecorded(bid.buyer_id)
+        log.error("sale_not_recorded", ping_id=hold.ping_id, buyer=bid.buyer_id,
+                  sqlstate=sqlstate)  # fmt: skip
+        return _Turn.DECLINED
+    await walk.note(bid, reply, latency_us)
+    if not sold:
+        log.error("held_sale_conflict", ping_id=hold.ping_id, buyer=bid.buyer_id)
+        return _Turn.LOST
+    ctx.metrics.record_sale(
+        sale.seller_id, sale.buyer_id, sale.vertical, sale.price_cents, sale.payout_cents,
+        walk.attempts, (time.perf_counter_ns() - started_ns) / 1e9,
+    )  # fmt: skip
+    ctx.metrics.record_hold(hold.vertical, HoldState.SOLD)
+    log.info("held_lead_sold", ping_id=hold.ping_id, seller=sale.seller_id,
+             vertical=hold.vertical, buyer=sale.buyer_id, price_cents=sale.price_cents,
+             held_for_s=round((sale.created_at - hold.held_at).total_seconds()))  # fmt: skip
+    return _Turn.SOLD
+
+
+async def _bid_now(
+    ctx: ExchangeContext, hold: HeldLead, seller: SellerConfig, runtime: BuyerRuntime
+) -> tuple[int | None, str | None, str]:
+    """Ping a real-time buyer for the held lead now: (its price, its bid id, "") when it
+    bids at or above the floor, else (None, None, why not)."""
+    vertical = ctx.loaded.config.verticals[hold.vertical]
+    floor = effective_floor(seller, vertical, hold.vertical)
+    tmax_ms = ctx.loaded.settings.tmax_ms
+    timeout_ms = min(tmax_ms, runtime.timeout_ms or tmax_ms)
+    offer = PingOffer(hold.ping_id, hold.vertical, tmax_ms, floor, hold.lead)
+    try:
+        request = runtime.adapter.ping_request(offer, int(ctx.clock.unix_time()))
+    except Exception as exc:  # an adapter that cannot build the request: that buyer's error
+        return None, None, f"ping failed: adapter failed: {type(exc).__name__}"
+    buyer_id = runtime.rules.buyer_id
+    sent = await deliver(ctx.transport, request, timeout_ms / 1000, None, buyer=buyer_id)
+    if sent.response is None:
+        return None, None, "ping timed out" if sent.timed_out else f"ping failed: {sent.error}"
+    reply = storable_bid(runtime, sent.response)
+    if not first_bid_stands(reply.outcome, reply.price_cents, reply.bid_id, floor,
+                            vertical.max_bid):  # fmt: skip
+        return None, None, f"no bid at or above the floor on delivery ({reply.outcome.value})"
+    return reply.price_cents, reply.bid_id, ""
+
+
+# -- the auction record --------------------------------------------------------------------
+
+
+def hold_stage(hold: HeldLead | None) -> dict[str, Any] | None:
+    """What the auction record (GET /v1/auctions/{ping_id}) shows of a hold."""
+    if hold is None:
+        return None
+    return {
+        "state": hold.state.value,
+        "held_at": _iso(hold.held_at),
+        "until": _iso(hold.hold_until),
+        "buyers": [{"buyer": b.buyer_id, "until": _iso(b.until)} for b in hold.buyers],
+        "tried": list(hold.tried),
+        "delivery_attempts": hold.attempts,
+        "next_check_at": _iso(hold.next_check_at) if hold.state is HoldState.HELD else None,
+        "buyer": hold.buyer_id,
+        "finished_at": _iso(hold.finished_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -1,0 +1,66 @@
+"""What a full lead is checked against before any buyer sees it: the vertical's
+suppression lists, and who already has this person (the vertical's and each buyer's
+duplicate windows). One ledger read each; used before a post's walk (exchange/api/
+seller.py), by the walk (posting.py) and by a held lead's delivery (holds.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from exchange.auction.context import ExchangeContext
+from exchange.core.dedupe import ContactHashes, buyers_with_lead, sold_in_vertical
+from exchange.core.suppression import lead_hashes
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCheck:
+    """What the ledger knows of this person: on a suppression list (its name), sold in
+    the vertical lately, and to whom."""
+
+    contacts: ContactHashes | None = None
+    sold_in_vertical: bool = False
+    buyers: dict[str, str] = field(default_factory=dict)
+    suppressed_by: str | None = None
+
+
+async def check_suppression(
+    ctx: ExchangeContext, vertical: str, lead: dict[str, Any]
+) -> str | None:
+    """The first of the vertical's ``suppress`` lists holding one of the full lead's
+    phones or emails (one indexed ledger read), or None."""
+    lists = ctx.loaded.config.verticals[vertical].suppress
+    key = ctx.loaded.settings.suppression_hash_key
+    if not lists or not key:  # a vertical with lists has a key (exchange/config.py)
+        return None
+    hashes = lead_hashes(lead, ctx.loaded.schemas[vertical], key.encode())
+    return await ctx.store.suppressed_in(hashes, lists)
+
+
+async def check_duplicates(
+    ctx: ExchangeContext,
+    vertical: str,
+    contacts: ContactHashes | None,
+    now: datetime,
+    suppressed_by: str | None = None,
+) -> DuplicateCheck:
+    """One ledger read covering the vertical's window and every buyer's window; none for
+    a suppressed lead, which no buyer is offered."""
+    if suppressed_by is not None:
+        return DuplicateCheck(contacts, suppressed_by=suppressed_by)
+    if contacts is None or not contacts.values():
+        return DuplicateCheck(contacts)
+    vertical_days = ctx.loaded.config.verticals[vertical].dedupe_days
+    buyer_days = {
+        b.buyer_id: b.dedupe_days for b in ctx.by_vertical.get(vertical, ()) if b.dedupe_days
+    }
+    longest = max([vertical_days, *buyer_days.values()])
+    if not longest:
+        return DuplicateCheck(contacts)
+    past = await ctx.store.recent_buyers_of(contacts.values(), now - timedelta(days=longest))
+    return DuplicateCheck(
+        contacts,
+        sold_in_vertical(past, vertical, vertical_days, now),
+        buyers_with_lead(past, buyer_days, now),
+    )

@@ -1,0 +1,239 @@
+"""Delayed delivery end to end: a lead only off-schedule buyers could take is held
+(the seller hears ``queued``), then posted when one of them opens (the exchange's test
+clock moved forward), against real buyers and a real database, across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import yaml
+
+from exchange.config import parse_config
+from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
+from tests.support.harness import (
+    ADMIN_TOKEN,
+    FULL_LEAD,
+    Exchange,
+    config_text,
+    make_config,
+    running_exchange,
+)
+
+PII_KEY = base64.b64encode(bytes(range(32))).decode()
+EXCHANGE = {"pii_key": PII_KEY}
+
+
+def spec(buyer_id: str, cents: int = 1500, **kw: Any) -> SimulatedBuyerSpec:
+    # No signature check: the exchange's clock is moved hours ahead to open schedules,
+    # and its signed timestamps with it, which a buyer would refuse as stale.
+    return SimulatedBuyerSpec(buyer_id, bid_cents=(cents, cents), **kw)
+
+
+def opens_in_two_hours() -> dict[str, Any]:
+    """A schedule closed now that opens in two hours and stays open for two more."""
+    now = datetime.now(UTC)
+    start, end = now + timedelta(hours=2), now + timedelta(hours=4)
+    return {"timezone": "UTC", "start": f"{start:%H}:00", "end": f"{end:%H}:00"}
+
+
+def fixed_buyer(sim: BuyerSimulator, buyer_id: str, price: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": buyer_id, "verticals": ["auto_insurance"], "price": price,
+        "post_url": sim.post_url(buyer_id), "secret": "s3cret-" + buyer_id, **extra,
+    }  # fmt: skip
+
+
+def delayed(sim: BuyerSimulator, buyer_id: str, price: float, hours: int = 12) -> dict[str, Any]:
+    return fixed_buyer(
+        sim, buyer_id, price, schedule=opens_in_two_hours(), delayed={"hold_hours": hours}
+    )
+
+
+async def direct_post(ex: Exchange, **extra: Any) -> dict[str, Any]:
+    status, body, _ = await ex.call(
+        "POST", "/v1/leads", {"vertical": "auto_insurance", "lead": FULL_LEAD, **extra}
+    )
+    assert status == 200, body
+    return dict(body)
+
+
+async def settled(ex: Exchange, ping_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    """The auction record once its post is no longer queued."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout_s
+    while True:
+        story = dict(await ex.story(ping_id))
+        if story["post"]["status"] != "queued" or loop.time() > give_up:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)  # the delivery's last post attempt is noted after its sale
+    return dict(await ex.story(ping_id))
+
+
+async def test_a_lead_only_off_schedule_buyers_could_take_is_queued_then_sold_when_one_opens(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        config = make_config([delayed(sim, "late", 14.0)], exchange=EXCHANGE)
+        async with running_exchange(config, database_url) as ex:
+            answer = await direct_post(ex, external_id="held-1")
+            assert answer == {"ping_id": answer["ping_id"], "status": "queued", "price": None}
+            ping_id = answer["ping_id"]
+            story = await ex.story(ping_id)
+            assert story["post"]["status"] == "queued"
+            assert story["hold"]["state"] == "held"
+            assert [b["buyer"] for b in story["hold"]["buyers"]] == ["late"]
+            assert story["sale"] is None
+            await asyncio.sleep(1.5)  # a release pass or two: the buyer is still closed
+            assert sim.counters("late").posts == 0
+
+            ex.ctx.clock.advance(timedelta(hours=3))
+            story = await settled(ex, ping_id)
+            assert story["post"]["status"] == "sold"
+            assert story["sale"]["buyer"] == "late"
+            assert story["sale"]["price"] == 14.0
+            assert story["sale"]["payout"] == 11.9  # 14.00 x 0.85
+            assert story["hold"]["state"] == "sold"
+            assert story["hold"]["buyer"] == "late"
+            assert story["hold"]["delivery_attempts"] == 1
+            assert [a["outcome"] for a in story["post_attempts"]] == ["accepted"]
+            posted = [r.body for r in sim.received("late") if r.path == "/post"]
+            assert len(posted) == 1
+            assert posted[0]["lead"]["first_name"] == FULL_LEAD["first_name"]
+            assert posted[0]["price"] == 14.0
+            # The seller's repeat hears the final outcome.
+            again = await direct_post(ex, external_id="held-1")
+            assert again["status"] == "sold" and again["price"] == 11.9
+            _, metrics, _ = await ex.call("GET", "/metrics", key=None)
+            text = metrics.decode()
+            for outcome, count in (("held", 1), ("sold", 1), ("expired", 0)):
+                series = f'exchange_holds_total{{outcome="{outcome}",vertical="auto_insurance"}}'
+                assert f"{series} {count}.0" in text
+            assert 'exchange_held_leads{vertical="auto_insurance"} 0.0' in text
+        db = await asyncpg.connect(database_url)
+        try:
+            row = await db.fetchrow("SELECT state, pii, pii_key_id FROM held_leads")
+            sales = await db.fetchval("SELECT count(*) FROM sales")
+        finally:
+            await db.close()
+        assert row is not None and row["state"] == "sold"
+        assert row["pii"] is None and row["pii_key_id"] is None  # purged once delivered
+        assert sales == 1
+
+
+async def test_a_held_lead_is_delivered_by_a_new_exchange_after_a_restart(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        config = make_config([delayed(sim, "late", 9.0)], exchange=EXCHANGE)
+        async with running_exchange(config, database_url) as first:
+            ping_id = (await direct_post(first))["ping_id"]
+        db = await asyncpg.connect(database_url)
+        try:
+            sealed = await db.fetchval("SELECT pii FROM held_leads")
+        finally:
+            await db.close()
+        assert sealed is not None and str(FULL_LEAD["last_name"]).encode() not in sealed
+        async with running_exchange(config, database_url) as second:
+            second.ctx.clock.advance(timedelta(hours=3))
+            story = await settled(second, ping_id)
+            assert story["post"]["status"] == "sold"
+            assert story["sale"]["buyer"] == "late"
+            assert sim.counters("late").accepted == 1
+
+
+async def test_a_rejecting_delayed_buyer_passes_the_held_lead_to_the_next_open_one(
+    database_url: str,
+) -> None:
+    specs = [spec("picky", reject_rate=1.0), spec("keen")]
+    async with BuyerSimulator(specs) as sim:
+        buyers = [delayed(sim, "picky", 20.0), delayed(sim, "keen", 10.0)]
+        async with running_exchange(make_config(buyers, exchange=EXCHANGE), database_url) as ex:
+            ping_id = (await direct_post(ex))["ping_id"]
+            ex.ctx.clock.advance(timedelta(hours=3))
+            story = await settled(ex, ping_id)
+            assert story["sale"]["buyer"] == "keen"
+            assert [(a["buyer"], a["outcome"]) for a in story["post_attempts"]] == [
+                ("picky", "rejected"),
+                ("keen", "accepted"),
+            ]
+            assert story["hold"]["tried"] == ["picky", "keen"]
+            assert sim.counters("picky").posts == 1
+
+
+async def test_a_hold_nobody_takes_within_hold_hours_ends_unsold_hold_expired(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("picky", reject_rate=1.0)]) as sim:
+        buyers = [delayed(sim, "picky", 20.0, hours=6)]
+        async with running_exchange(make_config(buyers, exchange=EXCHANGE), database_url) as ex:
+            ping_id = (await direct_post(ex))["ping_id"]
+            ex.ctx.clock.advance(timedelta(hours=7))  # past its window before it opened
+            story = await settled(ex, ping_id)
+            assert story["post"]["status"] == "unsold"
+            assert story["post"]["reason"] == "hold_expired"
+            assert story["hold"]["state"] == "expired"
+            assert sim.counters("picky").posts == 0
+        db = await asyncpg.connect(database_url)
+        try:
+            pii = await db.fetchval("SELECT pii FROM held_leads")
+        finally:
+            await db.close()
+        assert pii is None
+
+
+async def test_a_lead_an_off_schedule_buyer_filters_out_is_not_held(database_url: str) -> None:
+    async with BuyerSimulator([spec("texan")]) as sim:
+        buyer = delayed(sim, "texan", 20.0)
+        buyer["filters"] = {"state": {"in": ["TX"]}}  # the lead is from CA
+        async with running_exchange(make_config([buyer], exchange=EXCHANGE), database_url) as ex:
+            answer = await direct_post(ex)
+            assert answer["status"] == "unsold" and answer["reason"] == "no_bids"
+            assert (await ex.story(answer["ping_id"]))["hold"] is None
+
+
+async def test_a_real_time_delayed_buyer_is_pinged_on_delivery_and_posted_at_its_new_bid(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("live", 2300)]) as sim:
+        buyer = {
+            "id": "live", "verticals": ["auto_insurance"], "ping_url": sim.ping_url("live"),
+            "post_url": sim.post_url("live"), "secret": "s3cret-live",
+            "schedule": opens_in_two_hours(), "delayed": {"hold_hours": 12},
+        }  # fmt: skip
+        async with running_exchange(make_config([buyer], exchange=EXCHANGE), database_url) as ex:
+            ping_id = (await direct_post(ex))["ping_id"]
+            assert sim.counters("live").pings == 0  # off schedule: not in the auction
+            ex.ctx.clock.advance(timedelta(hours=3))
+            story = await settled(ex, ping_id)
+            assert story["sale"]["price"] == 23.0
+            pinged = [r.body for r in sim.received("live") if r.path == "/ping"]
+            assert len(pinged) == 1 and "first_name" not in pinged[0]["lead"]
+            posted = [r.body for r in sim.received("live") if r.path == "/post"]
+            assert posted[0]["bid_id"] is not None and posted[0]["price"] == 23.0
+
+
+async def test_a_held_lead_whose_person_is_suppressed_meanwhile_is_never_delivered(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        exchange = {**EXCHANGE, "suppression_hash_key": "suppression-key-0123456789abcdef"}
+        doc = yaml.safe_load(config_text([delayed(sim, "late", 14.0)], exchange=exchange))
+        doc["verticals"]["auto_insurance"]["suppress"] = ["dnc"]
+        config = parse_config(yaml.safe_dump(doc), "test.yaml", env={})
+        async with running_exchange(config, database_url) as ex:
+            ping_id = (await direct_post(ex))["ping_id"]
+            status, loaded, _ = await ex.call(
+                "POST", "/v1/suppression/dnc", [FULL_LEAD["email"]], key=ADMIN_TOKEN
+            )
+            assert status == 200 and loaded["added"] == 1, loaded
+            ex.ctx.clock.advance(timedelta(hours=2, minutes=30))  # the buyer opens
+            story = await settled(ex, ping_id)
+            assert story["post"]["status"] == "unsold", story["post"]
+            assert story["post"]["reason"] == "suppressed"
+            assert story["sale"] is None
+            assert sim.counters("late").posts == 0
