@@ -30,7 +30,7 @@ import orjson
 from buyers.adapter import Adapter, BuyerEndpoint, HttpResponse, PingOffer, PostOffer
 from buyers.http_adapter import HttpAdapter
 from buyers.json_adapter import JsonAdapter
-from exchange.core.config import PingTemplate, PostTemplate
+from exchange.core.http_templates import PingTemplate, PostTemplate
 
 RESULTS = Path(__file__).with_name("results")
 PING_LEAD = {

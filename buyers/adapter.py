@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from exchange.core.config import PingTemplate, PostTemplate
 from exchange.core.fields import FieldSpec
+from exchange.core.http_templates import PingTemplate, PostTemplate
 from exchange.core.outcomes import BidOutcome, PostOutcome
 
 # Objects made once per buyer per auction are plain slots dataclasses, not frozen ones

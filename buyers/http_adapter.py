@@ -61,7 +61,7 @@ from buyers.templates import (
     url_placeholders,
     xml_encoder,
 )
-from exchange.core.config import HttpAuth, HttpTemplate, PingTemplate, PostTemplate
+from exchange.core.http_templates import HttpAuth, HttpTemplate, PingTemplate, PostTemplate
 from exchange.core.outcomes import BidOutcome, PostOutcome
 from exchange.core.redirects import MAX_REDIRECT_CHARS
 from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS

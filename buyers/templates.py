@@ -24,8 +24,8 @@ from urllib.parse import quote, quote_plus
 
 import orjson
 
-from exchange.core.config import TemplateValue
 from exchange.core.fields import FieldSpec
+from exchange.core.http_templates import TemplateValue
 from exchange.core.money import cents_to_dollars
 
 Transform = Callable[[Any], Any]

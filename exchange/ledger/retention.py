@@ -15,7 +15,8 @@ drops what is due, so a run after another finds nothing to do. It:
    ``archive_before_drop``, only one `lead-exchange archive` wrote (ledger_archives, that
    very partition), the others are kept and named in the log;
 3. deletes the post claims and external ids as old as the pings dropped (in batches):
-   neither table can be partitioned, as each must be unique across the ledger.
+   neither table can be partitioned, as each must be unique across the ledger; and the
+   pool offers and holds that ended as long ago (their PII went when they ended).
 
 Sales and the hourly rollups are never touched. A step whose lock is busy (a long query
 on the table) is left for the next run.
@@ -75,10 +76,12 @@ class MaintenanceRun:
     busy: list[str] = field(default_factory=list)  # steps left for the next run
     expired_posts: int = 0
     expired_external_ids: int = 0
+    expired_stages: int = 0  # pool offers and holds over, of auctions gone
 
     @property
     def did_something(self) -> bool:
-        return bool(self.made or self.dropped or self.expired_posts or self.expired_external_ids)
+        expired = self.expired_posts + self.expired_external_ids + self.expired_stages
+        return bool(self.made or self.dropped or expired)
 
 
 async def maintain(pool: asyncpg.Pool, today: date, policy: RetentionPolicy) -> MaintenanceRun:
@@ -149,6 +152,11 @@ _EXPIRE = {
     "SELECT ctid FROM posts WHERE claimed_at < $1 AND status <> 'queued' LIMIT $2))",
     "external_ids": "DELETE FROM external_ids WHERE ctid = ANY(ARRAY("
     "SELECT ctid FROM external_ids WHERE created_at < $1 LIMIT $2))",
+    # The pool and hold stages of auctions gone: only those over (their PII purged).
+    "pool_offers": "DELETE FROM pool_offers WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM pool_offers WHERE coalesce(claimed_at, expired_at) < $1 LIMIT $2))",
+    "held_leads": "DELETE FROM held_leads WHERE ctid = ANY(ARRAY("
+    "SELECT ctid FROM held_leads WHERE state <> 'held' AND finished_at < $1 LIMIT $2))",
 }
 
 
@@ -165,8 +173,10 @@ async def _expire_claims(conn: asyncpg.Connection, before: datetime, run: Mainte
                 break
         if table == "posts":
             run.expired_posts = deleted
-        else:
+        elif table == "external_ids":
             run.expired_external_ids = deleted
+        else:
+            run.expired_stages += deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +269,7 @@ def _log(run: MaintenanceRun) -> None:
             dropped=[p.name for p in run.dropped],
             expired_posts=run.expired_posts,
             expired_external_ids=run.expired_external_ids,
+            expired_stages=run.expired_stages,
         )
     if run.kept_unarchived:
         log.warning(

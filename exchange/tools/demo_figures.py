@@ -151,6 +151,10 @@ class ExchangeFigures:
     bids: int
     sales: int
     tmax_ms: float
+    # The lead pool: unsold leads that entered it, offers claimed, offers waiting now.
+    pool_entered: int = 0
+    pool_claimed: int = 0
+    pool_waiting: int = 0
 
     @classmethod
     def between(cls, first: Scrape | None, last: Scrape) -> ExchangeFigures:
@@ -178,6 +182,9 @@ class ExchangeFigures:
             bids=int(_since(last, first, "exchange_pings_total", status="bid")),
             sales=int(_since(last, first, "exchange_sales_total")),
             tmax_ms=last.total("exchange_tmax_seconds") * 1000,
+            pool_entered=int(_since(last, first, "exchange_pool_entries_total")),
+            pool_claimed=int(_since(last, first, "exchange_pool_claims_total")),
+            pool_waiting=int(last.total("exchange_pool_offers")),
         )
 
     @property
@@ -200,6 +207,8 @@ class SellerFigures:
     sold: int = 0
     unsold: int = 0
     payout_cents: int = 0
+    pool_claims: int = 0  # the pull buyer's, as its client counted them
+    pool_paid_cents: int = 0
     queued: int = 0
     late: int = 0
     in_flight: int = 0
@@ -227,6 +236,8 @@ class SellerFigures:
             "sold",
             "unsold",
             "payout_cents",
+            "pool_claims",
+            "pool_paid_cents",
             "queued",
             "late",
         ):

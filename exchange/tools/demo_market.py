@@ -7,6 +7,8 @@ XML answers, XML, custom JSON: exchange/tools/dialects.py) and are configured as
 
 from __future__ import annotations
 
+import base64
+import os
 import random
 from typing import Any
 
@@ -19,7 +21,8 @@ TMAX_MS = 500
 ADMIN_TOKEN = "demo-admin-token-0123456789"
 VERTICAL_NAME = "auto_insurance"
 SELLERS = [
-    {"id": "acme-media", "api_key": "acme-demo-key-0123456789", "payout_share": 0.85, "floor": 2.0},
+    {"id": "acme-media", "api_key": "acme-demo-key-0123456789", "payout_share": 0.85, "floor": 2.0,
+     "pool": True},
     {"id": "quote-forms-co", "api_key": "quote-demo-key-0123456789", "payout_share": 0.8,
      "floor": 5.0},
 ]  # fmt: skip
@@ -52,6 +55,15 @@ CAPS: dict[int, dict[str, Any]] = {
     2: {"daily_budget": 2500.0},
 }
 FIXED_BUYER = "backfill-fixed"
+# The lead pool (docs/distribution.md): acme-media's leads that do not sell wait there, at a
+# price falling by the minute, and the first buyer (buyer-1) also pulls from it with its
+# own key (exchange/tools/demo_sellers.py plays its client). Some of acme-media's posts
+# ask a payout of at least POOL_MIN_PRICE, which the auction often cannot meet: those are
+# the leads that reach the pool.
+PULL_BUYER_KEY = "pull-demo-key-0123456789"
+POOL = {"enabled": True, "visibility": "cherry_pick", "start_price": 40.00,
+        "floor_price": 4.00, "decay_per_hour": 30.00, "max_age_hours": 1}  # fmt: skip
+POOL_MIN_PRICE = 25.00
 
 
 def buyer_specs(count: int) -> list[SimulatedBuyerSpec]:
@@ -103,14 +115,19 @@ def demo_config(sim: BuyerSimulator, specs: list[SimulatedBuyerSpec]) -> str:
             buyer["filters"] = {"state": {"in": ["CA", "TX", "FL"]}}
         if n % 4 in CAPS:
             buyer["caps"] = CAPS[n % 4]
+        if n == 0:
+            buyer["api_key"] = PULL_BUYER_KEY
         buyers.append(buyer)
     buyers.append(
         {"id": FIXED_BUYER, "verticals": [VERTICAL_NAME], "price": 4.0,
          "post_url": sim.post_url(FIXED_BUYER), "secret": "demo-secret-fixed"}
     )  # fmt: skip
+    # A key for this run only: the pool's PII is sealed under it (a demo ledger's leads
+    # are made up, and its database is new each run).
+    pii_key = base64.b64encode(os.urandom(32)).decode()
     doc = {
-        "exchange": {"tmax_ms": TMAX_MS, "admin_token": ADMIN_TOKEN},
-        "verticals": {VERTICAL_NAME: VERTICAL},
+        "exchange": {"tmax_ms": TMAX_MS, "admin_token": ADMIN_TOKEN, "pii_key": pii_key},
+        "verticals": {VERTICAL_NAME: {**VERTICAL, "pool": POOL}},
         "sellers": SELLERS,
         "buyers": buyers,
     }

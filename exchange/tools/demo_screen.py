@@ -232,6 +232,10 @@ def _exchange_table(snap: Snapshot) -> Table:
     table.add_row("past tmax + 5 ms", *both(lambda f: str(f.past_tmax)))
     table.add_row("503 answers", *both(lambda f: str(f.answered_503)))
     table.add_row("loop lag p99", *both(lambda f: f"≤{ms(f.loop_lag_p99_ms)}"))
+    table.add_row(
+        "pool in, claimed, waiting",
+        *both(lambda f: f"{f.pool_entered}, {f.pool_claimed}, {f.pool_waiting}"),
+    )
     return table
 
 
@@ -416,6 +420,11 @@ def summary_lines(snap: Snapshot) -> list[str]:
             f"503 answers: {e.answered_503}"
             + (f" ({refusals})" if refusals else "")
             + f"; event-loop lag p99 ≤{ms(e.loop_lag_p99_ms)} ms (≤: histogram bucket bounds)"
+        )
+        lines.append(
+            f"the lead pool: {e.pool_entered} unsold leads entered it, {e.pool_claimed} were "
+            f"claimed (the pull buyer paid {dollars(s.pool_paid_cents / 100)} for "
+            f"{s.pool_claims}), {e.pool_waiting} wait there now"
         )
     lines.append(
         f"the sellers (end to end, in the demo's client): ping answer p50/p95/p99 "

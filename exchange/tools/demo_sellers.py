@@ -35,10 +35,21 @@ import orjson
 from exchange.core.money import parse_dollars
 from exchange.server.supervisor import install_uvloop
 from exchange.tools.demo_latency import LatencyTally
-from exchange.tools.demo_market import PII_FIELDS, SELLERS, TMAX_MS, VERTICAL_NAME, random_lead
+from exchange.tools.demo_market import (
+    PII_FIELDS,
+    POOL_MIN_PRICE,
+    PULL_BUYER_KEY,
+    SELLERS,
+    TMAX_MS,
+    VERTICAL_NAME,
+    random_lead,
+)
 from exchange.tools.demo_processes import stop_when_parent_goes
 
 POST_SHARE = 0.8  # of the leads that got a bid; the others found a better offer elsewhere
+# Of the posts of sellers in the pool, those that ask a payout of at least POOL_MIN_PRICE.
+MIN_PRICE_SHARE = 0.2
+PULL_EVERY_S = 1.0  # the pull buyer's client lists the pool and claims its oldest offer
 LATE_SLACK_MS = 5.0
 RECENT = 8
 
@@ -58,6 +69,8 @@ class Window:
     sold: int = 0
     unsold: int = 0
     payout_cents: int = 0
+    pool_claims: int = 0  # offers the pull buyer claimed
+    pool_paid_cents: int = 0
     queued: int = 0  # requests that waited for a free connection
     ping: LatencyTally = field(default_factory=LatencyTally)
     wait: LatencyTally = field(default_factory=LatencyTally)
@@ -81,6 +94,8 @@ class Window:
                 "sold": self.sold,
                 "unsold": self.unsold,
                 "payout_cents": self.payout_cents,
+                "pool_claims": self.pool_claims,
+                "pool_paid_cents": self.pool_paid_cents,
                 "queued": self.queued,
                 "in_flight": in_flight,
                 "late": self.ping.above(late_ms),
@@ -192,21 +207,21 @@ class Sellers:
             story["post"] = "not posted"
             window.recent.append(story)
             return
-        await self._post(http, headers, answer["ping_id"], lead, story)
+        post: dict[str, Any] = {"ping_id": answer["ping_id"], "lead": lead}
+        if seller.get("pool") and rng.random() < MIN_PRICE_SHARE:
+            post["min_price"] = POOL_MIN_PRICE
+        await self._post(http, headers, post, story)
 
     async def _post(
         self,
         http: aiohttp.ClientSession,
         headers: dict[str, str],
-        ping_id: str,
-        lead: dict[str, Any],
+        post: dict[str, Any],
         story: dict[str, Any],
     ) -> None:
         started = time.perf_counter()
         try:
-            async with http.post(
-                f"{self.url}/v1/post", json={"ping_id": ping_id, "lead": lead}, headers=headers
-            ) as response:
+            async with http.post(f"{self.url}/v1/post", json=post, headers=headers) as response:
                 body = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError):
@@ -225,6 +240,27 @@ class Sellers:
             story.update(post="unsold", reason=result.get("reason") or f"HTTP {status}")
         window.recent.append(story)
 
+    async def pull(self, stop: asyncio.Event) -> None:
+        """The pull buyer's client: every PULL_EVERY_S, list the pool with the buyer's own
+        key and claim the oldest offer (a cherry pick: it sees the non-PII fields)."""
+        headers = {"Authorization": f"Bearer {PULL_BUYER_KEY}"}
+        pool = f"{self.url}/v1/pool?vertical={VERTICAL_NAME}"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), PULL_EVERY_S)
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(pool, headers=headers) as response:
+                        offers = (await response.json()).get("offers", [])
+                    if not offers:
+                        continue
+                    claim = f"{self.url}/v1/pool/{offers[-1]['lead_id']}/claim"
+                    async with http.post(claim, headers=headers) as response:
+                        if response.status == 200:
+                            won = await response.json()
+                            self.window.pool_claims += 1
+                            self.window.pool_paid_cents += parse_dollars(won["price"])
+
     def flush(self, elapsed_s: float, final: bool = False) -> None:
         line = self.window.to_json(elapsed_s, self.in_flight, final)
         self.window = Window()
@@ -240,6 +276,7 @@ async def run(url: str, rate: float, connections: int, seed: int) -> None:
     sellers = Sellers(url, rate, seed)
     async with stop_when_parent_goes(stop):
         traffic = asyncio.create_task(sellers.run(stop, connections))
+        puller = asyncio.create_task(sellers.pull(stop))
         last = time.perf_counter()
         while not traffic.done():
             await asyncio.wait([traffic], timeout=max(0.0, last + 1.0 - time.perf_counter()))
@@ -247,6 +284,7 @@ async def run(url: str, rate: float, connections: int, seed: int) -> None:
             if not traffic.done():
                 sellers.flush(now - last)
                 last = now
+        await puller
         sellers.flush(time.perf_counter() - last, final=True)
         traffic.result()
 

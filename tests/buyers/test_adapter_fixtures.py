@@ -28,7 +28,7 @@ from buyers.adapter import (
     PostReply,
 )
 from buyers.registry import ADAPTERS, build_adapter
-from exchange.core.config import PingTemplate, PostTemplate
+from exchange.core.http_templates import PingTemplate, PostTemplate
 from exchange.core.outcomes import BidOutcome, PostOutcome
 
 FIXTURES = Path(__file__).resolve().parents[2] / "buyers" / "fixtures"

@@ -31,7 +31,7 @@ from buyers.adapter import BidReply, BuyerEndpoint, HttpResponse, PostReply
 from buyers.answers import compile_path
 from buyers.http_adapter import HttpAdapter
 from exchange.config import ConfigError, parse_config
-from exchange.core.config import PingTemplate, PostTemplate
+from exchange.core.http_templates import PingTemplate, PostTemplate
 from exchange.core.outcomes import BidOutcome, PostOutcome
 from exchange.core.storable import MAX_ID_CHARS, MAX_REASON_CHARS
 from tests.support.harness import config_text

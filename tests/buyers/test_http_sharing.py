@@ -7,7 +7,7 @@ from typing import Any
 
 from buyers.adapter import BuyerEndpoint, PingOffer
 from buyers.http_adapter import HttpAdapter
-from exchange.core.config import PingTemplate, PostTemplate
+from exchange.core.http_templates import PingTemplate, PostTemplate
 
 POST = PostTemplate.model_validate(
     {"url": "http://127.0.0.1:9/post", "accepted": "$.ok", "accepted_values": ["true"]}

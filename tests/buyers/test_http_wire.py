@@ -35,7 +35,7 @@ from lxml import etree
 
 from buyers.adapter import BuyerEndpoint, HttpRequest, PingOffer, PostOffer
 from buyers.http_adapter import HttpAdapter
-from exchange.core.config import PingTemplate, PostTemplate
+from exchange.core.http_templates import PingTemplate, PostTemplate
 from exchange.core.outcomes import BidOutcome, PostOutcome
 from exchange.transport.h1 import H1Transport
 

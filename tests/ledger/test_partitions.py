@@ -272,6 +272,35 @@ async def test_a_day_not_archived_is_kept_until_it_is_when_archiving_is_required
     assert old not in await _days_of(pool, "pings")
 
 
+async def test_pool_offers_and_holds_that_ended_go_with_their_pings_and_open_ones_stay(
+    store: Store,
+) -> None:
+    pool = store.pool
+    old, recent = _at(TODAY - timedelta(days=40)), _at(TODAY - timedelta(days=2))
+    offer = (
+        "INSERT INTO pool_offers (ping_id, seller_id, vertical, lead, start_price_cents,"
+        " floor_price_cents, decay_cents_per_hour, entered_at, expires_at, pii_key_id, pii,"
+        " expired_at) VALUES ($1, 's', 'v', '{}', 2000, 200, 100, $2::timestamptz,"
+        " $2::timestamptz + interval '1 hour', $3, $4, $5)"
+    )
+    hold = (
+        "INSERT INTO held_leads (ping_id, seller_id, vertical, state, lead, buyers,"
+        " first_attempt, held_at, hold_until, next_check_at, finished_at, pii_key_id, pii)"
+        " VALUES ($1, 's', 'v', $2, '{}', '[]', 1, $3, $3, $3, $4, $5, $6)"
+    )
+    ids = [uuid.uuid4() for _ in range(4)]
+    await pool.execute(offer, ids[0], old, None, None, old)  # expired long ago
+    await pool.execute(offer, ids[1], old, "k", b"sealed", None)  # still open
+    await pool.execute(hold, ids[2], "expired", old, old, None, None)  # ended long ago
+    await pool.execute(hold, ids[3], "expired", recent, recent, None, None)  # ended lately
+
+    run = await maintain(pool, TODAY, RetentionPolicy(retention_days=30))
+
+    assert run.expired_stages == 2
+    assert {r[0] for r in await pool.fetch("SELECT ping_id FROM pool_offers")} == {ids[1]}
+    assert {r[0] for r in await pool.fetch("SELECT ping_id FROM held_leads")} == {ids[3]}
+
+
 async def test_upkeep_metrics_show_partitions_kept_past_retention_until_they_are_dropped(
     store: Store, tmp_path: Path
 ) -> None:

@@ -122,6 +122,11 @@ def test_plain_demo_shows_the_exchanges_figures_apart_and_sums_up_at_ctrl_c(
     if "not 200: 0; no answer: 0" in sellers:
         # Every lead the sellers sent is one auction the exchange counted, from the first.
         assert auctions == sent, (exchange, summary)
+    pool = _one(lines, "the lead pool: ")
+    entered, claimed = (
+        int(n) for n in re.findall(r"(\d+) (?:unsold leads entered|were claimed)", pool)
+    )
+    assert 0 <= claimed <= entered, pool
     cpu = _one(lines, "CPU (mean cores): ")
     for part in ("exchange", "database", "buyers", "sellers", "this screen", "machine"):
         assert part in cpu, cpu
