@@ -31,7 +31,9 @@ async def list_pool(request: web.Request) -> web.Response:
     problems: list[FieldError] = []
     vertical = request.query.get("vertical")
     raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
-    limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 4 else 0
+    # ASCII digits only: str.isdigit() also takes digits int() cannot read ("²").
+    ascii_digits = raw_limit.isascii() and raw_limit.isdigit()
+    limit = int(raw_limit) if ascii_digits and len(raw_limit) <= 4 else 0
     if not 1 <= limit <= MAX_LIMIT:
         problems.append({"loc": ["query", "limit"], "msg": f"must be 1 to {MAX_LIMIT}"})
     pooled = pool_verticals(ctx, buyer)

@@ -119,7 +119,9 @@ def parse_filter(query: Any, scope: str | None) -> AuctionFilter:
     limit = 50
     raw_limit = query.get("limit")
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        # ASCII digits only: str.isdigit() also takes digits int() cannot read ("²").
+        digits = raw_limit.isascii() and raw_limit.isdigit()
+        if not digits or not 1 <= int(raw_limit) <= MAX_LIMIT:
             problem("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
         else:
             limit = int(raw_limit)

@@ -53,6 +53,7 @@ from exchange.core.money import payout_cents
 from exchange.core.offers import sealing_context
 from exchange.core.outcomes import PostOutcome, PostStatus, UnsoldReason
 from exchange.core.ranking import Bid, BuyerRules, effective_floor, screen
+from exchange.core.scoring import ScoredLead, score_lead
 from exchange.core.scrub import pii_values
 from exchange.core.sealing import SealingError
 from exchange.ledger.faults import DATABASE_DOWN, ROW_REFUSED
@@ -94,9 +95,20 @@ async def hold_unsold(
     if not hours or keys is None:
         return None
     now = ctx.clock.now()
-    rules = ctx.by_vertical.get(record.vertical, ())
+    # The buyers' filters see the lead as in its auction: its score and sub-ID included;
+    # a fixed price under the floor could not have bought it (below_floor) open or not.
     # Duplicates are checked again at delivery, when they count.
-    buyers = held_for(rules, hours, seller.id, record.lead, record.created_at, now, ctx.caps.counts)
+    scored = score_lead(ctx.loaded.scorers.get(record.vertical), record.lead)
+    floor = max(
+        effective_floor(seller, ctx.loaded.config.verticals[record.vertical], record.vertical),
+        scored.floor_cents,
+    )
+    rules = [
+        r for r in ctx.by_vertical.get(record.vertical, ())
+        if r.fixed_price_cents is None or r.fixed_price_cents >= floor
+    ]  # fmt: skip
+    buyers = held_for(rules, hours, seller.id, scored.fields, record.created_at, now,
+                      ctx.caps.counts, sub_id=record.sub_id)  # fmt: skip
     if not should_hold(reason, buyers):
         return None
     pii_fields = ctx.loaded.schemas[record.vertical].pii_fields
@@ -164,7 +176,8 @@ async def _deliver(ctx: ExchangeContext, hold: HeldLead) -> None:
     assert hold.claim_token is not None
     now = ctx.clock.now()
     seller = next((s for s in ctx.loaded.config.sellers if s.id == hold.seller_id), None)
-    if seller is None or hold.pii is None:  # the seller was removed: nobody to pay
+    # The seller was removed (nobody to pay) or the vertical (no rules to sell it by).
+    if seller is None or hold.pii is None or hold.vertical not in ctx.loaded.config.verticals:
         await _end(ctx, hold, None, None, UnsoldReason.HOLD_EXPIRED)
         return
     try:
@@ -173,7 +186,10 @@ async def _deliver(ctx: ExchangeContext, hold: HeldLead) -> None:
         pii = None
         log.error("held_lead_sealed_shut", ping_id=hold.ping_id, error=str(exc))
     if pii is None:  # no key opens it (yet): an operator may restore the key
-        await ctx.store.release_hold(hold.ping_id, hold.claim_token, hold.hold_until)
+        if is_over(hold.buyers, hold.tried, now):  # ...until no window is left
+            await _end(ctx, hold, None, None, UnsoldReason.HOLD_EXPIRED)
+        else:
+            await ctx.store.release_hold(hold.ping_id, hold.claim_token, hold.hold_until)
         return
     lead = {**hold.lead, **pii}
     # A person put on one of the vertical's suppression lists meanwhile is not delivered.
@@ -189,9 +205,11 @@ async def _deliver(ctx: ExchangeContext, hold: HeldLead) -> None:
         await _end(ctx, hold, seller, None, UnsoldReason.DUPLICATE)
         return
     rules = {r.buyer_id: r for r in ctx.by_vertical.get(hold.vertical, ())}
+    # Scored now, as an auction now would: filters and the floor see today's rules.
+    scored = score_lead(ctx.loaded.scorers.get(hold.vertical), hold.lead)
     tried = list(hold.tried)
     for buyer_id in open_now(hold.buyers, tried, rules, now):
-        turn = await _offer(ctx, hold, seller, lead, rules[buyer_id], duplicates.buyers)
+        turn = await _offer(ctx, hold, seller, lead, scored, rules[buyer_id], duplicates.buyers)
         if turn is not _Turn.DECLINED:
             return
         tried.append(buyer_id)
@@ -243,6 +261,7 @@ async def _offer(
     hold: HeldLead,
     seller: SellerConfig,
     lead: dict[str, Any],
+    scored: ScoredLead,
     rules: BuyerRules,
     duplicates: dict[str, str],
 ) -> _Turn:
@@ -266,13 +285,18 @@ async def _offer(
         await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=why), 0)
         return _Turn.DECLINED
 
-    _, excluded = screen([rules], seller.id, hold.lead, now, ctx.caps.counts, duplicates)
+    _, excluded = screen([rules], seller.id, scored.fields, now, ctx.caps.counts, duplicates,
+                         hold.sub_id)  # fmt: skip
     if excluded:
         return await skipped(f"held lead: {excluded[0].outcome.value}: {excluded[0].reason}")
     if runtime is None:
         return await skipped("held lead: buyer no longer configured")
+    floor = _floor(ctx, hold, seller, scored)
+    if rules.fixed_price_cents is not None and rules.fixed_price_cents < floor:
+        # As in an auction, where a fixed price under the floor is below_floor.
+        return await skipped("held lead: below_floor: fixed price under the seller's floor")
     if rules.fixed_price_cents is None:
-        price, bid_id, why = await _bid_now(ctx, hold, seller, runtime)
+        price, bid_id, why = await _bid_now(ctx, hold, floor, scored, runtime)
         if price is None:
             return await skipped(f"held lead: {why}")
         bid.price_cents, bid.bid_id = price, bid_id
@@ -343,16 +367,27 @@ async def _sell(
     return _Turn.SOLD
 
 
-async def _bid_now(
-    ctx: ExchangeContext, hold: HeldLead, seller: SellerConfig, runtime: BuyerRuntime
-) -> tuple[int | None, str | None, str]:
-    """Ping a real-time buyer for the held lead now: (its price, its bid id, "") when it
-    bids at or above the floor, else (None, None, why not)."""
+def _floor(ctx: ExchangeContext, hold: HeldLead, seller: SellerConfig, scored: ScoredLead) -> int:
+    """The held lead's floor now, as an auction's: the highest of the vertical's, the
+    seller's and the one its score sets."""
     vertical = ctx.loaded.config.verticals[hold.vertical]
-    floor = effective_floor(seller, vertical, hold.vertical)
+    return max(effective_floor(seller, vertical, hold.vertical), scored.floor_cents)
+
+
+async def _bid_now(
+    ctx: ExchangeContext,
+    hold: HeldLead,
+    floor: int,
+    scored: ScoredLead,
+    runtime: BuyerRuntime,
+) -> tuple[int | None, str | None, str]:
+    """Ping a real-time buyer for the held lead now, as an auction pings (the score, and
+    ``floor``): (its price, its bid id, "") when it bids at or above the floor, else
+    (None, None, why not)."""
+    vertical = ctx.loaded.config.verticals[hold.vertical]
     tmax_ms = ctx.loaded.settings.tmax_ms
     timeout_ms = min(tmax_ms, runtime.timeout_ms or tmax_ms)
-    offer = PingOffer(hold.ping_id, hold.vertical, tmax_ms, floor, hold.lead)
+    offer = PingOffer(hold.ping_id, hold.vertical, tmax_ms, floor, hold.lead, scored.score)
     try:
         request = runtime.adapter.ping_request(offer, int(ctx.clock.unix_time()))
     except Exception as exc:  # an adapter that cannot build the request: that buyer's error

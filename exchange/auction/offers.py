@@ -318,15 +318,16 @@ async def sweep_pool(ctx: ExchangeContext) -> dict[str, int]:
 
 
 async def keep_pool(ctx: ExchangeContext) -> None:
-    """Sweep every SWEEP_INTERVAL_S while the process runs (started by the app)."""
+    """Sweep every SWEEP_INTERVAL_S while the process runs (started by the app), whatever
+    the config says of pools now: offers a pool left when it was taken out of the config
+    still hold sealed PII until their max age (one indexed read when there are none)."""
     while True:
-        if any(v.pool is not None for v in ctx.loaded.config.verticals.values()):
-            try:
-                await sweep_pool(ctx)
-            except DATABASE_DOWN:
-                pass  # the database watcher reports it; the next sweep catches up
-            except Exception as exc:  # a sweep must never stop the process's sweeping
-                log.warning("pool_sweep_failed", error=type(exc).__name__)
+        try:
+            await sweep_pool(ctx)
+        except DATABASE_DOWN:
+            pass  # the database watcher reports it; the next sweep catches up
+        except Exception as exc:  # a sweep must never stop the process's sweeping
+            log.warning("pool_sweep_failed", error=type(exc).__name__)
         await asyncio.sleep(SWEEP_INTERVAL_S)
 
 

@@ -74,21 +74,13 @@ class AdapterError(Exception):
 
 
 @dataclass(slots=True)
-class BuyerCall:
-    """What came of asking one buyer for a bid. (Made per buyer per auction: a plain
-    slots class, as a frozen one costs three times as much to build.)"""
-
-    buyer_id: str
-    reply: BidReply
-    latency_us: int
-
-
-@dataclass(slots=True)
 class FanOut:
-    """What came of asking the buyers: one BuyerCall each, and the time the auction spent
-    waiting on them (time.perf_counter_ns), the rest of its duration being its overhead."""
+    """What came of asking the buyers: each one's reply as the core reads it (BuyerReply:
+    built once per buyer, straight from its adapter's BidReply), and the time the auction
+    spent waiting on them (time.perf_counter_ns), the rest of its duration being its
+    overhead."""
 
-    calls: list[BuyerCall]
+    calls: list[BuyerReply]
     waited_ns: int
 
 
@@ -125,7 +117,7 @@ async def _fan_out(
     deadline: float,
     stop: Callable[[BidReply], bool] | None = None,
 ) -> FanOut:
-    """Ask every buyer at once; each answer, failure or timeout is a BuyerCall, and how
+    """Ask every buyer at once; each answer, failure or timeout is a BuyerReply, and how
     long the auction waited on them (every request sent, until the last answer or the
     deadline) is the FanOut's ``waited_ns``.
 
@@ -178,17 +170,18 @@ async def _fan_out(
         for future in futures:
             if not future.done():  # cancelled, or a transport that missed its deadline
                 future.cancel()
-    calls: list[BuyerCall] = []
+    calls: list[BuyerReply] = []
     for buyer, future, limit_s in zip(buyers, futures, limits, strict=True):
         buyer_id = buyer.rules.buyer_id
         done_ns = finished.get(future)
         if (done_ns is None or future.cancelled()) and ended:
-            reply = BidReply(BidOutcome.CANCELLED, reason=BID_FIRST)
-            calls.append(BuyerCall(buyer_id, reply, us_of(time.perf_counter_ns() - sent_ns)))
+            waited_us = us_of(time.perf_counter_ns() - sent_ns)
+            calls.append(BuyerReply(buyer_id, BidOutcome.CANCELLED, waited_us, reason=BID_FIRST))
             continue
         if done_ns is None or future.cancelled():
-            reply = BidReply(BidOutcome.TIMEOUT, reason="no answer by the auction deadline")
-            calls.append(BuyerCall(buyer_id, reply, us_of(time.perf_counter_ns() - sent_ns)))
+            waited_us = us_of(time.perf_counter_ns() - sent_ns)
+            calls.append(BuyerReply(buyer_id, BidOutcome.TIMEOUT, waited_us,
+                                    reason="no answer by the auction deadline"))  # fmt: skip
             continue
         latency_us = us_of(done_ns - sent_ns)
         failure = future.exception()
@@ -201,7 +194,8 @@ async def _fan_out(
             reply = BidReply(BidOutcome.TIMEOUT, reason=f"no answer within {limit_s * 1000:.0f} ms")
         else:
             reply = BidReply(BidOutcome.ERROR, reason=str(failure) or type(failure).__name__)
-        calls.append(BuyerCall(buyer_id, reply, latency_us))
+        calls.append(BuyerReply(buyer_id, reply.outcome, latency_us, reply.price_cents,
+                                reply.bid_id, reply.reason))  # fmt: skip
     return FanOut(calls, waiting_ns)
 
 
@@ -324,15 +318,10 @@ async def run_ping(ctx: ExchangeContext, request: PingRequest) -> PingRecord:
                 )
 
         fanned = await _fan_out(ctx, realtime, offer, deadline, stop)
-        calls, waited_ns = fanned.calls, fanned.waited_ns
+        replies, waited_ns = fanned.calls, fanned.waited_ns
     finally:
         ctx.metrics.record_auction_finished()
 
-    replies = [
-        BuyerReply(c.buyer_id, c.reply.outcome, c.latency_us, c.reply.price_cents,
-                   c.reply.bid_id, c.reply.reason)
-        for c in calls
-    ]  # fmt: skip
     ranking = ranking_of(settings, vertical)
     rotating = "round_robin" in settings.tie_breakers
     decision = classify(

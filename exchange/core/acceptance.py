@@ -47,8 +47,13 @@ def expected_value(price_cents: int, p: Fraction) -> Fraction:
 
 
 def expected_value_cents(price_cents: int, p: Fraction) -> int:
-    """The expected value as shown (rounded down to the cent); ranking uses the exact one."""
-    return int(price_cents * p)
+    """The expected value as shown (rounded down to the cent); ranking uses the exact one.
+    Integer arithmetic on p's terms, as ``int(price_cents * p)`` (truncated toward zero)
+    without building a Fraction: an auction asks this of every bid."""
+    product = price_cents * p.numerator
+    if product >= 0:
+        return product // p.denominator
+    return -(-product // p.denominator)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,9 +74,11 @@ def held_for(
     arrived_at: datetime,
     cap_counts: CapCounts | None = None,
     duplicates: Mapping[str, str] | None = None,
+    sub_id: str | None = None,
 ) -> list[HeldBuyer]:
     """The buyers with ``delayed`` (``hold_hours`` by buyer id) that the lead would be held
-    for: screened out at ``pinged_at`` for their schedule alone. In ``rules`` order."""
+    for: screened out at ``pinged_at`` for their schedule alone. In ``rules`` order.
+    ``lead`` is the lead as buyer filters see it (its ``score`` included when scored)."""
     found: list[HeldBuyer] = []
     for buyer in rules:
         hours = hold_hours.get(buyer.buyer_id)
@@ -85,7 +87,9 @@ def held_for(
         if buyer.schedule.closed_reason(pinged_at) is None:
             continue  # open: it was in the auction (and did not buy)
         unscheduled = replace(buyer, schedule=None)
-        eligible, _ = screen([unscheduled], seller_id, lead, pinged_at, cap_counts, duplicates)
+        eligible, _ = screen(
+            [unscheduled], seller_id, lead, pinged_at, cap_counts, duplicates, sub_id
+        )
         if eligible:
             found.append(HeldBuyer(buyer.buyer_id, arrived_at + timedelta(hours=hours)))
     return found

@@ -158,6 +158,8 @@ class BatchWriter:
         """True while the writer cannot write: some table's rows have failed every try
         for over STALL_S, or one write has been under way that long (a database that
         stopped answering). False again after the next successful write."""
+        if not self._failing_since and not self._writing_since:
+            return False  # the usual answer, asked by every request: no tuple to build
         since = min((*self._failing_since.values(), *self._writing_since.values()), default=None)
         return since is not None and time.monotonic() - since > STALL_S
 

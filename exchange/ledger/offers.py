@@ -295,8 +295,10 @@ async def replace_sealed(
     expired, or re-sealed by another rotation)."""
     _check_sealed(table, key)
     done = await pool.execute(
+        # By the key column itself (every sealed table's is a uuid ping id), not its text:
+        # a cast column would scan the whole table for each value re-sealed.
         f"UPDATE {table} SET pii_key_id = $2, pii = $3"
-        f" WHERE {key}::text = $1 AND pii_key_id = $4 AND pii = $5",
+        f" WHERE {key} = $1::uuid AND pii_key_id = $4 AND pii = $5",
         row_id,
         new.key_id,
         new.blob,

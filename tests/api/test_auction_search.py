@@ -214,3 +214,11 @@ async def test_the_record_shows_every_sale_of_a_shared_lead_and_its_returns(
             not_posted = await ping(ex, "TX")
             story = await ex.story(not_posted)
             assert (story["sale"], story["sales"], story["returns"]) == (None, [], [])
+
+
+async def test_a_limit_of_digits_int_cannot_read_is_named_not_a_500(database_url: str) -> None:
+    async with market(database_url) as ex:
+        for limit in ("%C2%B2", "%E2%91%A0"):  # "²" and "①": str.isdigit() says yes
+            status, body = await search(ex, f"?limit={limit}")
+            assert status == 422, (limit, status, body)
+            assert body["error"]["fields"][0]["loc"] == ["query", "limit"]

@@ -41,7 +41,7 @@ async def test_an_adapter_that_raises_costs_its_buyer_not_the_auction() -> None:
             calls = (await _fan_out(ctx, buyers, OFFER, deadline)).calls
         finally:
             await transport.close()
-    by_id = {call.buyer_id: call.reply for call in calls}
+    by_id = {call.buyer_id: call for call in calls}
     assert by_id["broken"].outcome is BidOutcome.ERROR
     assert by_id["broken"].reason == "adapter failed: KeyError"
     assert (by_id["good"].outcome, by_id["good"].price_cents) == (BidOutcome.BID, 1500)

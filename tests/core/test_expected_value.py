@@ -11,7 +11,13 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exchange.core.acceptance import AcceptanceRates, Tally, expected_value, p_accept
+from exchange.core.acceptance import (
+    AcceptanceRates,
+    Tally,
+    expected_value,
+    expected_value_cents,
+    p_accept,
+)
 from exchange.core.classify import AuctionInputs, BuyerReply, classify
 from exchange.core.config import DEFAULT_MAX_BID_CENTS, AcceptancePrior
 from exchange.core.outcomes import BidOutcome, PostOutcome
@@ -231,3 +237,8 @@ def test_tie_breakers_never_reorder_different_prices() -> None:
             tree = classify(_auction(prices, "price", None, breakers, last=last)).tree
             assert [b.buyer_id for b in tree] == ["b", "a"]
             assert not tie_at_top(tree, "price")
+
+
+@given(st.integers(-(10**12), 10**12), st.fractions(min_value=-2, max_value=2))
+def test_shown_expected_value_is_the_exact_one_truncated(price_cents: int, p: Fraction) -> None:
+    assert expected_value_cents(price_cents, p) == int(expected_value(price_cents, p))

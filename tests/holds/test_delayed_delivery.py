@@ -17,6 +17,7 @@ from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
 from tests.support.harness import (
     ADMIN_TOKEN,
     FULL_LEAD,
+    SELLER_KEY,
     Exchange,
     config_text,
     make_config,
@@ -237,3 +238,157 @@ async def test_a_held_lead_whose_person_is_suppressed_meanwhile_is_never_deliver
             assert story["post"]["reason"] == "suppressed"
             assert story["sale"] is None
             assert sim.counters("late").posts == 0
+
+
+SCORE_RULES = [
+    {"field": "credit_rating", "in": ["excellent", "good"], "points": 40},
+    {"field": "age", "gte": 25, "points": 20},
+]
+
+
+def scoring_config(buyers: list[dict[str, Any]], **vertical: Any) -> Any:
+    doc = yaml.safe_load(config_text(buyers, exchange=EXCHANGE))
+    doc["verticals"]["auto_insurance"].update({"score": SCORE_RULES, **vertical})
+    return parse_config(yaml.safe_dump(doc), "test.yaml", env={})
+
+
+async def test_a_delayed_buyer_filtering_on_the_score_is_held_for_and_sold_a_lead_scoring_enough(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        buyer = delayed(sim, "late", 14.0)
+        buyer["filters"] = {"score": {"gte": 50}}  # FULL_LEAD scores 60
+        async with running_exchange(scoring_config([buyer]), database_url) as ex:
+            answer = await direct_post(ex)
+            assert answer["status"] == "queued", answer
+            ex.ctx.clock.advance(timedelta(hours=3))
+            story = await settled(ex, answer["ping_id"])
+            assert story["sale"] is not None and story["sale"]["buyer"] == "late", story
+            assert [a["outcome"] for a in story["post_attempts"]] == ["accepted"]
+
+
+async def test_a_real_time_delayed_buyer_is_pinged_on_delivery_with_the_score_and_its_floor(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("live", 900)]) as sim:
+        buyer = {
+            "id": "live", "verticals": ["auto_insurance"], "ping_url": sim.ping_url("live"),
+            "post_url": sim.post_url("live"), "secret": "s3cret-live",
+            "schedule": opens_in_two_hours(), "delayed": {"hold_hours": 12},
+        }  # fmt: skip
+        config = scoring_config([buyer], floor_by_score=[{"gte": 50, "floor": 10.00}])
+        async with running_exchange(config, database_url) as ex:
+            answer = await direct_post(ex)
+            assert answer["status"] == "queued", answer
+            ex.ctx.clock.advance(timedelta(hours=3))
+            story = await settled(ex, answer["ping_id"])
+            pinged = [r.body for r in sim.received("live") if r.path == "/ping"]
+            assert len(pinged) == 1
+            assert pinged[0]["score"] == 60 and pinged[0]["floor"] == 10.0, pinged[0]
+            # Its $9.00 bid is under the score's $10.00 floor: no sale.
+            assert story["sale"] is None, story["sale"]
+            assert sim.counters("live").posts == 0
+
+
+async def test_a_lead_from_a_sub_id_a_delayed_buyer_denies_is_neither_held_for_it_nor_sold_to_it(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        buyer = delayed(sim, "late", 14.0)
+        buyer["sub_ids_deny"] = ["bad-src"]
+        async with running_exchange(make_config([buyer], exchange=EXCHANGE), database_url) as ex:
+            answer = await direct_post(ex, sub_id="bad-src")
+            assert answer["status"] == "unsold" and answer["reason"] == "no_bids", answer
+            assert (await ex.story(answer["ping_id"]))["hold"] is None
+            ex.ctx.clock.advance(timedelta(hours=3))
+            await asyncio.sleep(1.5)
+            assert sim.counters("late").posts == 0
+
+
+async def test_a_hold_whose_pii_no_key_opens_ends_unsold_at_its_window_and_is_purged(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        buyers = [delayed(sim, "late", 14.0, hours=6)]
+        async with running_exchange(make_config(buyers, exchange=EXCHANGE), database_url) as ex:
+            ping_id = (await direct_post(ex))["ping_id"]
+        # The key is lost: the exchange comes back under another, the old one not retired.
+        other = {"pii_key": base64.b64encode(bytes(range(50, 82))).decode()}
+        async with running_exchange(make_config(buyers, exchange=other), database_url) as ex:
+            ex.ctx.clock.advance(timedelta(hours=7))  # past every buyer's window
+            story = await settled(ex, ping_id)
+            assert story["post"]["status"] == "unsold", story["post"]
+            assert story["post"]["reason"] == "hold_expired"
+            assert story["hold"]["state"] == "expired"
+            assert sim.counters("late").posts == 0
+        db = await asyncpg.connect(database_url)
+        try:
+            row = await db.fetchrow("SELECT pii, pii_key_id FROM held_leads")
+        finally:
+            await db.close()
+        assert row is not None and row["pii"] is None and row["pii_key_id"] is None
+
+
+async def test_a_hold_of_a_vertical_no_longer_configured_ends_unsold_and_is_purged(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        buyers = [delayed(sim, "late", 14.0)]
+        async with running_exchange(make_config(buyers, exchange=EXCHANGE), database_url) as ex:
+            assert (await direct_post(ex))["status"] == "queued"
+        # The exchange comes back with the vertical gone (renamed).
+        doc = yaml.safe_load(config_text(buyers, exchange=EXCHANGE))
+        doc["verticals"] = {"home_insurance": doc["verticals"]["auto_insurance"]}
+        doc["buyers"][0]["verticals"] = ["home_insurance"]
+        config = parse_config(yaml.safe_dump(doc), "test.yaml", env={})
+        async with running_exchange(config, database_url) as ex:
+            ex.ctx.clock.advance(timedelta(hours=3))
+            db = await asyncpg.connect(database_url)
+            try:
+                for _ in range(50):
+                    row = await db.fetchrow("SELECT state, pii FROM held_leads")
+                    assert row is not None
+                    if row["state"] != "held":
+                        break
+                    await asyncio.sleep(0.1)
+                post = await db.fetchrow("SELECT status, reason FROM posts")
+            finally:
+                await db.close()
+            assert row["state"] == "expired" and row["pii"] is None, row
+            assert post is not None and post["status"] == "unsold", post
+            assert sim.counters("late").posts == 0
+
+
+async def test_a_fixed_price_delayed_buyer_under_the_sellers_floor_is_not_sold_the_held_lead(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("cheap"), spec("fair")]) as sim:
+        buyers = [delayed(sim, "cheap", 3.0), delayed(sim, "fair", 6.0)]
+        async with running_exchange(make_config(buyers, exchange=EXCHANGE), database_url) as ex:
+            ping_id = (await direct_post(ex))["ping_id"]  # held for both at a $2.00 floor
+        # Back with acme-media's floor raised to $4.00: in an auction now, $3.00 fixed is
+        # below_floor.
+        sellers = [{"id": "acme-media", "api_key": SELLER_KEY, "payout_share": 0.85,
+                    "floor": 4.00}]  # fmt: skip
+        config = make_config(buyers, exchange=EXCHANGE, sellers=sellers)
+        async with running_exchange(config, database_url) as ex:
+            ex.ctx.clock.advance(timedelta(hours=3))
+            story = await settled(ex, ping_id)
+            assert story["sale"] is not None and story["sale"]["buyer"] == "fair", story
+            assert story["sale"]["price"] == 6.0
+            assert sim.counters("cheap").posts == 0
+            [skipped, accepted] = story["post_attempts"]
+            assert skipped["buyer"] == "cheap" and skipped["outcome"] == "skipped"
+            assert "below_floor" in skipped["reason"], skipped
+            assert accepted["buyer"] == "fair" and accepted["outcome"] == "accepted"
+
+
+async def test_a_lead_is_not_held_for_a_fixed_price_under_the_sellers_floor_alone(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("cheap")]) as sim:
+        buyers = [delayed(sim, "cheap", 1.5)]  # acme-media's floor is $2.00
+        async with running_exchange(make_config(buyers, exchange=EXCHANGE), database_url) as ex:
+            answer = await direct_post(ex)
+            assert answer["status"] == "unsold" and answer["reason"] == "no_bids", answer
+            assert (await ex.story(answer["ping_id"]))["hold"] is None

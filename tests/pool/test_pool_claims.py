@@ -5,12 +5,14 @@ as a sale like any other (record, reports, returns, metrics)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import yaml
 
 from exchange.auction.offers import sweep_pool
 from exchange.tools.simulator import BuyerSimulator
@@ -260,3 +262,47 @@ async def test_a_pooled_lead_whose_person_is_suppressed_meanwhile_leaves_the_poo
         assert await listing(ex, "puller") == []
         story = await ex.story(lead_id)
         assert story["pool"]["status"] == "expired" and story["sale"] is None
+
+
+async def test_odd_pool_query_strings_and_lead_ids_get_clear_errors_never_a_500(
+    database_url: str,
+) -> None:
+    async with pool_exchange(database_url, {"puller": {}}) as ex:
+        key = buyer_key("puller")
+        # Digits Python's isdigit() knows but int() does not read, and other odd limits.
+        for limit in ("%C2%B2", "%E2%91%A0", "-1", "1e3", "99999999999999999999", "", "%00"):
+            status, body, _ = await ex.call("GET", f"/v1/pool?limit={limit}", key=key)
+            assert status == 422, (limit, status, body)
+            assert body["error"]["fields"][0]["loc"] == ["query", "limit"], body
+        for vertical in ("", "%00", "x" * 5000, "auto_insurance%00"):
+            status, body, _ = await ex.call("GET", f"/v1/pool?vertical={vertical}", key=key)
+            assert status == 422, (vertical[:20], status, body)
+        for lead_id in ("%00", "x" * 3000, "01a24dbc-d088-76a2-9a2b-d0a7e4cd158%C3%A9",
+                        "%7B01a24dbc-d088-76a2-9a2b-d0a7e4cd1582%7D"):  # fmt: skip
+            status, body = await claim(ex, "puller", lead_id)
+            assert status == 404, (lead_id[:20], status, body)
+
+
+async def test_offers_left_by_a_pool_taken_out_of_the_config_are_still_swept_at_max_age(
+    database_url: str,
+) -> None:
+    async with pool_exchange(database_url, {"puller": {}}) as ex:
+        await direct_post(ex)
+    # The exchange comes back with no vertical pooling: its old offers must still expire.
+    async with BuyerSimulator(pull_specs("puller")) as sim:
+        text = pool_config([pull_buyer(sim, "puller")])
+        doc = yaml.safe_load(text)
+        del doc["verticals"]["auto_insurance"]["pool"]
+        async with running_exchange(yaml.safe_dump(doc), database_url) as ex:
+            ex.ctx.clock.advance(timedelta(hours=72))
+            conn = await asyncpg.connect(database_url)
+            try:
+                for _ in range(80):  # a sweep runs every 5 s
+                    row = await conn.fetchrow("SELECT pii, expired_at FROM pool_offers")
+                    assert row is not None
+                    if row["expired_at"] is not None:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await conn.close()
+            assert row["expired_at"] is not None and row["pii"] is None, row
