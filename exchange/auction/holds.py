@@ -197,7 +197,7 @@ async def _deliver(ctx: ExchangeContext, hold: HeldLead) -> None:
     if suppressed_by is not None:
         ctx.metrics.record_suppressed(hold.vertical, suppressed_by)
         log.info("held_lead_suppressed", ping_id=hold.ping_id, list=suppressed_by)
-        await _end(ctx, hold, seller, None, UnsoldReason.SUPPRESSED)
+        await _end(ctx, hold, seller, None, UnsoldReason.SUPPRESSED, suppressed_by)
         return
     contacts = ContactHashes(hold.phone_hash, hold.email_hash)
     duplicates = await check_duplicates(ctx, hold.vertical, contacts, now)
@@ -227,11 +227,12 @@ async def _end(
     seller: SellerConfig | None,
     lead: dict[str, Any] | None,
     reason: UnsoldReason,
+    suppressed_by: str | None = None,
 ) -> None:
     """The hold ends unsold (PII purged); an expired one's lead goes on to the pool."""
     assert hold.claim_token is not None
     now = ctx.clock.now()
-    if not await ctx.store.expire_hold(hold.ping_id, hold.claim_token, reason, now):
+    if not await ctx.store.expire_hold(hold.ping_id, hold.claim_token, reason, now, suppressed_by):
         return
     ctx.metrics.record_hold(hold.vertical, HoldState.EXPIRED)
     ctx.metrics.record_unsold(hold.vertical)

@@ -150,6 +150,9 @@ def _refusal(
     claim reserves them exactly."""
     if not buyer.enabled:
         return f"buyer {buyer.id} is paused"
+    seller = next((s for s in ctx.loaded.config.sellers if s.id == offer.seller_id), None)
+    if seller is not None and not seller.enabled:  # nothing of a paused seller is sold
+        return f"seller {seller.id} is paused"
     if offer.vertical not in buyer.verticals:
         return f"vertical {offer.vertical} is not one of buyer {buyer.id}'s verticals"
     vertical = ctx.loaded.config.verticals[offer.vertical]
@@ -256,7 +259,8 @@ async def claim(ctx: ExchangeContext, buyer: BuyerConfig, ping_id: str) -> Claim
     # never sold from the pool either: the offer leaves it.
     suppressed_by = await check_suppression(ctx, offer.vertical, lead)
     if suppressed_by is not None:
-        await ctx.store.withdraw_offer(ping_id, now)
+        if await ctx.store.withdraw_offer(ping_id, now):
+            ctx.metrics.record_pool_expired(offer.vertical, 1)
         ctx.metrics.record_suppressed(offer.vertical, suppressed_by)
         log.info("pool_offer_suppressed", ping_id=ping_id, list=suppressed_by)
         raise NotFound(f"lead {ping_id} left the pool: it is on a suppression list")

@@ -192,7 +192,8 @@ WITH hold AS (
     WHERE ping_id = $1 AND claim_token = $2 AND state = {_HELD}
     RETURNING ping_id
 ), unsold AS (
-    UPDATE posts p SET status = {sql_word(ClaimStatus.UNSOLD)}, reason = $3, finished_at = $4
+    UPDATE posts p SET status = {sql_word(ClaimStatus.UNSOLD)}, reason = $3, finished_at = $4,
+                       suppressed_by = $5
     FROM hold WHERE p.ping_id = hold.ping_id AND p.status = {_QUEUED}
     RETURNING 1
 )
@@ -272,13 +273,23 @@ class Holds(LedgerArea):
         )
 
     async def expire_hold(
-        self, ping_id: str, token: str, reason: UnsoldReason, finished_at: datetime
+        self,
+        ping_id: str,
+        token: str,
+        reason: UnsoldReason,
+        finished_at: datetime,
+        suppressed_by: str | None = None,
     ) -> bool:
-        """End the hold unsold (its post unsold with ``reason``); False when the claim is
-        no longer this one."""
+        """End the hold unsold (its post unsold with ``reason``, and the suppression list
+        that matched, if any); False when the claim is no longer this one."""
         return bool(
             await self.pool.fetchval(
-                _EXPIRE, uuid.UUID(ping_id), uuid.UUID(token), reason.value, finished_at
+                _EXPIRE,
+                uuid.UUID(ping_id),
+                uuid.UUID(token),
+                reason.value,
+                finished_at,
+                suppressed_by,
             )
         )
 

@@ -236,6 +236,7 @@ async def test_a_held_lead_whose_person_is_suppressed_meanwhile_is_never_deliver
             story = await settled(ex, ping_id)
             assert story["post"]["status"] == "unsold", story["post"]
             assert story["post"]["reason"] == "suppressed"
+            assert story["post"]["suppressed_by"] == "dnc"
             assert story["sale"] is None
             assert sim.counters("late").posts == 0
 

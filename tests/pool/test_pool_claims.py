@@ -306,3 +306,21 @@ async def test_offers_left_by_a_pool_taken_out_of_the_config_are_still_swept_at_
             finally:
                 await conn.close()
             assert row["expired_at"] is not None and row["pii"] is None, row
+
+
+async def test_a_paused_sellers_pooled_leads_are_neither_listed_nor_sold(
+    database_url: str,
+) -> None:
+    async with pool_exchange(database_url, {"puller": {}}) as ex:
+        lead_id = (await direct_post(ex))["ping_id"]
+        assert [o["lead_id"] for o in await listing(ex, "puller")] == [lead_id]
+        status, changed, _ = await ex.call(
+            "PATCH", "/v1/sellers/acme-media", {"enabled": False}, key=ADMIN_TOKEN
+        )
+        assert status == 200, changed
+        assert ex.ctx.settings_version == changed["version"]  # adopted where it was made
+        assert await listing(ex, "puller") == []
+        status, body = await claim(ex, "puller", lead_id)
+        assert status == 403, body
+        assert "seller acme-media is paused" in body["error"]["message"]
+        assert (await ex.story(lead_id))["sale"] is None
