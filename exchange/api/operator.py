@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -148,24 +149,52 @@ async def seller_report(request: web.Request) -> web.Response:
             "sellers": [
                 {
                     "seller": r.seller_id,
-                    "pings": r.pings,
-                    "bids": r.bids,
-                    "bid_rate": _rate(r.bids, r.pings),
-                    "posts": r.posts,
-                    "sales": r.sales,
-                    "acceptance_rate": _rate(r.sales, r.posts),
-                    "revenue": dollars_json(r.revenue_cents),
-                    "payout": dollars_json(r.payout_cents),
-                    "returns": r.returns,
-                    "return_rate": _rate(r.returns, r.sales),
-                    "payout_reversed": dollars_json(r.reversed_cents),
-                    "net_payout": dollars_json(r.payout_cents - r.reversed_cents),
+                    **_seller_figures(r),
                     "avg_score": _avg_score(r.scored, r.score_sum),
                 }
                 for r in rows
             ],
         }
     )
+
+
+class _SellerCounts(Protocol):
+    """A seller report row's figures, per seller or per seller and sub-ID."""
+
+    @property
+    def pings(self) -> int: ...
+    @property
+    def bids(self) -> int: ...
+    @property
+    def posts(self) -> int: ...
+    @property
+    def sales(self) -> int: ...
+    @property
+    def revenue_cents(self) -> int: ...
+    @property
+    def payout_cents(self) -> int: ...
+    @property
+    def returns(self) -> int: ...
+    @property
+    def reversed_cents(self) -> int: ...
+
+
+def _seller_figures(r: _SellerCounts) -> dict[str, Any]:
+    """The seller report's figures of one row, with their rates and net payout."""
+    return {
+        "pings": r.pings,
+        "bids": r.bids,
+        "bid_rate": _rate(r.bids, r.pings),
+        "posts": r.posts,
+        "sales": r.sales,
+        "acceptance_rate": _rate(r.sales, r.posts),
+        "revenue": dollars_json(r.revenue_cents),
+        "payout": dollars_json(r.payout_cents),
+        "returns": r.returns,
+        "return_rate": _rate(r.returns, r.sales),
+        "payout_reversed": dollars_json(r.reversed_cents),
+        "net_payout": dollars_json(r.payout_cents - r.reversed_cents),
+    }
 
 
 def _avg_score(scored: int, score_sum: int) -> float | None:
@@ -200,18 +229,7 @@ async def _sub_id_report(
                 {
                     "seller": r.seller_id,
                     "sub_id": r.sub_id,
-                    "pings": r.pings,
-                    "bids": r.bids,
-                    "bid_rate": _rate(r.bids, r.pings),
-                    "posts": r.posts,
-                    "sales": r.sales,
-                    "acceptance_rate": _rate(r.sales, r.posts),
-                    "revenue": dollars_json(r.revenue_cents),
-                    "payout": dollars_json(r.payout_cents),
-                    "returns": r.returns,
-                    "return_rate": _rate(r.returns, r.sales),
-                    "payout_reversed": dollars_json(r.reversed_cents),
-                    "net_payout": dollars_json(r.payout_cents - r.reversed_cents),
+                    **_seller_figures(r),
                     "avg_score": _avg_score(*scores.get((r.seller_id, r.sub_id), (0, 0))),
                 }
                 for r in rows

@@ -332,10 +332,9 @@ _LEADID_TOKEN = re.compile(
 )
 
 
-def _trustedform_url_checker(spec: FieldRules) -> Checker:
-    invalid = (
-        "must be a TrustedForm certificate URL (https://cert.trustedform.com/ and 40 hex digits)"
-    )
+def _fixed_format_checker(invalid: str, read: Callable[[str], str | None]) -> Checker:
+    """Text in one fixed format: ``read`` gives its one spelling, or None when the text
+    is not in the format."""
 
     def check(value: object) -> Any:
         if not isinstance(value, str):
@@ -343,28 +342,32 @@ def _trustedform_url_checker(spec: FieldRules) -> Checker:
         value = value.strip()
         if not value:
             return ABSENT
-        match = _TRUSTEDFORM_URL.fullmatch(value)
-        if match is None:
+        normal = read(value)
+        if normal is None:
             raise Reject(invalid)
-        return TRUSTEDFORM_CERT_PREFIX + match.group(1).lower()
+        return normal
 
     return check
+
+
+def _trustedform_url_checker(spec: FieldRules) -> Checker:
+    def read(value: str) -> str | None:
+        match = _TRUSTEDFORM_URL.fullmatch(value)
+        return None if match is None else TRUSTEDFORM_CERT_PREFIX + match.group(1).lower()
+
+    return _fixed_format_checker(
+        "must be a TrustedForm certificate URL (https://cert.trustedform.com/ and 40 hex digits)",
+        read,
+    )
 
 
 def _leadid_token_checker(spec: FieldRules) -> Checker:
-    invalid = "must be a Jornaya LeadiD token (a UUID: 8-4-4-4-12 hex digits)"
+    def read(value: str) -> str | None:
+        return None if _LEADID_TOKEN.fullmatch(value) is None else value.upper()
 
-    def check(value: object) -> Any:
-        if not isinstance(value, str):
-            raise Reject(invalid)
-        value = value.strip()
-        if not value:
-            return ABSENT
-        if _LEADID_TOKEN.fullmatch(value) is None:
-            raise Reject(invalid)
-        return value.upper()
-
-    return check
+    return _fixed_format_checker(
+        "must be a Jornaya LeadiD token (a UUID: 8-4-4-4-12 hex digits)", read
+    )
 
 
 COMPILERS: Mapping[str, Callable[[FieldRules], Checker]] = {

@@ -27,7 +27,7 @@ from exchange.core.holds import HeldBuyer, HoldState
 from exchange.core.outcomes import ClaimStatus, UnsoldReason
 from exchange.core.sealing import Sealed
 from exchange.ledger.bounded import LedgerArea, bounded
-from exchange.ledger.sales import SaleRow
+from exchange.ledger.sales import SaleRow, sale_values
 from exchange.ledger.words import sql_word
 
 _HELD = sql_word(HoldState.HELD)
@@ -255,19 +255,7 @@ class Holds(LedgerArea):
         return bool(
             await self.pool.fetchval(
                 _SELL,
-                uuid.UUID(sale.ping_id),
-                sale.sale_seq,
-                sale.seller_id,
-                sale.buyer_id,
-                sale.vertical,
-                sale.price_cents,
-                sale.payout_cents,
-                sale.bid_id,
-                sale.buyer_lead_id,
-                sale.created_at,
-                sale.phone_hash,
-                sale.email_hash,
-                sale.redirect_url,
+                *sale_values(sale),
                 uuid.UUID(token),
             )
         )

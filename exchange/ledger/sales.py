@@ -109,6 +109,25 @@ WHERE ping_id = $1 AND status = {_IN_PROGRESS}
 """
 
 
+def sale_values(sale: SaleRow) -> tuple[Any, ...]:
+    """A sale's columns, $1 to $13 of every statement inserting into ``sales``."""
+    return (
+        uuid.UUID(sale.ping_id),
+        sale.sale_seq,
+        sale.seller_id,
+        sale.buyer_id,
+        sale.vertical,
+        sale.price_cents,
+        sale.payout_cents,
+        sale.bid_id,
+        sale.buyer_lead_id,
+        sale.created_at,
+        sale.phone_hash,
+        sale.email_hash,
+        sale.redirect_url,
+    )
+
+
 class Sales(LedgerArea):
     @bounded
     async def record_sale(
@@ -118,19 +137,7 @@ class Sales(LedgerArea):
         statement; raise SaleConflict if the slot is taken or the claim was given up."""
         row = await self.pool.fetchrow(
             _RECORD_SALE,
-            uuid.UUID(sale.ping_id),
-            sale.sale_seq,
-            sale.seller_id,
-            sale.buyer_id,
-            sale.vertical,
-            sale.price_cents,
-            sale.payout_cents,
-            sale.bid_id,
-            sale.buyer_lead_id,
-            sale.created_at,
-            sale.phone_hash,
-            sale.email_hash,
-            sale.redirect_url,
+            *sale_values(sale),
             totals is not None,
             totals.price_cents if totals is not None else None,
             totals.payout_cents if totals is not None else None,
