@@ -4,8 +4,10 @@ buyer's own ``api_key``."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -15,9 +17,33 @@ from exchange.auction.offers import Listed, claim, list_offers, pool_verticals
 from exchange.core.errors import FieldError, Invalid, NotFound
 from exchange.core.money import dollars_json
 from exchange.core.offers import age_minutes, listed_fields
+from exchange.ledger.offers import OfferPosition
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _cursor_text(position: OfferPosition) -> str:
+    """An offer's place in the listing as an opaque cursor: its entry time (microseconds
+    since the epoch, 8 bytes) and its id (16 bytes), base64url without padding."""
+    at, ping_id = position
+    micros = (at - _EPOCH) // timedelta(microseconds=1)
+    raw = micros.to_bytes(8, "big", signed=True) + uuid.UUID(ping_id).bytes
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _cursor_position(text: str) -> OfferPosition | None:
+    if len(text) != 32:  # 24 bytes, unpadded
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text)
+        at = _EPOCH + timedelta(microseconds=int.from_bytes(raw[:8], "big", signed=True))
+        return at, str(uuid.UUID(bytes=raw[8:]))
+    except (ValueError, OverflowError, binascii.Error):
+        return None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -43,13 +69,29 @@ async def list_pool(request: web.Request) -> web.Response:
              "msg": f"is not one of buyer {buyer.id}'s verticals with a lead pool "
                     f"({', '.join(pooled) or 'none'})"}
         )  # fmt: skip
+    after = None
+    raw_cursor = request.query.get("cursor")
+    if raw_cursor is not None:
+        after = _cursor_position(raw_cursor)
+        if after is None:
+            problems.append(
+                {"loc": ["query", "cursor"], "msg": "is not a next_cursor of a previous page"}
+            )
     if problems:
         raise Invalid("the pool listing is not valid", problems)
     if vertical is not None:
         pooled = [vertical]
     now = ctx.clock.now()
-    listed = await list_offers(ctx, buyer, pooled, limit) if pooled else []
-    return json_response({"offers": [_listed(item, now) for item in listed]})
+    if not pooled:
+        return json_response({"offers": [], "next_cursor": None})
+    page = await list_offers(ctx, buyer, pooled, limit, after)
+    next_after = page.next_after
+    return json_response(
+        {
+            "offers": [_listed(item, now) for item in page.offers],
+            "next_cursor": _cursor_text(next_after) if next_after is not None else None,
+        }
+    )
 
 
 def _listed(item: Listed, now: datetime) -> dict[str, Any]:

@@ -30,14 +30,16 @@ from exchange.core.ranking import BuyerRules, Exclusion, screen
 from exchange.core.scoring import score_lead
 from exchange.core.sealing import SealingError
 from exchange.ledger.faults import DATABASE_DOWN
-from exchange.ledger.offers import PoolOffer
+from exchange.ledger.offers import OfferPosition, PoolOffer
 
 log = structlog.get_logger("exchange.pool")
 
 # How often each process takes aged offers out and refreshes the pool's gauges.
 SWEEP_INTERVAL_S = 5.0
-# A listing looks at this many of the newest open offers per request, at most.
-LIST_SCAN_LIMIT = 2000
+# A listing reads open offers in pages of LIST_PAGE, newest first, and looks at no more
+# than LIST_SCAN_LIMIT of them per request; where it stopped is the next page's cursor.
+LIST_PAGE = 500
+LIST_SCAN_LIMIT = 5000
 
 
 def build_offer(
@@ -198,24 +200,45 @@ def pool_verticals(ctx: ExchangeContext, buyer: BuyerConfig) -> list[str]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A page of the offers a buyer may claim, and where the next page starts (None: no
+    open offer is left past this page)."""
+
+    offers: list[Listed]
+    next_after: OfferPosition | None
+
+
 async def list_offers(
-    ctx: ExchangeContext, buyer: BuyerConfig, verticals: Sequence[str], limit: int
-) -> list[Listed]:
-    """The open offers of ``verticals`` this buyer may claim now, newest first."""
+    ctx: ExchangeContext,
+    buyer: BuyerConfig,
+    verticals: Sequence[str],
+    limit: int,
+    after: OfferPosition | None = None,
+) -> Listing:
+    """Up to ``limit`` open offers of ``verticals`` this buyer may claim now, newest
+    first, from the first past ``after``. Offers the buyer may not claim are passed
+    over; once LIST_SCAN_LIMIT were looked at the page ends short, with a next page to
+    ask for, so a request costs the same however much of the pool is not for it."""
     now = ctx.clock.now()
-    offers = await ctx.store.open_offers(verticals, now, LIST_SCAN_LIMIT)
-    past = await _past_sales(ctx, buyer, offers, now)
     listed: list[Listed] = []
-    for offer in offers:
-        pool = ctx.loaded.config.verticals[offer.vertical].pool
-        if pool is None or not pool.enabled:
-            continue
-        price = offer.terms.price_at(now)
-        if _refusal(ctx, buyer, offer, past.get(offer.ping_id, []), now) is None:
-            listed.append(Listed(offer, price, pool.visibility))
-            if len(listed) >= limit:
-                break
-    return listed
+    scanned = 0
+    while scanned < LIST_SCAN_LIMIT:
+        offers = await ctx.store.open_offers(verticals, now, LIST_PAGE, after)
+        past = await _past_sales(ctx, buyer, offers, now)
+        for offer in offers:
+            scanned += 1
+            after = offer.position
+            pool = ctx.loaded.config.verticals[offer.vertical].pool
+            if pool is None or not pool.enabled:
+                continue
+            if _refusal(ctx, buyer, offer, past.get(offer.ping_id, []), now) is None:
+                listed.append(Listed(offer, offer.terms.price_at(now), pool.visibility))
+                if len(listed) >= limit:
+                    return Listing(listed, after)
+        if len(offers) < LIST_PAGE:
+            return Listing(listed, None)  # the pool is read to its end
+    return Listing(listed, after)
 
 
 @dataclass(frozen=True, slots=True)

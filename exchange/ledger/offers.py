@@ -56,6 +56,16 @@ class PoolOffer:
     payout_cents: int | None = None
     expired_at: datetime | None = None
 
+    @property
+    def position(self) -> OfferPosition:
+        """Where the offer stands in a listing's order (newest first)."""
+        return self.terms.entered_at, self.ping_id
+
+
+# An offer's place in the listing order: (entered_at, ping_id), newest first; a page
+# of offers starts after one such place.
+OfferPosition = tuple[datetime, str]
+
 
 @dataclass(frozen=True, slots=True)
 class PoolStats:
@@ -170,18 +180,28 @@ class Offers(LedgerArea):
 
     @bounded
     async def open_offers(
-        self, verticals: Sequence[str], now: datetime, limit: int
+        self,
+        verticals: Sequence[str],
+        now: datetime,
+        limit: int,
+        after: OfferPosition | None = None,
     ) -> list[PoolOffer]:
-        """Unclaimed, unexpired offers of these verticals, newest first (PII left out)."""
+        """Unclaimed, unexpired offers of these verticals, newest first (PII left out):
+        ``limit`` of them, from the first one past ``after`` in that order."""
+        at, ping_id = after if after is not None else (None, None)
         rows = await self.pool.fetch(
             "SELECT ping_id, seller_id, vertical, sub_id, lead, phone_hash, email_hash,"
             " start_price_cents, floor_price_cents, decay_cents_per_hour, entered_at,"
             " expires_at, claimed_by, claimed_at, price_cents, payout_cents, expired_at"
             f" FROM pool_offers WHERE vertical = ANY($1::text[]) AND {_OPEN}"
-            " AND expires_at > $2 ORDER BY entered_at DESC LIMIT $3",
+            " AND expires_at > $2"
+            " AND ($4::timestamptz IS NULL OR (entered_at, ping_id) < ($4, $5::uuid))"
+            " ORDER BY entered_at DESC, ping_id DESC LIMIT $3",
             list(verticals),
             now,
             limit,
+            at,
+            uuid.UUID(ping_id) if ping_id is not None else None,
         )
         return [_offer(r) for r in rows]
 
