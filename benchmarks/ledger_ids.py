@@ -17,24 +17,21 @@ keys touch a different page almost every insert.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import orjson
 import uvloop
 
+from benchmarks.database import migrated_connection, scratch_databases
 from benchmarks.processes import cpu_seconds
 from benchmarks.runner import Database
 from exchange.auction.context import new_ping_id
 from exchange.core.outcomes import BidOutcome, PingStatus
-from exchange.ledger.pool import create_pool, init_connection, migrate
 from exchange.ledger.rollups import INSERT_SQL, ROLLUP_ARGS
 from exchange.ledger.rows import BidOutcomeRow, PingRow, encode_rows
 
@@ -64,7 +61,9 @@ async def _prefill(conn: asyncpg.Connection, rows: int) -> None:
     await conn.execute("VACUUM ANALYZE pings")
 
 
-def _batch(make_id: Callable[[], str]) -> tuple[list[BidOutcomeRow], list[PingRow]]:
+def auction_batch(make_id: Callable[[], str]) -> tuple[list[BidOutcomeRow], list[PingRow]]:
+    """One batch as the batch writer writes it: AUCTIONS_PER_BATCH auctions, their ids
+    from ``make_id``, each a ping row and a bid outcome row from each of BUYERS buyers."""
     now = datetime.now(UTC)
     lead = {"zip": "94107", "state": "CA", "age": 41}
     outcomes, pings = [], []
@@ -93,7 +92,7 @@ async def _measure(
     cpu_start = cpu_seconds(postgres)
     written = 0
     while written < pings:
-        outcomes, ping_rows = _batch(make_id)
+        outcomes, ping_rows = auction_batch(make_id)
         await conn.execute(
             INSERT_SQL["bid_outcomes"], *ROLLUP_ARGS["bid_outcomes"],
             orjson.Fragment(encode_rows(BidOutcomeRow, outcomes)),
@@ -110,13 +109,7 @@ async def _measure(
 
 
 async def _run(url: str, database: Database, rows: int, pings: int) -> None:
-    pool = await create_pool(url)
-    await migrate(pool)
-    await pool.close()
-    # A connection of its own: the pool's statement timeout is shorter than the prefill.
-    conn = await asyncpg.connect(url)
-    try:
-        await init_connection(conn)
+    async with migrated_connection(url) as conn:
         await conn.execute("SET synchronous_commit = off")  # as the ledger lanes write
         started = time.monotonic()
         await _prefill(conn, rows)
@@ -131,16 +124,6 @@ async def _run(url: str, database: Database, rows: int, pings: int) -> None:
                 cpu = found["pg_cpu_us_per_ping"]
                 print(f"| {kind} | {round_no} | {found['wal_bytes_per_ping']:,.0f} | "
                       f"{'-' if cpu is None else f'{cpu:.0f}'} |")  # fmt: skip
-    finally:
-        await conn.close()
-
-
-async def _drop(server_url: str, name: str) -> None:
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def main() -> None:
@@ -150,17 +133,8 @@ def main() -> None:
     )
     parser.add_argument("--pings", type=int, default=5000, help="auctions written per measurement")
     args = parser.parse_args()
-    server_url = os.environ.get("DATABASE_URL")
-    database = Database(Path(tempfile.mkdtemp(prefix="ledger-ids-")), server_url)
-    database.start()
-    name = f"ledger_ids_{os.getpid()}"
-    try:
-        url = database.create(name)
+    with scratch_databases("ledger-ids-", [f"ledger_ids_{os.getpid()}"]) as (database, [url]):
         uvloop.run(_run(url, database, args.rows, args.pings))
-    finally:
-        if server_url:  # an embedded server goes with its data directory
-            asyncio.run(_drop(server_url, name))
-        database.stop()
 
 
 if __name__ == "__main__":

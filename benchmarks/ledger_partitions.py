@@ -27,23 +27,20 @@ of pings.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import orjson
 import uvloop
 
-from benchmarks.ledger_ids import AUCTIONS_PER_BATCH, BUYERS
+from benchmarks.database import scratch_databases
+from benchmarks.ledger_ids import auction_batch
 from benchmarks.processes import cpu_seconds
 from benchmarks.runner import Database
 from exchange.auction.context import new_ping_id
-from exchange.core.outcomes import BidOutcome, PingStatus
 from exchange.ledger.pool import _migration_files, init_connection
 from exchange.ledger.rollups import INSERT_SQL, ROLLUP_ARGS
 from exchange.ledger.rows import BidOutcomeRow, PingRow, encode_rows
@@ -113,23 +110,6 @@ async def _fill(conn: asyncpg.Connection, layout: str, start: int, stop: int, da
     await conn.execute("VACUUM ANALYZE pings", timeout=3600)
 
 
-def _batch() -> tuple[list[BidOutcomeRow], list[PingRow]]:
-    now = datetime.now(UTC)
-    lead = {"zip": "94107", "state": "CA", "age": 41}
-    outcomes, pings = [], []
-    for _ in range(AUCTIONS_PER_BATCH):
-        ping_id = new_ping_id()
-        tree = [{"buyer_id": "buyer-0", "price_cents": 1200, "company_size": 0,
-                 "priority": 0, "latency_us": 5000}]  # fmt: skip
-        pings.append(PingRow(ping_id, "s", "auto_insurance", None, "ping", 250, lead,
-                             PingStatus.BID, 1020, 867, tree, now, now + timedelta(minutes=2),
-                             30000, 900))  # fmt: skip
-        for i in range(BUYERS):
-            outcomes.append(BidOutcomeRow(ping_id, f"buyer-{i}", BidOutcome.BID, 1000 + i,
-                                          5000 + i, i + 1, None, now))  # fmt: skip
-    return outcomes, pings
-
-
 async def _measure(
     conn: asyncpg.Connection, database: Database, pings: int
 ) -> tuple[float | None, float, float]:
@@ -140,7 +120,7 @@ async def _measure(
     wall = 0
     written = 0
     while written < pings:
-        outcomes, ping_rows = _batch()
+        outcomes, ping_rows = auction_batch(new_ping_id)
         outcome_json = orjson.Fragment(encode_rows(BidOutcomeRow, outcomes))
         ping_json = [orjson.Fragment(encode_rows(PingRow, [row])) for row in ping_rows]
         started = time.perf_counter_ns()
@@ -231,14 +211,6 @@ def _table(found: list[Measured]) -> str:
     return "\n".join(lines)
 
 
-async def _drop(server_url: str, name: str) -> None:
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
@@ -253,19 +225,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--budget-s", type=float, default=1800.0, help="stop filling after this")
     args = parser.parse_args()
-    server_url = os.environ.get("DATABASE_URL")
-    database = Database(Path(tempfile.mkdtemp(prefix="ledger-partitions-")), server_url)
-    database.start()
-    give_up_at = time.monotonic() + args.budget_s
     names = {layout: f"ledger_partitions_{layout}_{os.getpid()}" for layout in args.layouts}
-    try:
-        urls = {layout: database.create(name) for layout, name in names.items()}
+    with scratch_databases("ledger-partitions-", list(names.values())) as (database, created):
+        give_up_at = time.monotonic() + args.budget_s
+        urls = dict(zip(names, created, strict=True))
         found = uvloop.run(_run(urls, database, args, give_up_at))
-    finally:
-        if server_url:  # an embedded server goes with its data directory
-            for name in names.values():
-                asyncio.run(_drop(server_url, name))
-        database.stop()
     print(_table(sorted(found, key=lambda m: (m.layout, m.size, m.round_no))))
 
 

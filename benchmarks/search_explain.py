@@ -14,9 +14,7 @@ the plans and times to benchmarks/results/search-explain.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +22,7 @@ from pathlib import Path
 import asyncpg
 import uvloop
 
-from benchmarks.runner import Database
-from exchange.ledger.pool import create_pool, init_connection, migrate
+from benchmarks.database import migrated_connection, scratch_databases
 from exchange.ledger.search import AuctionFilter, search_sql
 
 RESULTS = Path(__file__).with_name("results") / "search-explain.md"
@@ -113,12 +110,7 @@ async def _explain(conn: asyncpg.Connection, where: AuctionFilter) -> tuple[str,
 
 
 async def _run(url: str, pings: int, buyers: int) -> str:
-    pool = await create_pool(url)
-    await migrate(pool)
-    await pool.close()
-    conn = await asyncpg.connect(url)
-    try:
-        await init_connection(conn)
+    async with migrated_connection(url) as conn:
         await conn.execute("SET statement_timeout = 0")
         started = time.monotonic()
         await _prefill(conn, pings, buyers)
@@ -141,16 +133,6 @@ async def _run(url: str, pings: int, buyers: int) -> str:
             out.append(f"| {name} | {ms:.2f} |")
             plans.append(f"### {name}\n\n```text\n{plan}\n```\n")
         return "\n".join(out) + "\n\n## Plans\n\n" + "\n".join(plans)
-    finally:
-        await conn.close()
-
-
-async def _drop(server_url: str, name: str) -> None:
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def main() -> None:
@@ -159,17 +141,8 @@ def main() -> None:
     parser.add_argument("--buyers", type=int, default=5)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    server_url = os.environ.get("DATABASE_URL")
-    database = Database(Path(tempfile.mkdtemp(prefix="search-explain-")), server_url)
-    database.start()
-    name = f"search_explain_{os.getpid()}"
-    try:
-        url = database.create(name)
+    with scratch_databases("search-explain-", [f"search_explain_{os.getpid()}"]) as (_, [url]):
         text = uvloop.run(_run(url, args.pings, args.buyers))
-    finally:
-        if server_url:
-            asyncio.run(_drop(server_url, name))
-        database.stop()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text.split("## Plans")[0])

@@ -3,11 +3,11 @@ repeat, a seller's key scoped to its own auctions, and every bad parameter named
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import SimulatedBuyerSpec
+from tests.api.market import SELLERS, running_market
 from tests.support.harness import (
     ADMIN_TOKEN,
     FULL_LEAD,
@@ -15,34 +15,23 @@ from tests.support.harness import (
     PING_LEAD,
     SELLER_KEY,
     Exchange,
-    make_config,
-    realtime_buyer,
-    running_exchange,
 )
 
-SELLERS = [
-    {"id": "acme-media", "api_key": SELLER_KEY, "payout_share": 0.85},
-    {"id": "other-seller", "api_key": OTHER_SELLER_KEY, "payout_share": 0.8},
-]
 FIRST_KEY = "first-buyer-api-key-0123456789"
 
 
-@asynccontextmanager
-async def market(database_url: str) -> AsyncIterator[Exchange]:
-    specs = [
-        SimulatedBuyerSpec("ca-buyer", secret=b"s-ca", bid_cents=(2000, 2000)),
-        SimulatedBuyerSpec("any-buyer", secret=b"s-any", bid_cents=(1000, 1000)),
-    ]
-    async with BuyerSimulator(specs) as sim:
-        config = make_config(
-            [
-                realtime_buyer(sim, "ca-buyer", filters={"state": {"in": ["CA"]}}),
-                realtime_buyer(sim, "any-buyer", filters={"state": {"in": ["CA", "NY"]}}),
-            ],
-            sellers=SELLERS,
-        )
-        async with running_exchange(config, database_url) as ex:
-            yield ex
+def market(database_url: str) -> AbstractAsyncContextManager[Exchange]:
+    return running_market(
+        database_url,
+        [
+            SimulatedBuyerSpec("ca-buyer", secret=b"s-ca", bid_cents=(2000, 2000)),
+            SimulatedBuyerSpec("any-buyer", secret=b"s-any", bid_cents=(1000, 1000)),
+        ],
+        {
+            "ca-buyer": {"filters": {"state": {"in": ["CA"]}}},
+            "any-buyer": {"filters": {"state": {"in": ["CA", "NY"]}}},
+        },
+    )
 
 
 async def search(ex: Exchange, query: str = "", key: str = ADMIN_TOKEN) -> tuple[int, Any]:
@@ -178,42 +167,37 @@ async def test_the_record_shows_every_sale_of_a_shared_lead_and_its_returns(
         SimulatedBuyerSpec("first", secret=b"s-first", bid_cents=(3000, 3000)),
         SimulatedBuyerSpec("second", secret=b"s-second", bid_cents=(2000, 2000)),
     ]
-    async with BuyerSimulator(specs) as sim:
-        config = make_config(
-            [
-                realtime_buyer(sim, "first", api_key=FIRST_KEY, return_window_days=7),
-                realtime_buyer(sim, "second"),
-            ],
-            sellers=[{**SELLERS[0], "max_sales": 2}, SELLERS[1]],
+    async with running_market(
+        database_url,
+        specs,
+        {"first": {"api_key": FIRST_KEY, "return_window_days": 7}},
+        sellers=[{**SELLERS[0], "max_sales": 2}, SELLERS[1]],
+    ) as ex:
+        shared = await ping(ex, "CA")
+        assert (await ex.post(shared))["status"] == "sold"
+        story = await ex.story(shared)
+        assert [(s["sale_seq"], s["buyer"], s["price"], s["payout"]) for s in story["sales"]] == [
+            (1, "first", 30.0, 25.5),
+            (2, "second", 20.0, 17.0),
+        ]
+        assert all(s["at"] and s["returned_at"] is None for s in story["sales"])
+        assert story["sale"] == story["sales"][0]
+        assert story["returns"] == []
+
+        status, _, _ = await ex.call(
+            "POST", "/v1/returns", {"ping_id": shared, "reason": "wrong number"}, key=FIRST_KEY
         )
-        async with running_exchange(config, database_url) as ex:
-            shared = await ping(ex, "CA")
-            assert (await ex.post(shared))["status"] == "sold"
-            story = await ex.story(shared)
-            assert [
-                (s["sale_seq"], s["buyer"], s["price"], s["payout"]) for s in story["sales"]
-            ] == [
-                (1, "first", 30.0, 25.5),
-                (2, "second", 20.0, 17.0),
-            ]
-            assert all(s["at"] and s["returned_at"] is None for s in story["sales"])
-            assert story["sale"] == story["sales"][0]
-            assert story["returns"] == []
+        assert status == 201
+        story = await ex.story(shared)
+        [returned] = story["returns"]
+        assert (returned["buyer"], returned["reason"]) == ("first", "wrong number")
+        assert (returned["credit"], returned["payout_reversed"]) == (30.0, 25.5)
+        assert story["sales"][0]["returned_at"] == returned["at"]
+        assert story["sales"][1]["returned_at"] is None
 
-            status, _, _ = await ex.call(
-                "POST", "/v1/returns", {"ping_id": shared, "reason": "wrong number"}, key=FIRST_KEY
-            )
-            assert status == 201
-            story = await ex.story(shared)
-            [returned] = story["returns"]
-            assert (returned["buyer"], returned["reason"]) == ("first", "wrong number")
-            assert (returned["credit"], returned["payout_reversed"]) == (30.0, 25.5)
-            assert story["sales"][0]["returned_at"] == returned["at"]
-            assert story["sales"][1]["returned_at"] is None
-
-            not_posted = await ping(ex, "TX")
-            story = await ex.story(not_posted)
-            assert (story["sale"], story["sales"], story["returns"]) == (None, [], [])
+        not_posted = await ping(ex, "TX")
+        story = await ex.story(not_posted)
+        assert (story["sale"], story["sales"], story["returns"]) == (None, [], [])
 
 
 async def test_a_limit_of_digits_int_cannot_read_is_named_not_a_500(database_url: str) -> None:

@@ -6,48 +6,33 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import SimulatedBuyerSpec
+from tests.api.market import running_market
 from tests.support.harness import (
     ADMIN_TOKEN,
     OTHER_SELLER_KEY,
     PING_LEAD,
     SELLER_KEY,
     Exchange,
-    make_config,
-    realtime_buyer,
-    running_exchange,
 )
 
-SELLERS = [
-    {"id": "acme-media", "api_key": SELLER_KEY, "payout_share": 0.85},
-    {"id": "other-seller", "api_key": OTHER_SELLER_KEY, "payout_share": 0.8},
-]
 HIGH_KEY = "high-buyer-api-key-0123456789"
 LOW_KEY = "low-buyer-api-key-0123456789"
 
 
-@asynccontextmanager
-async def market(database_url: str) -> AsyncIterator[Exchange]:
-    specs = [
-        SimulatedBuyerSpec("high", secret=b"s-high", bid_cents=(3000, 3000)),
-        SimulatedBuyerSpec("low", secret=b"s-low", bid_cents=(1000, 1000)),
-        SimulatedBuyerSpec("keyless", secret=b"s-keyless", bid_cents=(500, 500)),
-    ]
-    async with BuyerSimulator(specs) as sim:
-        config = make_config(
-            [
-                realtime_buyer(sim, "high", api_key=HIGH_KEY),
-                realtime_buyer(sim, "low", api_key=LOW_KEY),
-                realtime_buyer(sim, "keyless"),
-            ],
-            sellers=SELLERS,
-        )
-        async with running_exchange(config, database_url) as ex:
-            yield ex
+def market(database_url: str) -> AbstractAsyncContextManager[Exchange]:
+    return running_market(
+        database_url,
+        [
+            SimulatedBuyerSpec("high", secret=b"s-high", bid_cents=(3000, 3000)),
+            SimulatedBuyerSpec("low", secret=b"s-low", bid_cents=(1000, 1000)),
+            SimulatedBuyerSpec("keyless", secret=b"s-keyless", bid_cents=(500, 500)),
+        ],
+        {"high": {"api_key": HIGH_KEY}, "low": {"api_key": LOW_KEY}},
+    )
 
 
 async def _get(ex: Exchange, path: str, key: str) -> tuple[int, Any]:

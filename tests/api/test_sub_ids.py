@@ -5,15 +5,15 @@ seller report's figures."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 
 from exchange.config import ConfigError
 from exchange.core.subids import MAX_SUB_ID_CHARS
-from exchange.tools.simulator import BuyerSimulator, SimulatedBuyerSpec
+from exchange.tools.simulator import SimulatedBuyerSpec
+from tests.api.market import running_market
 from tests.support.harness import (
     ADMIN_TOKEN,
     FULL_LEAD,
@@ -22,35 +22,28 @@ from tests.support.harness import (
     SELLER_KEY,
     Exchange,
     make_config,
-    realtime_buyer,
-    running_exchange,
 )
 
-SELLERS = [
-    {"id": "acme-media", "api_key": SELLER_KEY, "payout_share": 0.85},
-    {"id": "other-seller", "api_key": OTHER_SELLER_KEY, "payout_share": 0.8},
-]
 PICKY_KEY = "picky-buyer-api-key-0123456789"
 
 
-@asynccontextmanager
-async def market(database_url: str, **picky: Any) -> AsyncIterator[Exchange]:
+def market(database_url: str, **picky: Any) -> AbstractAsyncContextManager[Exchange]:
     """Two buyers: ``picky`` (30.00, refuses the source ``bad-src``) and ``steady`` (20.00)."""
-    specs = [
-        SimulatedBuyerSpec("picky", secret=b"s-picky", bid_cents=(3000, 3000)),
-        SimulatedBuyerSpec("steady", secret=b"s-steady", bid_cents=(2000, 2000)),
-    ]
-    async with BuyerSimulator(specs) as sim:
-        config = make_config(
-            [
-                realtime_buyer(sim, "picky", sub_ids_deny=["bad-src"], api_key=PICKY_KEY,
-                               return_window_days=30, **picky),
-                realtime_buyer(sim, "steady"),
-            ],
-            sellers=SELLERS,
-        )  # fmt: skip
-        async with running_exchange(config, database_url) as ex:
-            yield ex
+    return running_market(
+        database_url,
+        [
+            SimulatedBuyerSpec("picky", secret=b"s-picky", bid_cents=(3000, 3000)),
+            SimulatedBuyerSpec("steady", secret=b"s-steady", bid_cents=(2000, 2000)),
+        ],
+        {
+            "picky": {
+                "sub_ids_deny": ["bad-src"],
+                "api_key": PICKY_KEY,
+                "return_window_days": 30,
+                **picky,
+            },
+        },
+    )
 
 
 async def _ping(ex: Exchange, key: str = SELLER_KEY, **extra: Any) -> dict[str, Any]:
