@@ -22,6 +22,7 @@ buyers that were off schedule, and delivering it when the first of them opens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import datetime, timedelta
 from enum import Enum
@@ -36,7 +37,13 @@ from exchange.auction.context import BuyerRuntime, ExchangeContext
 from exchange.auction.offers import offer_to_pool
 from exchange.auction.pingcache import PingRecord
 from exchange.auction.pinging import storable_bid
-from exchange.auction.screens import check_duplicates, check_suppression
+from exchange.auction.screens import (
+    buyer_scope,
+    check_duplicates,
+    check_suppression,
+    reserve_person,
+    vertical_scope,
+)
 from exchange.core.classify import first_bid_stands
 from exchange.core.config import Config, SellerConfig
 from exchange.core.dedupe import ContactHashes
@@ -255,8 +262,8 @@ def _record_of(ctx: ExchangeContext, hold: HeldLead) -> PingRecord:
     )  # fmt: skip
 
 
-# Long on purpose: one buyer's turn in order (claim, screen, price, caps, post, sale),
-# each step able to end it; split, the cap release on every way out would scatter.
+# Long on purpose: one buyer's turn in order (claim, screen, price, the person reserved),
+# each step able to end it; then the post under its caps (``_post_held``).
 async def _offer(
     ctx: ExchangeContext,
     hold: HeldLead,
@@ -304,17 +311,50 @@ async def _offer(
     payout = payout_cents(bid.price_cents, seller.payout_share)
     if payout < hold.min_payout_cents:
         return await skipped("held lead: the price is below the seller's min_price")
-    windows = rules.caps.windows(now) if rules.caps is not None else []
+    timeout_s = runtime.post_timeout_ms / 1000
+    # Another lead of this person offered to this buyer (or in this vertical) meanwhile:
+    # the duplicate windows hold against it; the person is given back unless sold.
+    scopes = buyer_scope(rules, now) + vertical_scope(ctx, hold.vertical, now)
+    duplicate = await reserve_person(ctx, hold.ping_id, contacts, scopes, timeout_s)
+    if duplicate is not None:
+        return await skipped(f"held lead: duplicate: {duplicate}")
+    turn = _Turn.DECLINED
+    try:
+        turn = await _post_held(ctx, hold, walk, record, bid, lead, rules, payout, timeout_s)
+    finally:
+        if turn is not _Turn.SOLD and scopes:
+            with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
+                await ctx.store.release_contacts(scopes, hold.ping_id)
+    return turn
+
+
+async def _post_held(
+    ctx: ExchangeContext,
+    hold: HeldLead,
+    walk: Walk,
+    record: PingRecord,
+    bid: Bid,
+    lead: dict[str, Any],
+    rules: BuyerRules,
+    payout: int,
+    timeout_s: float,
+) -> _Turn:
+    """The held lead posted to one buyer, under its caps; the sale if it accepts."""
+    buyer_id = rules.buyer_id
+    seller_id = walk.seller.id
+    windows = rules.caps.windows(ctx.clock.now()) if rules.caps is not None else []
     if windows:
         reached = await ctx.store.reserve_caps(buyer_id, windows, bid.price_cents)
         if reached is not None:
-            return await skipped(f"held lead: capped: {reached}")
-    timeout_s = runtime.post_timeout_ms / 1000
+            await walk.note(
+                bid, PostReply(PostOutcome.SKIPPED, reason=f"held lead: capped: {reached}"), 0
+            )
+            return _Turn.DECLINED
     reply, latency_us = await post_attempt(ctx, record, bid, lead, timeout_s)
     reply = walk.clean(reply)
     if reply.outcome is PostOutcome.ACCEPTED:
         sale = SaleRow(
-            ping_id=hold.ping_id, seller_id=seller.id, buyer_id=buyer_id,
+            ping_id=hold.ping_id, seller_id=seller_id, buyer_id=buyer_id,
             vertical=hold.vertical, price_cents=bid.price_cents, payout_cents=payout,
             bid_id=bid.bid_id, buyer_lead_id=reply.buyer_lead_id, created_at=ctx.clock.now(),
             phone_hash=hold.phone_hash, email_hash=hold.email_hash,

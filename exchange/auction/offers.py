@@ -20,7 +20,12 @@ from typing import Any
 import structlog
 
 from exchange.auction.context import ExchangeContext
-from exchange.auction.screens import check_suppression
+from exchange.auction.screens import (
+    buyer_scope,
+    check_suppression,
+    reserve_person,
+    vertical_scope,
+)
 from exchange.core.config import BuyerConfig, SellerConfig
 from exchange.core.dedupe import ContactHashes, PastSale, buyers_with_lead, sold_in_vertical
 from exchange.core.errors import Conflict, Forbidden, NotFound, NotReady
@@ -40,6 +45,9 @@ SWEEP_INTERVAL_S = 5.0
 # than LIST_SCAN_LIMIT of them per request; where it stopped is the next page's cursor.
 LIST_PAGE = 500
 LIST_SCAN_LIMIT = 5000
+# How long a claim may take: a reservation of its person outlives it by the slack only
+# if the process dies meanwhile (exchange/auction/screens.py).
+CLAIM_BUSY_S = 5.0
 
 
 def build_offer(
@@ -288,19 +296,31 @@ async def claim(ctx: ExchangeContext, buyer: BuyerConfig, ping_id: str) -> Claim
         log.info("pool_offer_suppressed", ping_id=ping_id, list=suppressed_by)
         raise NotFound(f"lead {ping_id} left the pool: it is on a suppression list")
     payout = payout_cents(price, seller.payout_share)
-    caps = _rules(buyer, offer.vertical).caps
-    windows = caps.windows(now) if caps is not None else []
-    if windows:
-        reached = await ctx.store.reserve_caps(buyer.id, windows, price)
-        if reached is not None:
-            raise Forbidden(f"buyer {buyer.id} may not claim lead {ping_id}: capped: {reached}")
+    rules = _rules(buyer, offer.vertical)
+    # Another lead of this person claimed or posted meanwhile: the duplicate windows hold
+    # against it (the person reserved for this claim, given back unless it sells).
+    scopes = buyer_scope(rules, now) + vertical_scope(ctx, offer.vertical, now)
+    contacts = ContactHashes(offer.phone_hash, offer.email_hash)
+    why = await reserve_person(ctx, ping_id, contacts, scopes, CLAIM_BUSY_S)
+    if why is not None:
+        raise Forbidden(f"buyer {buyer.id} may not claim lead {ping_id}: duplicate: {why}")
+    windows = rules.caps.windows(now) if rules.caps is not None else []
     sale_id = None
     try:
-        sale_id = await ctx.store.claim_offer(ping_id, buyer.id, now, price, payout)
+        if windows:
+            reached = await ctx.store.reserve_caps(buyer.id, windows, price)
+            if reached is not None:
+                raise Forbidden(f"buyer {buyer.id} may not claim lead {ping_id}: capped: {reached}")
+        try:
+            sale_id = await ctx.store.claim_offer(ping_id, buyer.id, now, price, payout)
+        finally:
+            if sale_id is None and windows:
+                with contextlib.suppress(*DATABASE_DOWN):
+                    await ctx.store.release_caps(buyer.id, windows, price)
     finally:
-        if sale_id is None and windows:
-            with contextlib.suppress(*DATABASE_DOWN):
-                await ctx.store.release_caps(buyer.id, windows, price)
+        if sale_id is None and scopes:
+            with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
+                await ctx.store.release_contacts(scopes, ping_id)
     if sale_id is None:
         raise Conflict(f"lead {ping_id} was already claimed, or has just left the pool")
     ctx.metrics.record_pool_claim(seller.id, buyer.id, offer.vertical, price, payout)
@@ -351,6 +371,8 @@ async def keep_pool(ctx: ExchangeContext) -> None:
     while True:
         try:
             await sweep_pool(ctx)
+            # Reservations of people whose offers' processes died run out here too.
+            await ctx.store.sweep_contact_reservations(ctx.clock.now())
         except DATABASE_DOWN:
             pass  # the database watcher reports it; the next sweep catches up
         except Exception as exc:  # a sweep must never stop the process's sweeping

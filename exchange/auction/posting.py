@@ -18,9 +18,11 @@ seller's answer carries the first sale's that has one (exchange/auction/answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -28,11 +30,16 @@ import structlog
 from buyers.adapter import PostReply
 from exchange.auction.answers import PostAnswer, ledger_answer
 from exchange.auction.attempts import Walk, post_attempt
-from exchange.auction.context import ExchangeContext
+from exchange.auction.context import BuyerRuntime, ExchangeContext
 from exchange.auction.holds import hold_unsold
 from exchange.auction.offers import close_unsold
 from exchange.auction.pingcache import PingRecord
-from exchange.auction.screens import DuplicateCheck
+from exchange.auction.screens import (
+    DuplicateCheck,
+    buyer_scope,
+    reserve_person,
+    vertical_scope,
+)
 from exchange.auction.shotgun import post_at_once
 from exchange.core.caps import CapWindow
 from exchange.core.config import SellerConfig
@@ -42,7 +49,7 @@ from exchange.core.outcomes import PostOutcome, PostStatus, UnsoldReason
 from exchange.core.ranking import Bid, arrange_tiers, max_sales, ping_tree
 from exchange.core.scrub import pii_values
 from exchange.core.verdicts import after_walk, before_walk, walk_complete
-from exchange.ledger.faults import ROW_REFUSED
+from exchange.ledger.faults import DATABASE_DOWN, ROW_REFUSED
 from exchange.ledger.sales import PostTotals, SaleConflict, SaleRow
 
 log = structlog.get_logger("exchange.post")
@@ -74,8 +81,34 @@ async def post_lead(
     schema = ctx.loaded.schemas[record.vertical]
     walk = Walk(ctx, record, seller, max_sales(seller, vertical), duplicates.contacts,
                  pii_values(lead, schema.pii_fields))  # fmt: skip
+    # The vertical's duplicate window holds against another lead of this person posted
+    # meanwhile: the person is reserved in the vertical for the walk, given back unless sold.
+    scopes = vertical_scope(ctx, record.vertical, ctx.clock.now())
+    why = await reserve_person(ctx, record.ping_id, walk.contacts, scopes, deadline - loop.time())
+    if why is not None:
+        log.info("post_duplicate", ping_id=record.ping_id, vertical=record.vertical, why=why)
+        return await _unsold(ctx, record, UnsoldReason.DUPLICATE, seller, lead,
+                             duplicates.contacts, min_payout_cents)  # fmt: skip
+    try:
+        return await _walk(walk, tree, lead, duplicates, deadline, min_payout_cents)
+    finally:
+        if scopes and not walk.sold:
+            with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
+                await ctx.store.release_contacts(scopes, record.ping_id)
+
+
+async def _walk(
+    walk: Walk,
+    tree: list[Bid],
+    lead: dict[str, Any],
+    duplicates: DuplicateCheck,
+    deadline: float,
+    min_payout_cents: int,
+) -> PostAnswer:
+    ctx, record, seller = walk.ctx, walk.record, walk.seller
+    loop = asyncio.get_running_loop()
     offer = functools.partial(_offer, walk, lead, duplicates)
-    if vertical.delivery == "shotgun" and walk.wanted > 1:  # all winners at once
+    if ctx.loaded.config.verticals[record.vertical].delivery == "shotgun" and walk.wanted > 1:
         done = await post_at_once(tree, walk.wanted, offer, lambda: len(walk.sold), deadline)
     else:
         done = await _in_turn(tree, offer, deadline)
@@ -130,8 +163,33 @@ async def _try_buyer(
     """Offer the lead to one buyer; returns the final answer once the walk is complete."""
     ctx, record = walk.ctx, walk.record
     runtime = ctx.buyers.get(bid.buyer_id)
+    now = ctx.clock.now()
+    # The buyer's duplicate window holds against another lead of this person offered to
+    # it meanwhile: the person is reserved for this offer, and given back unless sold.
+    scopes = buyer_scope(runtime.rules if runtime is not None else None, now)
+    why = await reserve_person(ctx, record.ping_id, walk.contacts, scopes, remaining_s)
+    if why is not None:
+        await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=f"duplicate: {why}"), 0)
+        return None
+    try:
+        return await _reserved_try(walk, runtime, bid, lead, remaining_s, now)
+    finally:
+        if scopes and not any(sold is bid for sold, _ in walk.sold):
+            with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
+                await ctx.store.release_contacts(scopes, record.ping_id)
+
+
+async def _reserved_try(
+    walk: Walk,
+    runtime: BuyerRuntime | None,
+    bid: Bid,
+    lead: dict[str, Any],
+    remaining_s: float,
+    now: datetime,
+) -> PostAnswer | None:
+    ctx, record = walk.ctx, walk.record
     caps = runtime.rules.caps if runtime is not None else None
-    windows = caps.windows(ctx.clock.now()) if caps is not None else []
+    windows = caps.windows(now) if caps is not None else []
     if windows:
         reached = await ctx.store.reserve_caps(bid.buyer_id, windows, bid.price_cents)
         if reached is not None:

@@ -1,7 +1,12 @@
 """What a full lead is checked against before any buyer sees it: the vertical's
 suppression lists, and who already has this person (the vertical's and each buyer's
 duplicate windows). One ledger read each; used before a post's walk (exchange/api/
-seller.py), by the walk (posting.py) and by a held lead's delivery (holds.py)."""
+seller.py), by the walk (posting.py) and by a held lead's delivery (holds.py).
+
+The duplicate check is read once, when a post starts; two offers of one person under way
+at once both read no sale yet. So each offer where a person may be sold only once in a
+window also reserves the person there first (``reserve_person``, exchange/ledger/
+reservations.py), and gives it back when it did not sell."""
 
 from __future__ import annotations
 
@@ -11,7 +16,13 @@ from typing import Any
 
 from exchange.auction.context import ExchangeContext
 from exchange.core.dedupe import ContactHashes, buyers_with_lead, sold_in_vertical
+from exchange.core.ranking import BuyerRules
 from exchange.core.suppression import lead_hashes
+from exchange.ledger.reservations import SOLD, Scope
+
+# How long past its offer's own time a reservation may stay when the process holding it
+# dies (a reservation given back or sold over goes at once or stays by its own rule).
+RESERVATION_SLACK_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +75,39 @@ async def check_duplicates(
         sold_in_vertical(past, vertical, vertical_days, now),
         buyers_with_lead(past, buyer_days, now),
     )
+
+
+def buyer_scope(rules: BuyerRules | None, now: datetime) -> list[Scope]:
+    """The buyer's duplicate window as a reservation scope; none without a window."""
+    if rules is None or not rules.dedupe_days:
+        return []
+    return [Scope.buyer(rules.buyer_id, now - timedelta(days=rules.dedupe_days))]
+
+
+def vertical_scope(ctx: ExchangeContext, vertical: str, now: datetime) -> list[Scope]:
+    """The vertical's duplicate window as a reservation scope; none without a window."""
+    days = ctx.loaded.config.verticals[vertical].dedupe_days
+    return [Scope.of_vertical(vertical, now - timedelta(days=days))] if days else []
+
+
+async def reserve_person(
+    ctx: ExchangeContext,
+    ping_id: str,
+    contacts: ContactHashes | None,
+    scopes: list[Scope],
+    busy_s: float,
+) -> str | None:
+    """Reserve the lead's person in ``scopes`` for an offer taking up to ``busy_s``:
+    None when reserved (or there is nothing to reserve), else why the offer is a
+    duplicate there (sold lately, or being offered by another lead now)."""
+    hashes = contacts.values() if contacts is not None else []
+    if not scopes or not hashes:
+        return None
+    now = ctx.clock.now()
+    until = now + timedelta(seconds=max(0.0, busy_s) + RESERVATION_SLACK_S)
+    found = await ctx.store.reserve_contacts(scopes, hashes, ping_id, until, now)
+    if found is None:
+        return None
+    if found == SOLD:
+        return "the same person was sold there lately"
+    return "the same person is being offered there by another lead"

@@ -11,7 +11,8 @@ joining the ledger's areas, each with its own SQL in its own module:
 - acceptance (acceptance.py): the tallies behind p(accept), and breaches;
 - offers (offers.py): the lead pool: offers, claims with their sales, expiry;
 - suppression (suppression.py): suppression lists, their loads and the post-time look-up;
-- holds (holds.py): leads held for buyers off schedule, their delivery claims and end.
+- holds (holds.py): leads held for buyers off schedule, their delivery claims and end;
+- reservations (reservations.py): a person held against a second offer meanwhile.
 
 Connecting and migrating is exchange/ledger/pool.py; non-money rows (pings, bid outcomes,
 post attempts) arrive through the batch writer (exchange/ledger/batch.py). Every read
@@ -32,6 +33,7 @@ from exchange.ledger.holds import Holds
 from exchange.ledger.offers import Offers
 from exchange.ledger.pings import Pings
 from exchange.ledger.reports import Reports
+from exchange.ledger.reservations import Reservations
 from exchange.ledger.returns import Returns
 from exchange.ledger.sales import Sales
 from exchange.ledger.search import Search
@@ -55,6 +57,7 @@ class Store(
     Offers,
     Suppression,
     Holds,
+    Reservations,
 ):
     def __init__(
         self, pool: asyncpg.Pool, timeout_s: float = 1.0, owner: str | None = None
