@@ -19,6 +19,9 @@ DEADLINE_RUNS = tuple((key, f"{share:.0%}") for key, share in DEADLINE_LOADS.ite
 
 THROUGHPUT_GOAL = 0.8  # exchange >= 0.8 x ceiling at N = 10
 ADDED_P99_GOAL_MS = 2.0  # at 50% load, over the ceiling at the same rate
+# What a ping costs: the exchange's CPU and PostgreSQL's, against the ceiling's CPU at
+# the same rate (the primary's 50% load), N = 10.
+COST_GOAL = 1.8
 TARGET_N = 10
 PERCENTILES = ("p50", "p99", "p99.9")
 
@@ -146,6 +149,15 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
                 for p, values in series[name].items()
             }
             table[name]["cpu_us_per_ping"] = _js(Spread.of(r["cpu_us_per_ping"] for r in taken))
+            # Runs written before the database's CPU was kept here have none.
+            series[name]["cost"] = [
+                r["cpu_us_per_ping"] + r["db_cpu_us_per_ping"]
+                if r.get("db_cpu_us_per_ping") is not None else None
+                for r in taken
+            ]  # fmt: skip
+            table[name]["db_cpu_us_per_ping"] = _js(
+                Spread.of(r.get("db_cpu_us_per_ping") or None for r in taken)
+            )
         same_rate.append({"n": same["n"], "rate_per_s": same["rate_per_s"], "targets": table})
         if PRIMARY in series and CEILING in series:
             row = {"n": same["n"], "rate_per_s": round(same["rate_per_s"])}
@@ -153,6 +165,9 @@ def derive(results: dict[str, Any]) -> dict[str, Any]:
                 mine = [None if v is None else v / 1000 for v in series[PRIMARY][p]]
                 theirs = [None if v is None else v / 1000 for v in series[CEILING][p]]
                 row[f"added_{p}_ms"] = _js(paired_difference(mine, theirs))
+            # (Exchange + PostgreSQL) CPU per ping over the ceiling's, within each round.
+            ceiling_cpu = [r["cpu_us_per_ping"] for r in same["targets"][CEILING]["rounds"]]
+            row["cost_vs_ceiling"] = _js(paired_ratio(series[PRIMARY]["cost"], ceiling_cpu))
             added.append(row)
 
     deadline = [
@@ -242,6 +257,17 @@ def _targets(
                 effect_from=0.0,
             )
         )
+    for row in added:
+        if row["n"] == TARGET_N and row.get("cost_vs_ceiling") is not None:
+            out.append(
+                _target(
+                    f"(exchange + PostgreSQL CPU) / ceiling CPU per ping, same load, N={row['n']}",
+                    row["cost_vs_ceiling"],
+                    COST_GOAL,
+                    "<=",
+                    effect_from=1.0,
+                )
+            )
     for row in deadline:
         if row["target"].startswith("exchange"):
             out.append(
@@ -366,13 +392,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"\n### Same load, N={same['n']}: every server at {same['rate_per_s']:.0f} "
             f"pings/s (the primary's 50%), run in turns, once a round\n"
         )
-        out.append("| server | p50 ms | p99 ms | p99.9 ms | max ms | CPU us / ping |")
-        out.append("|---|---:|---:|---:|---:|---:|")
+        out.append(
+            "| server | p50 ms | p99 ms | p99.9 ms | max ms | CPU us / ping | DB CPU us / ping |"
+        )
+        out.append("|---|---:|---:|---:|---:|---:|---:|")
         for name, row in same["targets"].items():
             out.append(
                 f"| {name} | {shown(row['p50'], '{:.1f}')} | {shown(row['p99'], '{:.1f}')} "
                 f"| {shown(row['p99.9'], '{:.1f}')} | {shown(row['max'], '{:.1f}')} "
-                f"| {shown(row['cpu_us_per_ping'])} |"
+                f"| {shown(row['cpu_us_per_ping'])} | {shown(row.get('db_cpu_us_per_ping'))} |"
             )
         added = next((a for a in derived["added_latency"] if a["n"] == same["n"]), None)
         if added:
@@ -380,7 +408,9 @@ def markdown(results: dict[str, Any]) -> str:
                 f"\nAdded by {PRIMARY} over {CEILING} (within each round): "
                 f"p50 {shown(added['added_p50_ms'], '{:.2f}')} ms, "
                 f"p99 {shown(added['added_p99_ms'], '{:.2f}')} ms, "
-                f"p99.9 {shown(added['added_p99.9_ms'], '{:.2f}')} ms."
+                f"p99.9 {shown(added['added_p99.9_ms'], '{:.2f}')} ms; (exchange + "
+                f"PostgreSQL CPU) per ping over the ceiling's CPU: "
+                f"{shown(added.get('cost_vs_ceiling'), '{:.2f}')}."
             )
     if derived["deadline"]:
         out.append("\n### Deadline adherence: buyers hang, answer late, fail; posts rejected\n")

@@ -570,6 +570,7 @@ def _same_rate(
                 "latency_us": {key: run["latency_us"].get(key)
                                for key in ("p50", "p90", "p99", "p99.9", "max")},
                 "cpu_us_per_ping": run["cost"]["cpu_us_per_ping"],
+                "db_cpu_us_per_ping": run["cost"]["db_cpu_us_per_ping"],
                 "other_cores": run["cost"]["other_cores"],
             })  # fmt: skip
     bench.say(

@@ -246,7 +246,8 @@ def create_app(
             loop.create_task(_apply_metrics(metrics)),
         ]
         background.append(loop.create_task(_refresh_caps(ctx)))
-        background.append(loop.create_task(keep_pool(ctx)))  # the lead pool's expiry
+        # The lead pool's expiry, and reservations of people whose offers ran out.
+        background.append(loop.create_task(keep_pool(ctx)))
         background.append(loop.create_task(keep_releasing(ctx)))  # held leads' delivery
         # The ledger's upkeep (exchange/ledger/retention.py): once now, so that today's
         # partitions exist before the first ping, then every retention.INTERVAL_S.
