@@ -38,6 +38,7 @@ from exchange.auction.offers import offer_to_pool
 from exchange.auction.pingcache import PingRecord
 from exchange.auction.pinging import storable_bid
 from exchange.auction.screens import (
+    BEING_OFFERED,
     buyer_scope,
     check_duplicates,
     check_suppression,
@@ -58,7 +59,7 @@ from exchange.core.holds import (
 )
 from exchange.core.money import payout_cents
 from exchange.core.offers import sealing_context
-from exchange.core.outcomes import PostOutcome, PostStatus, UnsoldReason
+from exchange.core.outcomes import BidOutcome, PostOutcome, PostStatus, UnsoldReason
 from exchange.core.ranking import Bid, BuyerRules, effective_floor, screen
 from exchange.core.scoring import ScoredLead, score_lead
 from exchange.core.scrub import pii_values
@@ -149,6 +150,9 @@ class _Turn(Enum):
     SOLD = "sold"
     DECLINED = "declined"  # rejected, failed, or could not be offered: the next buyer
     LOST = "lost"  # the claim is no longer this process's: stop here
+    # Capped now, or its person is being offered it by another lead: not tried, so it is
+    # offered the lead again at a later check within its window (the next buyer now).
+    LATER = "later"
 
 
 async def keep_releasing(ctx: ExchangeContext) -> None:
@@ -217,6 +221,8 @@ async def _deliver(ctx: ExchangeContext, hold: HeldLead) -> None:
     tried = list(hold.tried)
     for buyer_id in open_now(hold.buyers, tried, rules, now):
         turn = await _offer(ctx, hold, seller, lead, scored, rules[buyer_id], duplicates.buyers)
+        if turn is _Turn.LATER:
+            continue
         if turn is not _Turn.DECLINED:
             return
         tried.append(buyer_id)
@@ -275,7 +281,13 @@ async def _offer(
 ) -> _Turn:
     """Offer the held lead to one buyer open now."""
     assert hold.claim_token is not None
+    token = hold.claim_token
     buyer_id = rules.buyer_id
+    now = ctx.clock.now()
+    _, excluded = screen([rules], seller.id, scored.fields, now, ctx.caps.counts, duplicates,
+                         hold.sub_id)  # fmt: skip
+    if excluded and excluded[0].outcome is BidOutcome.CAPPED:
+        return _Turn.LATER  # not offered, nothing recorded: its cap may have room later
     attempt = await ctx.store.note_hold_attempt(hold.ping_id, hold.claim_token, buyer_id)
     if attempt is None:
         return _Turn.LOST
@@ -284,17 +296,16 @@ async def _offer(
     contacts = ContactHashes(hold.phone_hash, hold.email_hash)
     walk = Walk(ctx, record, seller, 1, contacts, pii_values(lead, schema.pii_fields))
     walk.attempts = attempt - 1  # so the attempt is recorded under its own number
-    now = ctx.clock.now()
     runtime = ctx.buyers.get(buyer_id)
     bid = Bid(buyer_id, rules.fixed_price_cents or 0, rules.company_size, rules.priority, 0,
               fixed_price=rules.fixed_price_cents is not None, tier=rules.tier)  # fmt: skip
 
-    async def skipped(why: str) -> _Turn:
+    async def skipped(why: str, turn: _Turn = _Turn.DECLINED) -> _Turn:
         await walk.note(bid, PostReply(PostOutcome.SKIPPED, reason=why), 0)
-        return _Turn.DECLINED
+        if turn is _Turn.LATER:  # counted as tried when noted: not so
+            await ctx.store.untry_hold_buyer(hold.ping_id, token, buyer_id)
+        return turn
 
-    _, excluded = screen([rules], seller.id, scored.fields, now, ctx.caps.counts, duplicates,
-                         hold.sub_id)  # fmt: skip
     if excluded:
         return await skipped(f"held lead: {excluded[0].outcome.value}: {excluded[0].reason}")
     if runtime is None:
@@ -317,10 +328,13 @@ async def _offer(
     scopes = buyer_scope(rules, now) + vertical_scope(ctx, hold.vertical, now)
     duplicate = await reserve_person(ctx, hold.ping_id, contacts, scopes, timeout_s)
     if duplicate is not None:
-        return await skipped(f"held lead: duplicate: {duplicate}")
+        later = _Turn.LATER if duplicate == BEING_OFFERED else _Turn.DECLINED
+        return await skipped(f"held lead: duplicate: {duplicate}", later)
     turn = _Turn.DECLINED
     try:
         turn = await _post_held(ctx, hold, walk, record, bid, lead, rules, payout, timeout_s)
+        if turn is _Turn.LATER:  # counted as tried when noted: not so
+            await ctx.store.untry_hold_buyer(hold.ping_id, token, buyer_id)
     finally:
         if turn is not _Turn.SOLD and scopes:
             with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
@@ -349,7 +363,7 @@ async def _post_held(
             await walk.note(
                 bid, PostReply(PostOutcome.SKIPPED, reason=f"held lead: capped: {reached}"), 0
             )
-            return _Turn.DECLINED
+            return _Turn.LATER
     reply, latency_us = await post_attempt(ctx, record, bid, lead, timeout_s)
     reply = walk.clean(reply)
     if reply.outcome is PostOutcome.ACCEPTED:

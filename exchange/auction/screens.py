@@ -20,6 +20,10 @@ from exchange.core.ranking import BuyerRules
 from exchange.core.suppression import lead_hashes
 from exchange.ledger.reservations import SOLD, Scope
 
+# Why an offer is a duplicate where a window applies (reserve_person).
+SOLD_LATELY = "the same person was sold there lately"
+BEING_OFFERED = "the same person is being offered there by another lead"
+
 # How long past its offer's own time a reservation may stay when the process holding it
 # dies (a reservation given back or sold over goes at once or stays by its own rule).
 RESERVATION_SLACK_S = 60.0
@@ -109,5 +113,5 @@ async def reserve_person(
     if found is None:
         return None
     if found == SOLD:
-        return "the same person was sold there lately"
-    return "the same person is being offered there by another lead"
+        return SOLD_LATELY
+    return BEING_OFFERED

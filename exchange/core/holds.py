@@ -152,7 +152,8 @@ def next_check(
 ) -> datetime:
     """When to look at a hold again: the first opening of a waiting buyer's schedule
     within its window, or the end of a window, and at the latest ``now + RECHECK``; with
-    no buyer left, ``now`` (the hold is over)."""
+    no buyer left, ``now`` (the hold is over). A waiting buyer open now was offered the
+    lead this pass and could not take it yet (capped): it is looked at again at RECHECK."""
     left = set(waiting(buyers, tried, now))
     if not left:
         return now
@@ -165,7 +166,7 @@ def next_check(
         if rule is None or rule.schedule is None:
             continue
         opens = next_opening(rule.schedule, now, held.until)
-        if opens is not None:
+        if opens is not None and opens > now:
             candidates.append(opens)
     return min(candidates)
 

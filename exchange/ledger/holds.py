@@ -144,6 +144,11 @@ WHERE ping_id = $1 AND claim_token = $2 AND state = {_HELD}
 RETURNING first_attempt + attempts - 1
 """
 
+_UNTRY = f"""
+UPDATE held_leads SET tried = array_remove(tried, $3)
+WHERE ping_id = $1 AND claim_token = $2 AND state = {_HELD}
+"""
+
 _RELEASE = f"""
 UPDATE held_leads SET next_check_at = $3, claimed_by = NULL, claim_token = NULL,
                       lease_until = NULL
@@ -241,6 +246,11 @@ class Holds(LedgerArea):
             _NOTE_ATTEMPT, uuid.UUID(ping_id), uuid.UUID(token), buyer_id
         )
         return None if value is None else int(value)
+
+    async def untry_hold_buyer(self, ping_id: str, token: str, buyer_id: str) -> None:
+        """``buyer_id`` was noted as offered the held lead but could not be (capped, or its
+        person offered it by another lead): it is waiting again, for a later check."""
+        await self.pool.execute(_UNTRY, uuid.UUID(ping_id), uuid.UUID(token), buyer_id)
 
     async def release_hold(self, ping_id: str, token: str, next_check_at: datetime) -> bool:
         """Give the claim up; the hold is due again at ``next_check_at``."""

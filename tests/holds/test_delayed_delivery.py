@@ -166,6 +166,36 @@ async def test_a_rejecting_delayed_buyer_passes_the_held_lead_to_the_next_open_o
             assert sim.counters("picky").posts == 1
 
 
+async def test_a_delayed_buyer_capped_when_it_opens_is_offered_the_held_lead_once_its_cap_has_room(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        buyer = {**delayed(sim, "late", 14.0, hours=30), "caps": {"daily": 1}}
+        async with running_exchange(make_config([buyer], exchange=EXCHANGE), database_url) as ex:
+            leads = [(await direct_post(ex, external_id=f"capped-{n}"))["ping_id"] for n in (1, 2)]
+            ex.ctx.clock.advance(timedelta(hours=3))  # it opens: one lead today, by its cap
+            for _ in range(150):  # up to 15 s for the first delivery
+                if sim.counters("late").posts:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2.5)  # a few more delivery passes, the cap full
+            stories = [await ex.story(ping_id) for ping_id in leads]
+            sold = [s for s in stories if s["post"]["status"] == "sold"]
+            assert len(sold) == 1 and sold[0]["sale"]["buyer"] == "late"
+            second = next(s["ping_id"] for s in stories if s["post"]["status"] != "sold")
+            waiting = await ex.story(second)
+            assert waiting["post"]["status"] == "queued"
+            assert waiting["hold"]["state"] == "held"
+            assert waiting["hold"]["tried"] == []  # capped is not tried: it waits its turn
+            assert sim.counters("late").posts == 1
+
+            ex.ctx.clock.advance(timedelta(days=1))  # the same hours the next day: room again
+            story = await settled(ex, second)
+            assert story["post"]["status"] == "sold"
+            assert story["sale"]["buyer"] == "late"
+            assert sim.counters("late").posts == 2
+
+
 async def test_a_hold_nobody_takes_within_hold_hours_ends_unsold_hold_expired(
     database_url: str,
 ) -> None:

@@ -74,6 +74,16 @@ def test_a_hold_is_due_when_the_first_of_its_buyers_opens() -> None:
     assert open_now(held, ["night"], by_id, MONDAY_9AM + timedelta(hours=9)) == []
 
 
+def test_a_buyer_open_now_but_not_tried_is_looked_at_again_after_a_recheck_not_at_once() -> None:
+    # Open now and still waiting after a pass: it was capped. Not due again at once (a
+    # hold would be claimed every pass), but within RECHECK.
+    held = [HeldBuyer("night", MONDAY_9AM + timedelta(hours=20))]
+    by_id = {"night": rules("night", **NIGHTS)}
+    at_ten = MONDAY_9AM + timedelta(hours=10)
+    assert open_now(held, (), by_id, at_ten) == ["night"]
+    assert next_check(held, (), by_id, at_ten) == at_ten + RECHECK
+
+
 def test_a_hold_is_over_once_every_buyer_was_tried_or_its_window_ended() -> None:
     held = [HeldBuyer("a", MONDAY_9AM + timedelta(hours=6)),
             HeldBuyer("b", MONDAY_9AM + timedelta(hours=12))]  # fmt: skip
