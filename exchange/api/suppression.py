@@ -23,6 +23,7 @@ from aiohttp import web
 
 from exchange.api.common import CTX, authenticate_admin, check_ready, json_response
 from exchange.auction.context import ExchangeContext
+from exchange.auction.offers import withdraw_suppressed
 from exchange.core.errors import Conflict, Invalid, MalformedJson, NotFound, TooLarge
 from exchange.core.suppression import (
     MAX_ENTRIES,
@@ -150,9 +151,17 @@ async def load(request: web.Request) -> web.Response:
             f"{exc}; its entries match nothing now: load it again with mode=replace"
         ) from None
     counts = load_counts(hashed, change.added, change.removed, change.total)
+    # Pooled and held leads of the person wait with their PII sealed: out of the pool
+    # now, and every hold of the list's verticals checked at the next delivery pass.
+    used_by = _used_by(ctx, name)
+    withdrawn = rechecked = 0
+    if change.added and used_by:
+        withdrawn = await withdraw_suppressed(ctx, name, used_by)
+        rechecked = await ctx.store.recheck_holds(used_by, ctx.clock.now())
     log.info("suppression_loaded", list=name, mode=mode.value, operator=operator,
              received=counts.received, invalid=counts.invalid, added=counts.added,
-             removed=counts.removed, total=counts.total)  # fmt: skip
+             removed=counts.removed, total=counts.total, pool_offers_withdrawn=withdrawn,
+             held_leads_rechecked=rechecked)  # fmt: skip
     return json_response(
         {
             "list": name,
@@ -166,7 +175,9 @@ async def load(request: web.Request) -> web.Response:
             "invalid_entries": [
                 {"index": e.index, "msg": e.msg} for e in hashed.invalid[:MAX_LISTED_INVALID]
             ],
-            "used_by": _used_by(ctx, name),
+            "used_by": used_by,
+            "pool_offers_withdrawn": withdrawn,
+            "held_leads_rechecked": rechecked,
         }
     )
 

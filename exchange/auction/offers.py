@@ -34,6 +34,7 @@ from exchange.core.offers import offer_terms, poolable, sealing_context
 from exchange.core.ranking import BuyerRules, Exclusion, screen
 from exchange.core.scoring import score_lead
 from exchange.core.sealing import SealingError
+from exchange.core.suppression import lead_hashes
 from exchange.ledger.faults import DATABASE_DOWN
 from exchange.ledger.offers import OfferPosition, PoolOffer
 
@@ -273,7 +274,8 @@ async def claim(ctx: ExchangeContext, buyer: BuyerConfig, ping_id: str) -> Claim
     if offer.claimed_by is not None:
         raise Conflict(f"lead {ping_id} was already claimed")
     if offer.expired_at is not None or offer.terms.expired(now) or offer.sealed is None:
-        raise NotFound(f"lead {ping_id} left the pool at {offer.terms.expires_at.isoformat()}")
+        left = offer.expired_at or offer.terms.expires_at  # taken out early, or at max age
+        raise NotFound(f"lead {ping_id} left the pool at {left.isoformat()}")
     vertical = ctx.loaded.config.verticals.get(offer.vertical)
     if vertical is None or vertical.pool is None or not vertical.pool.enabled:
         raise NotFound(f"the pool of vertical {offer.vertical} is off")
@@ -344,6 +346,45 @@ def _open(ctx: ExchangeContext, offer: PoolOffer) -> dict[str, Any]:
         raise NotReady(
             f"lead {offer.ping_id} cannot be opened: {exc}", headers={"Retry-After": "60"}
         ) from None
+
+
+async def withdraw_suppressed(ctx: ExchangeContext, list_name: str, verticals: list[str]) -> int:
+    """Take out of the pool now, PII purged, every open offer of ``verticals`` whose person
+    is on list ``list_name`` (just loaded); how many. A claim would refuse them anyway:
+    this is for the PII, which a suppression (a do-not-call or an erasure request) must
+    not leave sealed in the pool until the offer's max age. Offers read a page at a time;
+    one that no configured key opens is left to its max age."""
+    key = ctx.loaded.settings.suppression_hash_key
+    keys = ctx.pii_keys
+    if not key or keys is None or not verticals:
+        return 0
+    withdrawn = 0
+    after: str | None = None
+    while True:
+        page = await ctx.store.sealed_open_offers(verticals, after, LIST_PAGE)
+        hashes: dict[str, list[bytes]] = {}
+        for ping_id, vertical, sealed in page:
+            try:
+                pii = keys.open(sealed, sealing_context(ping_id))
+            except SealingError:
+                continue
+            schema = ctx.loaded.schemas.get(vertical)
+            if schema is not None:
+                hashes[ping_id] = lead_hashes(pii, schema, key.encode())
+        listed = await ctx.store.listed_hashes(list_name, [h for v in hashes.values() for h in v])
+        now = ctx.clock.now()
+        for ping_id, vertical, _ in page:
+            if set(hashes.get(ping_id, ())) & listed and await ctx.store.withdraw_offer(
+                ping_id, now
+            ):
+                withdrawn += 1
+                ctx.metrics.record_pool_expired(vertical, 1)
+                ctx.metrics.record_suppressed(vertical, list_name)
+                log.info("pool_offer_suppressed", ping_id=ping_id, list=list_name)
+        if len(page) < LIST_PAGE:
+            return withdrawn
+        after = page[-1][0]
+        await asyncio.sleep(0)  # other requests' turn
 
 
 async def sweep_pool(ctx: ExchangeContext) -> dict[str, int]:

@@ -18,7 +18,7 @@ What must never break is the database's to enforce:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -246,6 +246,17 @@ class Holds(LedgerArea):
             _NOTE_ATTEMPT, uuid.UUID(ping_id), uuid.UUID(token), buyer_id
         )
         return None if value is None else int(value)
+
+    async def recheck_holds(self, verticals: Sequence[str], now: datetime) -> int:
+        """Make every held lead of these verticals due now (a suppression list they use
+        changed: the next delivery pass checks each first); how many."""
+        done = await self.pool.execute(
+            f"UPDATE held_leads SET next_check_at = $2 WHERE state = {_HELD}"
+            " AND vertical = ANY($1::text[]) AND next_check_at > $2",
+            list(verticals),
+            now,
+        )
+        return int(done.split()[-1])
 
     async def untry_hold_buyer(self, ping_id: str, token: str, buyer_id: str) -> None:
         """``buyer_id`` was noted as offered the held lead but could not be (capped, or its

@@ -227,6 +227,25 @@ class Offers(LedgerArea):
             expired[row["vertical"]] = expired.get(row["vertical"], 0) + 1
         return expired
 
+    @bounded
+    async def sealed_open_offers(
+        self, verticals: Sequence[str], after_ping_id: str | None, limit: int
+    ) -> list[tuple[str, str, Sealed]]:
+        """Open offers of these verticals with their sealed PII, by ping id from the first
+        past ``after_ping_id``: (ping id, vertical, sealed), ``limit`` at most."""
+        rows = await self.pool.fetch(
+            "SELECT ping_id, vertical, pii_key_id, pii FROM pool_offers"
+            f" WHERE vertical = ANY($1::text[]) AND {_OPEN} AND pii IS NOT NULL"
+            " AND ($2::uuid IS NULL OR ping_id > $2) ORDER BY ping_id LIMIT $3",
+            list(verticals),
+            uuid.UUID(after_ping_id) if after_ping_id is not None else None,
+            limit,
+        )
+        return [
+            (str(r["ping_id"]), r["vertical"], Sealed(r["pii_key_id"], bytes(r["pii"])))
+            for r in rows
+        ]
+
     async def withdraw_offer(self, ping_id: str, now: datetime) -> bool:
         """Take one open offer out of the pool now, PII purged (its person was put on a
         suppression list while it waited); False when it was no longer open."""

@@ -112,6 +112,18 @@ class Suppression(LedgerArea):
         found: str | None = await self.pool.fetchval(_MATCH, list(lists), hashes)
         return found
 
+    @bounded
+    async def listed_hashes(self, name: str, hashes: list[bytes]) -> set[bytes]:
+        """Which of ``hashes`` are on list ``name`` (one indexed read)."""
+        if not hashes:
+            return set()
+        rows = await self.pool.fetch(
+            "SELECT hash FROM suppression_entries WHERE list_name = $1 AND hash = ANY($2::bytea[])",
+            name,
+            hashes,
+        )
+        return {bytes(r["hash"]) for r in rows}
+
     async def suppression_lists(self) -> list[ListSummary]:
         rows = await self.pool.fetch(
             "SELECT name, entries, key_id, created_at, updated_at FROM suppression_lists"

@@ -176,7 +176,8 @@ async def test_a_load_counts_what_it_received_added_found_and_refused(database_u
         invalid = {e["index"]: e["msg"] for e in body.pop("invalid_entries")}
         assert body == {"list": "dnc", "mode": "append", "received": 8, "invalid": 4,
                         "added": 3, "already_present": 1, "removed": 0, "total": 3,
-                        "used_by": ["auto_insurance"]}  # fmt: skip
+                        "used_by": ["auto_insurance"], "pool_offers_withdrawn": 0,
+                        "held_leads_rechecked": 0}  # fmt: skip
         assert set(invalid) == {3, 4, 5, 7}
         assert invalid[3] == "is not a valid phone number"
         assert invalid[7] == "is not a valid email address"

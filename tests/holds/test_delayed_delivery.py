@@ -271,6 +271,34 @@ async def test_a_held_lead_whose_person_is_suppressed_meanwhile_is_never_deliver
             assert sim.counters("late").posts == 0
 
 
+async def test_loading_a_suppression_list_ends_its_peoples_held_leads_before_any_buyer_opens(
+    database_url: str,
+) -> None:
+    async with BuyerSimulator([spec("late")]) as sim:
+        exchange = {**EXCHANGE, "suppression_hash_key": "suppression-key-0123456789abcdef"}
+        doc = yaml.safe_load(config_text([delayed(sim, "late", 14.0)], exchange=exchange))
+        doc["verticals"]["auto_insurance"]["suppress"] = ["dnc"]
+        config = parse_config(yaml.safe_dump(doc), "test.yaml", env={})
+        async with running_exchange(config, database_url) as ex:
+            ping_id = (await direct_post(ex))["ping_id"]
+            status, loaded, _ = await ex.call(
+                "POST", "/v1/suppression/dnc", [FULL_LEAD["phone"]], key=ADMIN_TOKEN
+            )
+            assert status == 200 and loaded["held_leads_rechecked"] == 1, loaded
+            # No clock moved: the buyer is still closed, and the hold ends all the same.
+            story = await settled(ex, ping_id)
+            assert story["post"]["status"] == "unsold", story["post"]
+            assert story["post"]["reason"] == "suppressed"
+            assert story["post"]["suppressed_by"] == "dnc"
+            assert sim.counters("late").posts == 0
+        db = await asyncpg.connect(database_url)
+        try:
+            row = await db.fetchrow("SELECT state, pii FROM held_leads")
+        finally:
+            await db.close()
+        assert row is not None and row["state"] != "held" and row["pii"] is None
+
+
 SCORE_RULES = [
     {"field": "credit_rating", "in": ["excellent", "good"], "points": 40},
     {"field": "age", "gte": 25, "points": 20},

@@ -258,10 +258,44 @@ async def test_a_pooled_lead_whose_person_is_suppressed_meanwhile_leaves_the_poo
         assert status == 200 and loaded["added"] == 1, loaded
         status, body = await claim(ex, "puller", lead_id)
         assert status == 404, body
-        assert "suppression list" in body["error"]["message"]
+        assert "left the pool" in body["error"]["message"]
         assert await listing(ex, "puller") == []
         story = await ex.story(lead_id)
         assert story["pool"]["status"] == "expired" and story["sale"] is None
+
+
+async def test_loading_a_suppression_list_takes_its_peoples_pooled_leads_out_with_their_pii(
+    database_url: str,
+) -> None:
+    suppression = {"suppression_hash_key": "suppression-key-0123456789abcdef"}
+    async with pool_exchange(
+        database_url, {"puller": {}}, exchange=suppression, vertical={"suppress": ["dnc"]}
+    ) as ex:
+        listed_person = (await direct_post(ex))["ping_id"]
+        other = {**FULL_LEAD, "phone": "(415) 555-0199", "email": "someone.else@example.com"}
+        other_person = (await direct_post(ex, other))["ping_id"]
+        status, loaded, _ = await ex.call(
+            "POST", "/v1/suppression/dnc", [FULL_LEAD["email"].upper()], key=ADMIN_TOKEN
+        )
+        assert status == 200, loaded
+        assert loaded["pool_offers_withdrawn"] == 1 and loaded["used_by"] == ["auto_insurance"]
+        # Gone at once, not at the next claim: its PII purged in the ledger.
+        assert [o["lead_id"] for o in await listing(ex, "puller")] == [other_person]
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch("SELECT ping_id::text, pii, expired_at FROM pool_offers")
+        finally:
+            await conn.close()
+        found = {r["ping_id"]: r for r in rows}
+        assert found[listed_person]["pii"] is None and found[listed_person]["expired_at"]
+        assert found[other_person]["pii"] is not None
+        story = await ex.story(listed_person)
+        assert story["pool"]["status"] == "expired" and story["sale"] is None
+        # Loading the same entry again finds nothing more to take out.
+        status, again, _ = await ex.call(
+            "POST", "/v1/suppression/dnc", [FULL_LEAD["email"]], key=ADMIN_TOKEN
+        )
+        assert status == 200 and again["added"] == 0 and again["pool_offers_withdrawn"] == 0
 
 
 async def test_odd_pool_query_strings_and_lead_ids_get_clear_errors_never_a_500(
