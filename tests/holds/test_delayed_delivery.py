@@ -248,55 +248,60 @@ async def test_a_real_time_delayed_buyer_is_pinged_on_delivery_and_posted_at_its
             assert posted[0]["bid_id"] is not None and posted[0]["price"] == 23.0
 
 
+def suppressing(sim: BuyerSimulator) -> Any:
+    """One delayed buyer, "late", and the vertical suppressing with list "dnc"."""
+    exchange = {**EXCHANGE, "suppression_hash_key": "suppression-key-0123456789abcdef"}
+    doc = yaml.safe_load(config_text([delayed(sim, "late", 14.0)], exchange=exchange))
+    doc["verticals"]["auto_insurance"]["suppress"] = ["dnc"]
+    return parse_config(yaml.safe_dump(doc), "test.yaml", env={})
+
+
+async def held_then_listed(ex: Exchange, entry: str) -> tuple[str, dict[str, Any]]:
+    """A lead held for "late", then ``entry`` (its phone or email) put on list "dnc"."""
+    ping_id = (await direct_post(ex))["ping_id"]
+    status, loaded, _ = await ex.call("POST", "/v1/suppression/dnc", [entry], key=ADMIN_TOKEN)
+    assert status == 200 and loaded["added"] == 1, loaded
+    return ping_id, loaded
+
+
+async def ended_suppressed(ex: Exchange, sim: BuyerSimulator, ping_id: str) -> None:
+    story = await settled(ex, ping_id)
+    assert story["post"]["status"] == "unsold", story["post"]
+    assert story["post"]["reason"] == "suppressed"
+    assert story["post"]["suppressed_by"] == "dnc"
+    assert story["sale"] is None
+    assert sim.counters("late").posts == 0
+
+
 async def test_a_held_lead_whose_person_is_suppressed_meanwhile_is_never_delivered(
     database_url: str,
 ) -> None:
-    async with BuyerSimulator([spec("late")]) as sim:
-        exchange = {**EXCHANGE, "suppression_hash_key": "suppression-key-0123456789abcdef"}
-        doc = yaml.safe_load(config_text([delayed(sim, "late", 14.0)], exchange=exchange))
-        doc["verticals"]["auto_insurance"]["suppress"] = ["dnc"]
-        config = parse_config(yaml.safe_dump(doc), "test.yaml", env={})
-        async with running_exchange(config, database_url) as ex:
-            ping_id = (await direct_post(ex))["ping_id"]
-            status, loaded, _ = await ex.call(
-                "POST", "/v1/suppression/dnc", [FULL_LEAD["email"]], key=ADMIN_TOKEN
-            )
-            assert status == 200 and loaded["added"] == 1, loaded
-            ex.ctx.clock.advance(timedelta(hours=2, minutes=30))  # the buyer opens
-            story = await settled(ex, ping_id)
-            assert story["post"]["status"] == "unsold", story["post"]
-            assert story["post"]["reason"] == "suppressed"
-            assert story["post"]["suppressed_by"] == "dnc"
-            assert story["sale"] is None
-            assert sim.counters("late").posts == 0
+    async with (
+        BuyerSimulator([spec("late")]) as sim,
+        running_exchange(suppressing(sim), database_url) as ex,
+    ):
+        ping_id, _ = await held_then_listed(ex, FULL_LEAD["email"])
+        ex.ctx.clock.advance(timedelta(hours=2, minutes=30))  # the buyer opens
+        await ended_suppressed(ex, sim, ping_id)
 
 
 async def test_loading_a_suppression_list_ends_its_peoples_held_leads_before_any_buyer_opens(
     database_url: str,
 ) -> None:
-    async with BuyerSimulator([spec("late")]) as sim:
-        exchange = {**EXCHANGE, "suppression_hash_key": "suppression-key-0123456789abcdef"}
-        doc = yaml.safe_load(config_text([delayed(sim, "late", 14.0)], exchange=exchange))
-        doc["verticals"]["auto_insurance"]["suppress"] = ["dnc"]
-        config = parse_config(yaml.safe_dump(doc), "test.yaml", env={})
-        async with running_exchange(config, database_url) as ex:
-            ping_id = (await direct_post(ex))["ping_id"]
-            status, loaded, _ = await ex.call(
-                "POST", "/v1/suppression/dnc", [FULL_LEAD["phone"]], key=ADMIN_TOKEN
-            )
-            assert status == 200 and loaded["held_leads_rechecked"] == 1, loaded
-            # No clock moved: the buyer is still closed, and the hold ends all the same.
-            story = await settled(ex, ping_id)
-            assert story["post"]["status"] == "unsold", story["post"]
-            assert story["post"]["reason"] == "suppressed"
-            assert story["post"]["suppressed_by"] == "dnc"
-            assert sim.counters("late").posts == 0
-        db = await asyncpg.connect(database_url)
-        try:
-            row = await db.fetchrow("SELECT state, pii FROM held_leads")
-        finally:
-            await db.close()
-        assert row is not None and row["state"] != "held" and row["pii"] is None
+    async with (
+        BuyerSimulator([spec("late")]) as sim,
+        running_exchange(suppressing(sim), database_url) as ex,
+    ):
+        ping_id, loaded = await held_then_listed(ex, FULL_LEAD["phone"])
+        assert loaded["held_leads_rechecked"] == 1, loaded
+        # No clock moved: the buyer is still closed, and the hold ends all the same.
+        await ended_suppressed(ex, sim, ping_id)
+    db = await asyncpg.connect(database_url)
+    try:
+        row = await db.fetchrow("SELECT state, pii FROM held_leads")
+    finally:
+        await db.close()
+    assert row is not None and row["state"] != "held" and row["pii"] is None
 
 
 SCORE_RULES = [

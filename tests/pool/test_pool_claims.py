@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -244,13 +244,18 @@ async def test_the_lead_score_is_a_field_buyers_filter_the_pool_on(database_url:
         assert status == 403 and ": filtered" in body["error"]["message"], body
 
 
+def suppressing_pool(database_url: str) -> AbstractAsyncContextManager[Exchange]:
+    """A pool with one pull buyer, "puller", in a vertical suppressing with list "dnc"."""
+    suppression = {"suppression_hash_key": "suppression-key-0123456789abcdef"}
+    return pool_exchange(
+        database_url, {"puller": {}}, exchange=suppression, vertical={"suppress": ["dnc"]}
+    )
+
+
 async def test_a_pooled_lead_whose_person_is_suppressed_meanwhile_leaves_the_pool_unsold(
     database_url: str,
 ) -> None:
-    suppression = {"suppression_hash_key": "suppression-key-0123456789abcdef"}
-    async with pool_exchange(
-        database_url, {"puller": {}}, exchange=suppression, vertical={"suppress": ["dnc"]}
-    ) as ex:
+    async with suppressing_pool(database_url) as ex:
         lead_id = (await direct_post(ex))["ping_id"]
         status, loaded, _ = await ex.call(
             "POST", "/v1/suppression/dnc", [FULL_LEAD["phone"]], key=ADMIN_TOKEN
@@ -267,10 +272,7 @@ async def test_a_pooled_lead_whose_person_is_suppressed_meanwhile_leaves_the_poo
 async def test_loading_a_suppression_list_takes_its_peoples_pooled_leads_out_with_their_pii(
     database_url: str,
 ) -> None:
-    suppression = {"suppression_hash_key": "suppression-key-0123456789abcdef"}
-    async with pool_exchange(
-        database_url, {"puller": {}}, exchange=suppression, vertical={"suppress": ["dnc"]}
-    ) as ex:
+    async with suppressing_pool(database_url) as ex:
         listed_person = (await direct_post(ex))["ping_id"]
         other = {**FULL_LEAD, "phone": "(415) 555-0199", "email": "someone.else@example.com"}
         other_person = (await direct_post(ex, other))["ping_id"]
