@@ -22,7 +22,6 @@ buyers that were off schedule, and delivering it when the first of them opens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import datetime, timedelta
 from enum import Enum
@@ -42,6 +41,7 @@ from exchange.auction.screens import (
     buyer_scope,
     check_duplicates,
     check_suppression,
+    release_person,
     reserve_person,
     vertical_scope,
 )
@@ -336,9 +336,8 @@ async def _offer(
         if turn is _Turn.LATER:  # counted as tried when noted: not so
             await ctx.store.untry_hold_buyer(hold.ping_id, token, buyer_id)
     finally:
-        if turn is not _Turn.SOLD and scopes:
-            with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
-                await ctx.store.release_contacts(scopes, hold.ping_id)
+        if turn is not _Turn.SOLD:
+            await release_person(ctx, hold.ping_id, scopes)
     return turn
 
 

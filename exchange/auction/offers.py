@@ -23,6 +23,7 @@ from exchange.auction.context import ExchangeContext
 from exchange.auction.screens import (
     buyer_scope,
     check_suppression,
+    release_person,
     reserve_person,
     vertical_scope,
 )
@@ -320,9 +321,8 @@ async def claim(ctx: ExchangeContext, buyer: BuyerConfig, ping_id: str) -> Claim
                 with contextlib.suppress(*DATABASE_DOWN):
                     await ctx.store.release_caps(buyer.id, windows, price)
     finally:
-        if sale_id is None and scopes:
-            with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
-                await ctx.store.release_contacts(scopes, ping_id)
+        if sale_id is None:
+            await release_person(ctx, ping_id, scopes)
     if sale_id is None:
         raise Conflict(f"lead {ping_id} was already claimed, or has just left the pool")
     ctx.metrics.record_pool_claim(seller.id, buyer.id, offer.vertical, price, payout)

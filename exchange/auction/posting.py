@@ -18,7 +18,6 @@ seller's answer carries the first sale's that has one (exchange/auction/answers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +36,7 @@ from exchange.auction.pingcache import PingRecord
 from exchange.auction.screens import (
     DuplicateCheck,
     buyer_scope,
+    release_person,
     reserve_person,
     vertical_scope,
 )
@@ -49,7 +49,7 @@ from exchange.core.outcomes import PostOutcome, PostStatus, UnsoldReason
 from exchange.core.ranking import Bid, arrange_tiers, max_sales, ping_tree
 from exchange.core.scrub import pii_values
 from exchange.core.verdicts import after_walk, before_walk, walk_complete
-from exchange.ledger.faults import DATABASE_DOWN, ROW_REFUSED
+from exchange.ledger.faults import ROW_REFUSED
 from exchange.ledger.sales import PostTotals, SaleConflict, SaleRow
 
 log = structlog.get_logger("exchange.post")
@@ -92,9 +92,8 @@ async def post_lead(
     try:
         return await _walk(walk, tree, lead, duplicates, deadline, min_payout_cents)
     finally:
-        if scopes and not walk.sold:
-            with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
-                await ctx.store.release_contacts(scopes, record.ping_id)
+        if not walk.sold:
+            await release_person(ctx, record.ping_id, scopes)
 
 
 async def _walk(
@@ -174,9 +173,8 @@ async def _try_buyer(
     try:
         return await _reserved_try(walk, runtime, bid, lead, remaining_s, now)
     finally:
-        if scopes and not any(sold is bid for sold, _ in walk.sold):
-            with contextlib.suppress(*DATABASE_DOWN):  # it runs out by itself
-                await ctx.store.release_contacts(scopes, record.ping_id)
+        if not any(sold is bid for sold, _ in walk.sold):
+            await release_person(ctx, record.ping_id, scopes)
 
 
 async def _reserved_try(

@@ -10,6 +10,7 @@ reservations.py), and gives it back when it did not sell."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from exchange.auction.context import ExchangeContext
 from exchange.core.dedupe import ContactHashes, buyers_with_lead, sold_in_vertical
 from exchange.core.ranking import BuyerRules
 from exchange.core.suppression import lead_hashes
+from exchange.ledger.faults import DATABASE_DOWN
 from exchange.ledger.reservations import SOLD, Scope
 
 # Why an offer is a duplicate where a window applies (reserve_person).
@@ -115,3 +117,11 @@ async def reserve_person(
     if found == SOLD:
         return SOLD_LATELY
     return BEING_OFFERED
+
+
+async def release_person(ctx: ExchangeContext, ping_id: str, scopes: list[Scope]) -> None:
+    """Give back what ``reserve_person`` took for an offer that did not sell. With the
+    database away it stays, and runs out by itself at its ``until``."""
+    if scopes:
+        with contextlib.suppress(*DATABASE_DOWN):
+            await ctx.store.release_contacts(scopes, ping_id)

@@ -27,6 +27,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from exchange.ledger.bounded import row_count
 from exchange.ledger.partitions import (
     PARTITIONED_TABLES,
     DayPartition,
@@ -118,7 +119,7 @@ async def _write(
                 )
         raw.flush()
         os.fsync(raw.fileno())
-    rows = int(status.split()[-1])
+    rows = row_count(status)
     digest = hashlib.sha256(partial.read_bytes()).hexdigest()
     partial.replace(final)
     _sync_folder(folder)

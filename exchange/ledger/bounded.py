@@ -20,6 +20,12 @@ class LedgerArea:
     owner: str
 
 
+def row_count(status: str) -> int:
+    """The rows a statement touched, from its command status (``INSERT 0 3``, ``DELETE 2``,
+    ``UPDATE 1``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 A = TypeVar("A", bound=LedgerArea)
 P = ParamSpec("P")
 R = TypeVar("R")

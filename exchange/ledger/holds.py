@@ -26,7 +26,7 @@ from typing import Any
 from exchange.core.holds import HeldBuyer, HoldState
 from exchange.core.outcomes import ClaimStatus, UnsoldReason
 from exchange.core.sealing import Sealed
-from exchange.ledger.bounded import LedgerArea, bounded
+from exchange.ledger.bounded import LedgerArea, bounded, row_count
 from exchange.ledger.sales import SaleRow, sale_values
 from exchange.ledger.words import sql_word
 
@@ -256,7 +256,7 @@ class Holds(LedgerArea):
             list(verticals),
             now,
         )
-        return int(done.split()[-1])
+        return row_count(done)
 
     async def untry_hold_buyer(self, ping_id: str, token: str, buyer_id: str) -> None:
         """``buyer_id`` was noted as offered the held lead but could not be (capped, or its

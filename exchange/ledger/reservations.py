@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from exchange.ledger.bounded import LedgerArea, bounded
+from exchange.ledger.bounded import LedgerArea, bounded, row_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,4 +121,4 @@ class Reservations(LedgerArea):
     async def sweep_contact_reservations(self, now: datetime, limit: int = 10_000) -> int:
         """Delete up to ``limit`` reservations whose time is up; how many went."""
         done = await self.pool.execute(_SWEEP, now, limit)
-        return int(done.split()[-1])
+        return row_count(done)

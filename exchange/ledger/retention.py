@@ -33,6 +33,7 @@ from typing import Literal
 import asyncpg
 import structlog
 
+from exchange.ledger.bounded import row_count
 from exchange.ledger.faults import DATABASE_DOWN
 from exchange.ledger.partitions import (
     PARTITIONED_TABLES,
@@ -167,7 +168,7 @@ async def _expire_claims(conn: asyncpg.Connection, before: datetime, run: Mainte
         deleted = 0
         for _ in range(EXPIRE_BATCHES):
             status = await conn.execute(sql, before, EXPIRE_BATCH)
-            count = int(status.split()[-1])
+            count = row_count(status)
             deleted += count
             if count < EXPIRE_BATCH:
                 break

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from exchange.core.outcomes import ClaimStatus, UnsoldReason
-from exchange.ledger.bounded import LedgerArea, bounded
+from exchange.ledger.bounded import LedgerArea, bounded, row_count
 from exchange.ledger.words import sql_word
 
 
@@ -79,11 +79,6 @@ WHERE ping_id = $1 AND status = {sql_word(ClaimStatus.IN_PROGRESS)}
 """
 
 
-def _count(status: str) -> int:
-    """The row count of an ``INSERT 0 n`` or ``DELETE n`` status."""
-    return int(status.rsplit(" ", 1)[-1])
-
-
 class Suppression(LedgerArea):
     async def load_suppression(
         self, name: str, hashes: list[bytes], replace: bool, key_id: bytes, now: datetime
@@ -98,8 +93,8 @@ class Suppression(LedgerArea):
                 raise SuppressionKeyChanged(name)
             removed = 0
             if replace:
-                removed = _count(await conn.execute(_REMOVE_OTHERS, name, hashes))
-            added = _count(await conn.execute(_INSERT, name, hashes))
+                removed = row_count(await conn.execute(_REMOVE_OTHERS, name, hashes))
+            added = row_count(await conn.execute(_INSERT, name, hashes))
             total = row["entries"] - removed + added
             await conn.execute(_SET_COUNT, name, total, key_id, now)
         return ListChange(added, removed, total)
