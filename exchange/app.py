@@ -30,7 +30,7 @@ from exchange.api.errors import Handler, error_middleware, error_response
 from exchange.auction import acceptance
 from exchange.auction.autopause import AutoPauser
 from exchange.auction.context import ExchangeContext
-from exchange.auction.holds import keep_releasing
+from exchange.auction.delivery import keep_releasing
 from exchange.auction.live import LiveSettings
 from exchange.auction.offers import keep_pool
 from exchange.core.config import LoadedConfig

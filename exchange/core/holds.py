@@ -13,7 +13,8 @@ the hold lasts until the last of those windows ends. The buyers are offered the 
 config order among those open at the same moment; one that was offered it (or dropped)
 is not offered it again.
 
-Pure code: the clock is an argument; the I/O is exchange/auction/holds.py.
+Pure code: the clock is an argument; the I/O is exchange/auction/holds.py (holding) and
+delivery.py (delivering).
 """
 
 from __future__ import annotations

@@ -282,7 +282,7 @@ class SaleCollectors:
             "exchange_pool_expired", "Offers that left the pool unclaimed at max_age_hours.",
             ["vertical"], registry=r,
         )  # fmt: skip
-        # Delayed delivery (exchange/auction/holds.py). The gauge is read from the ledger by
+        # Delayed delivery (exchange/auction/delivery.py). The gauge is read from the ledger by
         # every process's release pass: the same value whichever process is scraped.
         self.held = Gauge(
             "exchange_held_leads", "Leads held for buyers off schedule (delayed delivery).",
